@@ -1,0 +1,129 @@
+"""Run folders: one per job, named by its config hash; their files say what state the job is in.
+
+A run folder holds
+  config.json      what the job computes (written before submission)
+  submission.json  how it was last submitted: executor, job id, time (written at submission)
+  result.json      the job's structured result (written atomically by the job when it succeeds)
+  error.json       the last failure: type, message, traceback or scheduler state
+A job is done exactly when result.json exists and is valid; nothing else is ever taken for a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ecc.atomic import CorruptFileError, atomic_write_json, read_json
+
+logger = logging.getLogger(__name__)
+
+RESULT, ERROR, SUBMISSION, CONFIG = "result.json", "error.json", "submission.json", "config.json"
+STATES = ("done", "failed", "running", "pending", "missing")
+
+# Scheduler states (sacct/squeue, and submitit's local states) grouped by what they mean for us.
+ACTIVE_STATES = {"PENDING": "pending", "REQUEUED": "pending", "CONFIGURING": "pending", "RESIZING": "pending",
+                 "SUSPENDED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
+                 "RUNNING": "running", "COMPLETING": "running", "STAGE_OUT": "running", "SIGNALING": "running"}
+FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+                 "DEADLINE", "REVOKED", "INTERRUPTED"}
+
+
+@dataclass(frozen=True)
+class RunState:
+    state: str            # one of STATES
+    error: str = ""       # last line of the error, for failed runs
+    job_id: str = ""      # scheduler job id of the last submission, if any
+
+
+def result_path(run_dir: Path) -> Path:
+    return Path(run_dir) / RESULT
+
+
+def read_result(run_dir: Path, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The run's result, or None when it has none or it is unreadable (then it is not done)."""
+    try:
+        return read_json(result_path(run_dir), required)
+    except CorruptFileError as e:
+        logger.warning("ignoring a corrupt result: %s", e)
+        return None
+
+
+def write_result(run_dir: Path, result: Mapping[str, Any]) -> None:
+    """Atomically write the result and clear any error left by an earlier attempt."""
+    atomic_write_json(Path(run_dir) / RESULT, dict(result))
+    (Path(run_dir) / ERROR).unlink(missing_ok=True)
+
+
+def write_error(run_dir: Path, exc: BaseException | None = None, *, message: str = "", kind: str = "") -> None:
+    """Record a failure (an exception in the job, or a scheduler state seen by the launcher)."""
+    payload = {
+        "type": kind or (type(exc).__name__ if exc is not None else "Error"),
+        "message": message or (str(exc) if exc is not None else ""),
+        "traceback": "".join(traceback.format_exception(exc)) if exc is not None else "",
+        "host": socket.gethostname(),
+        "time": time.time(),
+    }
+    atomic_write_json(Path(run_dir) / ERROR, payload)
+
+
+def read_error(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(Path(run_dir) / ERROR)
+    except CorruptFileError as e:
+        return {"type": "CorruptFileError", "message": str(e)}
+
+
+def record_submission(run_dir: Path, *, executor: str, job_id: str, stage: str) -> None:
+    atomic_write_json(Path(run_dir) / SUBMISSION, {
+        "executor": executor, "job_id": str(job_id), "stage": stage, "time": time.time(),
+        "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def read_submission(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(Path(run_dir) / SUBMISSION, ("executor", "job_id"))
+    except CorruptFileError:
+        return None
+
+
+def error_line(error: Mapping[str, Any] | None) -> str:
+    """The one line that says why a run failed."""
+    if not error:
+        return ""
+    message = str(error.get("message", "")).strip().splitlines()
+    return f"{error.get('type', 'Error')}: {message[-1] if message else ''}".rstrip(": ")
+
+
+def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None,
+              required: tuple[str, ...] = ()) -> RunState:
+    """State of one run from its folder, plus the scheduler's view of its last job when known.
+
+    `scheduler` maps job ids to scheduler states (sacct names, e.g. RUNNING, FAILED)."""
+    run_dir = Path(run_dir)
+    if read_result(run_dir, required) is not None:
+        return RunState("done")
+    sub = read_submission(run_dir)
+    job_id = str(sub["job_id"]) if sub else ""
+    sched = (scheduler or {}).get(job_id, "") if job_id else ""
+    sched = sched.split()[0].rstrip("+") if sched else ""  # "CANCELLED by 0" -> CANCELLED
+    error = read_error(run_dir)
+    if sched in ACTIVE_STATES:
+        # An error.json from an earlier attempt does not make a requeued or resubmitted job failed.
+        if error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0):
+            return RunState(ACTIVE_STATES[sched], job_id=job_id)
+    if error is not None:
+        return RunState("failed", error_line(error), job_id)
+    if sched in FAILED_STATES or sched == "COMPLETED":
+        # The job ended without a result or an error of its own: killed, out of memory, node lost...
+        why = f"scheduler state {sched} and no result" if sched != "COMPLETED" else "job ended without a result"
+        return RunState("failed", why, job_id)
+    if sub is not None and not sched:
+        return RunState("pending" if scheduler is None else "missing", job_id=job_id)
+    return RunState("missing", job_id=job_id)

@@ -1,0 +1,1 @@
+"""The science: stimuli, data, the eccentricity-dependent model, training and evaluation."""

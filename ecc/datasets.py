@@ -1,0 +1,310 @@
+"""Stimulus datasets: a spec, its content key, and a uint8 store built once under a file lock.
+
+A dataset is (image source, split, stimulus geometry, placement, seed). Its key hashes exactly
+that, with the source's *content* fingerprint (not its path) and the generator version. On disk,
+`<root>/<key>/` holds images.npy (uint8, N x S x C x C, memory-mappable), labels.npy, eccs.npy
+(target and flanker eccentricity of each image), meta.json (spec, shapes, checksums) and
+samples/ (the canvas and every crop of a few images, as PNG, like the original).
+
+Whoever asks first builds it into a temporary folder and renames it into place while holding
+`<root>/<key>.lock`; the others wait on the lock and then load. A dataset whose files do not match
+their meta.json (truncated, edited, half-copied) is set aside and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+from PIL import Image
+from tqdm import tqdm
+
+from . import sources
+from .atomic import CorruptFileError, atomic_write_json, read_json
+from .cli import arg
+from .identity import digest, to_jsonable
+from .stimuli import (
+    FLANKER_TYPES,
+    GENERATOR_VERSION,
+    StimulusConfig,
+    canvas,
+    check_placement,
+    render,
+    sample_random_shifts,
+)
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+PARITIES = ("even", "odd", "none")
+PLACES = ("None", "random")
+CHUNK = 512  # images rendered per step while building
+SAMPLES = 3  # images whose canvas and crops are saved as PNG
+
+
+class DatasetError(RuntimeError):
+    """A dataset cannot be built or loaded."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What one stimulus dataset holds."""
+
+    split: str = arg("train", "MNIST split: train (55,000 images), validation (first 5,000 of train) or test", choices=SPLITS)
+    stimulus: StimulusConfig = field(default_factory=StimulusConfig)
+    parity: str = arg("even", "targets: even digits (5 classes), odd, or none (all 10)", choices=PARITIES)
+    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), notMNIST or omniglot")
+    random_shifts: bool = arg(False, "target eccentricity uniform over the field (training data)")
+    target_ecc: float = arg(0.0, "target eccentricity in pixels (without random_shifts)")
+    flanker_type: int = arg(0, "0 no flanker, 1 one flanker, 2 two (mirrored about the target)", choices=FLANKER_TYPES)
+    flanker_ecc: float = arg(0.0, "flanker eccentricity (with random_shifts: the spacing is flanker_ecc - target_ecc)")
+    place: str = arg("None", "background: None (black) or random (a MIT Places photo per image)", choices=PLACES)
+    seed: int = arg(0, "seed of the random positions and backgrounds")
+    limit: int = arg(0, "keep at most this many images (0 = the whole split)")
+    validation_size: int = arg(5000, "the first this many MNIST training images form the validation split")
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if self.parity not in PARITIES:
+            raise ValueError(f"parity {self.parity!r} is not one of {', '.join(PARITIES)}")
+        if self.place not in PLACES:
+            raise ValueError(f"place {self.place!r} is not one of {', '.join(PLACES)}")
+        if self.flanker_type not in FLANKER_TYPES:
+            raise ValueError(f"flanker_type {self.flanker_type!r} is not one of 0, 1, 2")
+        for name in ("limit", "validation_size", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.random_shifts:
+            if self.flanker_type:
+                spacing = self.flanker_ecc - self.target_ecc
+                need = (self.stimulus.digit_height + self.stimulus.flanker_height) / 2.0
+                if not abs(spacing) >= need:
+                    raise ValueError(f"flanker spacing {spacing:g} (flanker_ecc - target_ecc) makes flankers overlap "
+                                     f"the target: need |spacing| >= {need:g}")
+        else:
+            check_placement(self.stimulus, self.target_ecc, self.flanker_type,
+                            self.flanker_ecc if self.flanker_type else None)
+
+    def canonical(self) -> DatasetSpec:
+        """Equal specs for equal data: unused placement fields are zeroed."""
+        spec = self
+        if not spec.flanker_type:
+            spec = replace(spec, flanker_ecc=0.0, flanker_dset="MNIST")
+        if spec.random_shifts and not spec.flanker_type:
+            spec = replace(spec, target_ecc=0.0)
+        if not spec.random_shifts and spec.place == "None":
+            spec = replace(spec, seed=0)  # nothing random left
+        return spec
+
+
+@dataclass
+class StimulusSet:
+    """Images (uint8, N x S x C x C), labels (int64) and the placement of every image."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    eccs: np.ndarray  # float64 (N, 2): target and flanker eccentricity (NaN without flanker)
+    spec: DatasetSpec
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ------------------------------------------------------------------------------- keys
+def dataset_key(spec: DatasetSpec, source: sources.SourceConfig | None = None) -> str:
+    """Content key: the canonical spec, the source data's fingerprint, the generator version."""
+    source = source or sources.SourceConfig()
+    payload = {"spec": to_jsonable(spec.canonical()), "mnist": sources.fingerprint(source),
+               "version": GENERATOR_VERSION}
+    if spec.flanker_type and spec.flanker_dset != "MNIST":
+        flankers = sources.flanker_images(spec.flanker_dset, spec.split, source, spec.validation_size)
+        payload["flankers"] = hashlib.md5(np.ascontiguousarray(flankers).tobytes()).hexdigest()
+    if spec.place != "None":
+        payload["places"] = str(source.places_dir.resolve())  # photos are not hashed: too many
+    return f"{spec.split}-{digest(payload, 16)}"
+
+
+# ---------------------------------------------------------------------------- generate
+def _rng(spec: DatasetSpec) -> np.random.Generator:
+    # Positions and backgrounds depend on the seed and on which data they are for, nothing else.
+    return np.random.default_rng(int(digest(to_jsonable(spec.canonical()), 15), 16))
+
+
+def _placements(spec: DatasetSpec, n: int, rng: np.random.Generator) -> np.ndarray:
+    cfg = spec.stimulus
+    if spec.random_shifts:
+        target, flanker = sample_random_shifts(cfg, n, rng, spec.flanker_type, spec.flanker_ecc - spec.target_ecc)
+    else:
+        target = np.full(n, float(spec.target_ecc))
+        flanker = np.full(n, float(spec.flanker_ecc) if spec.flanker_type else np.nan)
+    return np.stack([target, flanker], axis=1)
+
+
+def _inputs(spec: DatasetSpec, source: sources.SourceConfig):
+    pairs = sources.pairs(spec.split, spec.parity, spec.flanker_dset, source, validation_size=spec.validation_size)
+    n = len(pairs.targets) if not spec.limit else min(spec.limit, len(pairs.targets))
+    if n == 0:
+        raise DatasetError(f"the {spec.split} split has no {spec.parity} targets "
+                           f"(validation_size={spec.validation_size})")
+    rng = _rng(spec)
+    eccs = _placements(spec, n, rng)
+    backgrounds = None
+    if spec.place == "random":
+        backgrounds = sources.background_paths(source.places_dir, spec.split, n, rng)  # loaded per chunk
+    flankers = pairs.flankers[:n] if spec.flanker_type else None
+    return pairs.targets[:n], pairs.labels[:n].astype(np.int64), flankers, eccs, backgrounds
+
+
+def _render_into(out: np.ndarray, spec: DatasetSpec, targets, flankers, eccs, backgrounds, *,
+                 progress: bool, device: str | torch.device | None, desc: str) -> None:
+    n = len(targets)
+    bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, file=sys.stderr,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    with bar:
+        for start in range(0, n, CHUNK):
+            sl = slice(start, min(n, start + CHUNK))
+            out[sl] = render(targets[sl], spec.stimulus, target_ecc=eccs[sl, 0],
+                             flankers=None if flankers is None else flankers[sl],
+                             flanker_ecc=None if not spec.flanker_type else eccs[sl, 1],
+                             flanker_type=spec.flanker_type,
+                             backgrounds=None if backgrounds is None else
+                             [sources.load_gray(p) for p in backgrounds[sl]], device=device)
+            bar.update(sl.stop - sl.start)
+
+
+def generate(spec: DatasetSpec, source: sources.SourceConfig | None = None, *, progress: bool = False,
+             device: str | torch.device | None = None) -> StimulusSet:
+    """The dataset in memory; nothing is written (on-the-fly test sets)."""
+    source = source or sources.SourceConfig()
+    targets, labels, flankers, eccs, backgrounds = _inputs(spec, source)
+    images = np.empty((len(targets), *spec.stimulus.shape), np.uint8)
+    _render_into(images, spec, targets, flankers, eccs, backgrounds, progress=progress, device=device,
+                 desc=f"stimuli {spec.split}")
+    return StimulusSet(images, labels, eccs, spec)
+
+
+# ------------------------------------------------------------------------------ store
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+FILES = ("images.npy", "labels.npy", "eccs.npy")
+
+
+def _check(folder: Path, key: str) -> dict:
+    """meta.json of a complete, intact dataset; raises CorruptFileError otherwise."""
+    meta = read_json(folder / "meta.json", ("key", "files", "n"))
+    if meta is None:
+        raise CorruptFileError(f"{folder} has no meta.json")
+    if meta["key"] != key:
+        raise CorruptFileError(f"{folder}/meta.json is for dataset {meta['key']}, not {key}")
+    for name in FILES:
+        path = folder / name
+        want = meta["files"][name]
+        if not path.exists() or path.stat().st_size != want["bytes"]:
+            have = path.stat().st_size if path.exists() else "missing"
+            raise CorruptFileError(f"{path}: expected {want['bytes']} bytes, found {have}")
+        if _sha256(path) != want["sha256"]:
+            raise CorruptFileError(f"{path}: checksum differs from meta.json")
+    return meta
+
+
+def _build(spec: DatasetSpec, source: sources.SourceConfig, final: Path, key: str, *, progress: bool,
+           device: str | torch.device | None) -> None:
+    t0 = time.time()
+    tmp = final.parent / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover from a crash of this pid, if any
+    tmp.mkdir(parents=True)
+    try:
+        targets, labels, flankers, eccs, backgrounds = _inputs(spec, source)
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(targets), *spec.stimulus.shape))
+        _render_into(images, spec, targets, flankers, eccs, backgrounds, progress=progress, device=device,
+                     desc=f"dataset {key}")
+        images.flush()
+        del images
+        np.save(tmp / "labels.npy", labels)
+        np.save(tmp / "eccs.npy", eccs)
+        _write_samples(tmp / "samples", spec, targets, flankers, eccs, backgrounds)
+        files = {}
+        for name in FILES:
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+        atomic_write_json(tmp / "meta.json", {
+            "key": key, "spec": spec, "n": len(labels), "shape": [len(labels), *spec.stimulus.shape],
+            "files": files, "generator_version": GENERATOR_VERSION, "mnist_fingerprint": sources.fingerprint(source),
+            "built": {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                      "seconds": round(time.time() - t0, 2)}})
+        os.rename(tmp, final)  # atomic: the folder appears complete or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("built dataset %s: %d images in %.1f s", key, len(labels), time.time() - t0)
+
+
+def _write_samples(folder: Path, spec: DatasetSpec, targets, flankers, eccs, backgrounds) -> None:
+    """The canvas and each crop of the first few images, as PNG (crops as stored, uint8)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(min(SAMPLES, len(targets))):
+        t, f = float(eccs[i, 0]), float(eccs[i, 1])
+        bg = None if backgrounds is None else sources.load_gray(backgrounds[i])
+        fl = None if flankers is None else flankers[i]
+        field_img = canvas(targets[i], spec.stimulus, target_ecc=t, flanker=fl,
+                           flanker_ecc=None if math.isnan(f) else f, flanker_type=spec.flanker_type, background=bg)
+        Image.fromarray(field_img).save(folder / f"{i}_canvas_te{t:.0f}.png")
+        crops = render(targets[i:i + 1], spec.stimulus, target_ecc=t, flankers=None if fl is None else fl[None],
+                       flanker_ecc=None if math.isnan(f) else f, flanker_type=spec.flanker_type,
+                       backgrounds=None if bg is None else [bg], device="cpu")[0]
+        for s, crop in enumerate(crops):
+            Image.fromarray(crop).save(folder / f"{i}_crop_{s}.png")
+
+
+def ensure(spec: DatasetSpec, root: str | os.PathLike, source: sources.SourceConfig | None = None, *,
+           progress: bool = True, device: str | torch.device | None = None) -> Path:
+    """The folder of the dataset, built first if needed (once, whoever asks first)."""
+    source = source or sources.SourceConfig()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    key = dataset_key(spec, source)
+    final = root / key
+    with FileLock(str(root / f"{key}.lock")):
+        if final.exists():
+            try:
+                _check(final, key)
+                return final
+            except CorruptFileError as e:
+                aside = root / f".{key}.corrupt-{int(time.time())}-{os.getpid()}"
+                logger.warning("dataset %s is damaged (%s); rebuilding it", key, e)
+                os.rename(final, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+        _build(spec, source, final, key, progress=progress, device=device)
+    return final
+
+
+def load(spec: DatasetSpec, root: str | os.PathLike, source: sources.SourceConfig | None = None, *,
+         progress: bool = True, device: str | torch.device | None = None) -> StimulusSet:
+    """The dataset, built once if needed, with its images memory-mapped read-only."""
+    folder = ensure(spec, root, source, progress=progress, device=device)
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    labels = np.load(folder / "labels.npy")
+    eccs = np.load(folder / "eccs.npy")
+    if images.shape != (len(labels), *spec.stimulus.shape):
+        raise DatasetError(f"{folder}: images of shape {images.shape} do not match the spec")
+    return StimulusSet(images, labels, eccs, spec)

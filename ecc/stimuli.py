@@ -1,0 +1,530 @@
+"""Multiscale crowding stimuli: a target digit (and flankers) in a wide field, seen as centred crops.
+
+The original algorithm (../shared/reference/ORIGINAL.md) pastes squared digits into a black
+`field_size`^2 canvas and resizes `num_scales` centred crops of it to `crop_size`^2 with PIL's
+bilinear filter. We compute exactly the same pixels without building the canvas:
+
+* the canvas is black outside the objects, so each crop's resize only needs the objects' pixels;
+* PIL's resize is a separable linear map with fixed-point (22-bit) coefficients, applied
+  horizontally first, rounded to uint8, then vertically. We use the same integer coefficients
+  and the same two roundings, so the result is bit-identical to PIL when the arithmetic is
+  float64 (the default; every intermediate is an integer below 2^53), and within 1 gray level
+  in float32 (the option for GPUs, which are slow in float64).
+
+Everything is batched in torch, on the CPU or a GPU. `normalize` turns stored uint8 crops into
+the model input (contrast normalisation, then -0.5), as the original did at load time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .cli import arg
+
+# Bump when a change alters the pixels produced for the same inputs (part of every dataset key).
+GENERATOR_VERSION = 1
+
+FOVEAS = ("exponential", "linear")
+CONTRAST_NORMS = ("None", "areafactor")
+FLANKER_TYPES = (0, 1, 2)
+PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (Resample.c)
+
+
+class InvalidPlacement(ValueError):
+    """A target/flanker configuration that the original could not render (overlap, out of field)."""
+
+
+@dataclass(frozen=True)
+class StimulusConfig:
+    """Geometry of one multiscale stimulus (the original's defaults)."""
+
+    field_size: int = arg(1920, "side of the square visual field, in pixels")
+    digit_height: int = arg(120, "height of the target digit in the field, in pixels")
+    flanker_height: int = arg(120, "height of each flanker in the field (the paper used 85 for notMNIST/Omniglot)")
+    crop_size: int = arg(60, "side of every crop after resizing: the model's input size")
+    num_scales: int = arg(11, "number of centred crops (scales)")
+    fovea: str = arg("exponential", "how crop sizes grow with the scale index", choices=FOVEAS)
+    chevron: float = arg(math.inf, "at most this many scales see any eccentricity (inf = off)")
+
+    def __post_init__(self) -> None:
+        for name in ("field_size", "digit_height", "flanker_height", "crop_size", "num_scales"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.fovea not in FOVEAS:
+            raise ValueError(f"fovea {self.fovea!r} is not one of {', '.join(FOVEAS)}")
+        for name in ("digit_height", "flanker_height", "crop_size"):
+            if getattr(self, name) > self.field_size:
+                raise ValueError(f"{name}={getattr(self, name)} exceeds field_size={self.field_size}")
+        if not (self.chevron >= 1):
+            raise ValueError(f"chevron must be >= 1 (or inf to disable), got {self.chevron!r}")
+
+    # ------------------------------------------------------------------ geometry (derived)
+    @property
+    def ratio(self) -> float:
+        """Exponential fovea: size ratio r between consecutive crops (sqrt 2 in the demo)."""
+        if self.num_scales == 1:
+            return 1.0
+        return (self.field_size / float(self.crop_size)) ** (1 / float(self.num_scales - 1))
+
+    @property
+    def linear_step(self) -> int:
+        """Linear fovea: crop i has side crop_size * (linear_step * i + 1)."""
+        return int(self.field_size / (self.num_scales * float(self.crop_size)))
+
+    def scale_size(self, i: float) -> float:
+        """Side of crop i before truncation (i may be fractional for the chevron)."""
+        if self.num_scales == 1:
+            return float(self.field_size)
+        if self.fovea == "exponential":
+            return self.crop_size * self.ratio**i
+        return self.crop_size * (self.linear_step * i + 1)
+
+    @property
+    def crop_bounds(self) -> tuple[tuple[int, int], ...]:
+        """[lo, hi) of each centred crop, the same on both axes, int-truncated as the original."""
+        return tuple(centred_bounds(self.field_size, self.scale_size(i)) for i in range(self.num_scales))
+
+    @property
+    def crop_sides(self) -> tuple[int, ...]:
+        return tuple(hi - lo for lo, hi in self.crop_bounds)
+
+    def blackout_bounds(self, i: int) -> tuple[int, int] | None:
+        """Chevron: the centred square blacked out before taking crop i (None when no blackout).
+
+        Per ORIGINAL.md this is crop (i - chevron)'s square. The original code used
+        crop_size * (i - chevron + 1) for the linear fovea, which equals it only when
+        linear_step == 1; we follow the documented definition."""
+        if i - self.chevron < 0:
+            return None
+        return centred_bounds(self.field_size, self.scale_size(i - self.chevron))
+
+    def area_factor(self, i: int) -> float:
+        """`areafactor` contrast normalisation divides crop i by its max and by this factor."""
+        n = self.num_scales
+        if self.fovea == "exponential":
+            return float(self.ratio ** (2 * (n - 1 - i)))
+        return float((n - i) ** 2)  # the original's choice for the linear fovea
+
+    @property
+    def max_target_ecc(self) -> float:
+        """Largest |eccentricity| of a target fully inside the field (random shifts stay below it)."""
+        return (self.field_size - self.digit_height) / 2.0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one stimulus: (num_scales, crop_size, crop_size)."""
+        return (self.num_scales, self.crop_size, self.crop_size)
+
+
+def centred_bounds(field_size: int, size: float, offset: float = 0.0) -> tuple[int, int]:
+    """[lo, hi) of a `size` box centred at field/2 + offset, truncated with int() as the original."""
+    half = field_size / 2.0
+    return int(half - size / 2.0 + offset), int(half + size / 2.0 + offset)
+
+
+# ---------------------------------------------------------------------------- placement
+def object_eccs(target_ecc: float, flanker_type: int, flanker_ecc: float | None) -> list[float]:
+    """Centres of the flankers: none, one at flanker_ecc, or also its mirror about the target."""
+    if flanker_type == 0:
+        return []
+    if flanker_type == 1:
+        return [flanker_ecc]  # type: ignore[list-item]
+    return [flanker_ecc, 2 * target_ecc - flanker_ecc]  # type: ignore[operator]
+
+
+def check_placement(cfg: StimulusConfig, target_ecc: float, flanker_type: int = 0,
+                    flanker_ecc: float | None = None) -> None:
+    """Raise InvalidPlacement when the original could not render this configuration."""
+    if flanker_type not in FLANKER_TYPES:
+        raise InvalidPlacement(f"flanker_type {flanker_type!r} is not one of 0 (none), 1 (one), 2 (two, mirrored)")
+    _check_box(cfg, "target", target_ecc, cfg.digit_height)
+    if flanker_type == 0:
+        return
+    if flanker_ecc is None or not math.isfinite(flanker_ecc):
+        raise InvalidPlacement(f"flanker_type {flanker_type} needs a finite flanker_ecc, got {flanker_ecc!r}")
+    min_gap = (cfg.digit_height + cfg.flanker_height) / 2.0
+    if not abs(target_ecc - flanker_ecc) >= min_gap:
+        raise InvalidPlacement(
+            f"flanker at eccentricity {flanker_ecc:g} overlaps the target at {target_ecc:g}: centres must be "
+            f"at least (digit_height {cfg.digit_height} + flanker_height {cfg.flanker_height})/2 = "
+            f"{min_gap:g} px apart, they are {abs(target_ecc - flanker_ecc):g}")
+    for ecc in object_eccs(target_ecc, flanker_type, flanker_ecc):
+        _check_box(cfg, "flanker", ecc, cfg.flanker_height)
+
+
+def _check_box(cfg: StimulusConfig, what: str, ecc: float, size: int) -> None:
+    if not math.isfinite(ecc):
+        raise InvalidPlacement(f"{what} eccentricity must be finite, got {ecc!r}")
+    lo, hi = centred_bounds(cfg.field_size, size, ecc)
+    if lo < 0 or hi > cfg.field_size or hi - lo != size:
+        limit = (cfg.field_size - size) / 2.0
+        raise InvalidPlacement(
+            f"{what} at eccentricity {ecc:g} leaves the {cfg.field_size} px field: its {size} px box spans "
+            f"[{lo}, {hi}); valid {what} eccentricities are {-limit:g}..{limit:g}")
+
+
+def sample_random_shifts(cfg: StimulusConfig, n: int, rng: np.random.Generator, flanker_type: int = 0,
+                         spacing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Training positions (the original's `random_shifts`): the target uniform over the field;
+    with flankers at a fixed `spacing` (flanker - target), positions redrawn until all fit."""
+    width = cfg.field_size - cfg.digit_height
+    half = cfg.field_size / 2.0
+    target = rng.random(n) * width - width / 2.0
+    if flanker_type == 0:
+        return target, np.full(n, np.nan)
+    if abs(spacing) < (cfg.digit_height + cfg.flanker_height) / 2.0:
+        raise InvalidPlacement(f"flanker spacing {spacing:g} makes flankers overlap the target "
+                               f"(need |spacing| >= {(cfg.digit_height + cfg.flanker_height) / 2.0:g})")
+    fh = cfg.flanker_height / 2.0
+    dh = cfg.digit_height / 2.0
+    for _attempt in range(10_000):
+        flanker = target + spacing
+        if flanker_type == 1:
+            left = np.minimum(target - dh, flanker - fh)
+            right = np.maximum(target + dh, flanker + fh)
+        else:
+            mirror = 2 * target - flanker
+            left = np.minimum(mirror - fh, flanker - fh)
+            right = np.maximum(mirror + fh, flanker + fh)
+        bad = ~((right < half) & (left > -half))
+        if not bad.any():
+            return target, flanker
+        target[bad] = rng.random(int(bad.sum())) * width - width / 2.0
+    raise InvalidPlacement(f"no position in a {cfg.field_size} px field fits flankers at spacing {spacing:g}")
+
+
+# ------------------------------------------------------------------- PIL-exact resampling
+@functools.lru_cache(maxsize=256)
+def pil_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) matrix of Pillow's 8-bit BILINEAR coefficients, in fixed point.
+
+    Reproduces Resample.c: a triangle filter whose support grows with the downscale factor
+    (antialiasing), normalised per output pixel, then rounded to PRECISION_BITS bits."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale
+    out = np.zeros((out_size, in_size))
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        x = np.arange(xmin, xmax)
+        w = np.maximum(0.0, 1.0 - np.abs((x - center + 0.5) / filterscale))
+        if w.sum() != 0.0:
+            w = w / w.sum()
+        out[xx, xmin:xmax] = np.floor(0.5 + w * (1 << PRECISION_BITS))
+    out.setflags(write=False)
+    return out
+
+
+def _round_fixed(acc: torch.Tensor) -> torch.Tensor:
+    """Pillow's clip8 on an accumulator already scaled by 2^-22: floor(acc + 1/2), in place.
+
+    No clamp is needed: the weights are non-negative and sum to 1 within 2^-22 per tap, so a
+    weighted sum of values in 0..255 rounds into 0..255."""
+    return acc.add_(0.5).floor_()
+
+
+class _Matrices:
+    """Per (device, dtype) cache of resampling matrices as tensors, scaled by 2^-22 (exact)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def get(self, in_size: int, out_size: int, device: torch.device, dtype: torch.dtype,
+            pad: int = 0) -> torch.Tensor:
+        """(out, in + 2 pad): zero columns on both sides let a window start outside the input."""
+        key = (in_size, out_size, str(device), dtype, pad)
+        t = self._cache.get(key)
+        if t is None:
+            m = np.pad(pil_bilinear_matrix(in_size, out_size), ((0, 0), (pad, pad))) / float(1 << PRECISION_BITS)
+            t = self._cache[key] = torch.tensor(m, dtype=dtype, device=device)
+        return t
+
+
+_MATRICES = _Matrices()
+
+
+@functools.lru_cache(maxsize=1024)
+def _support(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each input pixel, the first and last output pixel whose weight on it is non-zero."""
+    nz = pil_bilinear_matrix(in_size, out_size) > 0  # (out, in)
+    first = np.where(nz.any(0), nz.argmax(0), out_size)
+    last = np.where(nz.any(0), out_size - 1 - nz[::-1].argmax(0), -1)
+    return first, last
+
+
+@functools.lru_cache(maxsize=1024)
+def _window(in_size: int, out_size: int, width: int) -> int:
+    """Most output pixels that an object `width` px wide, anywhere in the input, can touch."""
+    first, last = _support(in_size, out_size)
+    u = np.arange(-width + 1, in_size)
+    lo, hi = np.maximum(u, 0), np.minimum(u + width, in_size) - 1
+    return int(max(1, (last[hi] - first[lo] + 1).max()))
+
+
+def _resize_exact(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """PIL BILINEAR resize of a batch (N, H, W) of integer-valued floats: horizontal, round, vertical, round."""
+    _, h, w = x.shape
+    if w != out_w:
+        x = _round_fixed(x @ _MATRICES.get(w, out_w, x.device, x.dtype).T)
+    if h != out_h:
+        x = _round_fixed(_MATRICES.get(h, out_h, x.device, x.dtype) @ x)
+    return x
+
+
+def square(images: torch.Tensor, height: int) -> torch.Tensor:
+    """The original's make_square: resize so the longer side is `height` (aspect kept, int sizes),
+    centred in a black height x height square. (N, h, w) -> (N, height, height), same dtype."""
+    n, h, w = images.shape
+    out = images.new_zeros((n, height, height))
+    if h > w:
+        new_w = int(w / float(h) * height)
+        offset = int((height - new_w) / 2.0)
+        out[:, :, offset:offset + new_w] = _resize_exact(images, height, new_w)
+    else:
+        new_h = int(h / float(w) * height)
+        offset = int((height - new_h) / 2.0)
+        out[:, offset:offset + new_h, :] = _resize_exact(images, new_h, height)
+    return out
+
+
+# ------------------------------------------------------------------------------ render
+@dataclass(frozen=True)
+class _Object:
+    pixels: torch.Tensor  # (N, h, h) integer-valued floats
+    x0: torch.Tensor      # (N,) int64: left column of the box in the field
+    y0: int               # top row of the box (objects are centred vertically)
+
+
+def _per_image(value: float | Sequence[float] | np.ndarray | None, n: int, name: str) -> np.ndarray:
+    if value is None:
+        return np.full(n, np.nan)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must be a number or one value per image ({n}), got shape {arr.shape}")
+    return arr
+
+
+def _as_images(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    arr = x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.dtype != np.uint8 or arr.ndim != 3:
+        raise ValueError(f"{name} must be uint8 of shape (N, H, W), got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def render(targets: np.ndarray, cfg: StimulusConfig, *, target_ecc: float | Sequence[float] | np.ndarray,
+           flankers: np.ndarray | None = None, flanker_ecc: float | Sequence[float] | np.ndarray | None = None,
+           flanker_type: int = 0, backgrounds: Sequence[np.ndarray] | np.ndarray | None = None,
+           device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+           batch_size: int = 256) -> np.ndarray:
+    """Multiscale stimuli, uint8 of shape (N, num_scales, crop_size, crop_size).
+
+    targets, flankers: uint8 (N, H, W), target i paired with flanker i. target_ecc, flanker_ecc:
+    horizontal offsets of the centres from the field's centre in pixels (positive to the right),
+    a number or one per image. flanker_type: 0 none, 1 one at flanker_ecc, 2 also its mirror
+    about the target. backgrounds: optional grayscale images (one per target) resized to the field
+    behind the objects. device: default a GPU when present. dtype: float64 (bit-exact; default on
+    CPU) or float32 (within 1 gray level; default on GPU)."""
+    targets = _as_images(targets, "targets")
+    n = len(targets)
+    te = _per_image(target_ecc, n, "target_ecc")
+    if flanker_type not in FLANKER_TYPES:
+        raise InvalidPlacement(f"flanker_type {flanker_type!r} is not one of 0 (none), 1 (one), 2 (two, mirrored)")
+    fe = _per_image(flanker_ecc, n, "flanker_ecc")
+    if flanker_type:
+        if flankers is None:
+            raise ValueError(f"flanker_type {flanker_type} needs flanker images")
+        flankers = _as_images(flankers, "flankers")
+        if len(flankers) != n:
+            raise ValueError(f"got {n} targets but {len(flankers)} flankers; target i is paired with flanker i")
+    if backgrounds is not None and len(backgrounds) != n:
+        raise ValueError(f"got {n} targets but {len(backgrounds)} backgrounds")
+    # Validate every image before any work; the distinct positions are few (grid) or all valid (sampled).
+    for t, f in {(float(a), float(b)) for a, b in zip(te, fe, strict=True)}:
+        check_placement(cfg, t, flanker_type, None if math.isnan(f) else f)
+
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or (torch.float64 if device.type == "cpu" else torch.float32)
+    out = np.empty((n, *cfg.shape), dtype=np.uint8)
+    step = 1 if backgrounds is not None else max(1, batch_size)
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        with torch.no_grad():
+            objects = _objects(cfg, targets[sl], te[sl], flankers[sl] if flanker_type else None, fe[sl],
+                               flanker_type, device, dtype)
+            if backgrounds is not None:
+                canvas = compose_canvas(cfg, objects, background=np.asarray(backgrounds[start]))
+                objects = [_Object(torch.as_tensor(canvas[None], dtype=dtype, device=device),
+                                   torch.zeros(1, dtype=torch.int64, device=device), 0)]
+            out[sl] = _crops(cfg, objects).cpu().numpy()
+    return out
+
+
+def _objects(cfg: StimulusConfig, targets: np.ndarray, te: np.ndarray, flankers: np.ndarray | None,
+             fe: np.ndarray, flanker_type: int, device: torch.device, dtype: torch.dtype) -> list[_Object]:
+    """Squared target and flanker images with their boxes in the field."""
+    half = cfg.field_size / 2.0
+
+    def x0(ecc: np.ndarray, size: int) -> torch.Tensor:
+        left = np.trunc(half - size / 2.0 + ecc).astype(np.int64)  # int() of the original
+        return torch.as_tensor(left, device=device)
+
+    t_img = torch.as_tensor(targets, device=device).to(dtype)
+    objs = [_Object(square(t_img, cfg.digit_height), x0(te, cfg.digit_height),
+                    centred_bounds(cfg.field_size, cfg.digit_height)[0])]
+    if flanker_type:
+        f_img = square(torch.as_tensor(flankers, device=device).to(dtype), cfg.flanker_height)
+        y0 = centred_bounds(cfg.field_size, cfg.flanker_height)[0]
+        for ecc in object_eccs(te, flanker_type, fe):  # type: ignore[arg-type]
+            objs.append(_Object(f_img, x0(ecc, cfg.flanker_height), y0))
+    return objs
+
+
+def _crops(cfg: StimulusConfig, objects: list[_Object]) -> torch.Tensor:
+    """Resize every centred crop of the (implicit) canvas holding `objects`: uint8 (N, S, C, C).
+
+    Objects never overlap (check_placement), so a canvas pixel is the one object covering it. Per
+    scale and object, only the output columns that the object's weights reach are computed
+    (a window of w columns starting at j0, per image), and only the output rows that the objects'
+    rows reach. Horizontal results are kept transposed, (N, columns, rows), so the vertical pass
+    is one matrix product for the whole batch."""
+    n, c = objects[0].pixels.shape[0], cfg.crop_size
+    dev, dtype = objects[0].pixels.device, objects[0].pixels.dtype
+    band_lo = min(o.y0 for o in objects)
+    band_hi = max(o.y0 + o.pixels.shape[-2] for o in objects)
+    out = torch.zeros((n, cfg.num_scales, c, c), dtype=torch.uint8, device=dev)
+    for i, (lo, hi) in enumerate(cfg.crop_bounds):
+        m = hi - lo
+        r_lo, r_hi = max(lo, band_lo), min(hi, band_hi)  # crop rows that can be non-black
+        if r_lo >= r_hi:
+            continue
+        first, last = _support(m, c)
+        first_t = torch.as_tensor(first, device=dev)
+        a, b = int(first[r_lo - lo]), int(last[r_hi - lo - 1]) + 1  # output rows the band reaches
+        kv = _MATRICES.get(m, c, dev, dtype)[a:b, r_lo - lo:r_hi - lo]  # (b - a, rows)
+        black = cfg.blackout_bounds(i)
+        parts = []  # (images, first output column, first row, (k, w, rows) horizontal result)
+        for o in objects:
+            h = o.pixels.shape[-1]
+            y_lo, y_hi = max(o.y0, lo), min(o.y0 + h, hi)
+            if y_lo >= y_hi:
+                continue
+            u = o.x0 - lo  # (N,) crop column of the object's first column
+            seen = torch.nonzero((u < m) & (u + h > 0)).squeeze(1)  # images where it is in the crop
+            if seen.numel() == 0:
+                continue
+            whole = seen.numel() == n
+            u = u if whole else u[seen]
+            pix = o.pixels[:, y_lo - o.y0:y_hi - o.y0, :]  # (N, rows, h), a view
+            pix = pix if whole else pix[seen]
+            if black is not None:
+                rows = torch.arange(y_lo, y_hi, device=dev)
+                cols = (u + lo)[:, None] + torch.arange(h, device=dev)
+                hit = ((rows >= black[0]) & (rows < black[1]))[None, :, None] & \
+                    ((cols >= black[0]) & (cols < black[1]))[:, None, :]
+                pix = pix.masked_fill(hit, 0)
+            w = min(c, _window(m, c, h))
+            j0 = first_t[u.clamp(0, m - 1)].clamp(max=c - w)  # first output column of the window
+            # Weight blocks (w outputs x h object columns), read from a matrix padded by h zero
+            # columns so objects partly outside the crop get zero weights there.
+            blocks = _MATRICES.get(m, c, dev, dtype, pad=h).unfold(0, w, 1).unfold(1, h, 1)
+            weights = blocks[j0, (u + h).clamp(0, m + h)]  # (k, w, h)
+            parts.append((seen, j0, y_lo - r_lo, torch.bmm(weights, pix.transpose(1, 2))))  # (k, w, rows)
+        if not parts:
+            continue
+        if len(parts) == 1 and parts[0][3].shape[2] == r_hi - r_lo:
+            seen, j0, _, tmp = parts[0]  # one object: its window is the whole horizontal result
+        else:  # several: sum them over the full width before rounding, as on the canvas
+            seen = torch.arange(n, device=dev)
+            j0 = torch.zeros(n, dtype=torch.int64, device=dev)
+            tmp = torch.zeros((n, c, r_hi - r_lo), dtype=dtype, device=dev)
+            for images, start, row, part in parts:
+                k, w, rows = part.shape
+                idx = (start[:, None] + torch.arange(w, device=dev))[:, :, None].expand(-1, -1, rows)
+                full = torch.zeros((k, c, rows), dtype=dtype, device=dev).scatter_add_(1, idx, part)
+                tmp[:, :, row:row + rows].index_add_(0, images, full)
+        tmp = _round_fixed(tmp)
+        k, cols, _ = tmp.shape
+        vert = _round_fixed((tmp.reshape(k * cols, -1) @ kv.T).view(k, cols, b - a)).to(torch.uint8)
+        jj = j0[:, None] + torch.arange(cols, device=dev)  # (k, cols) output columns
+        out[:, i].transpose(1, 2)[seen[:, None], jj, a:b] = vert
+    return out
+
+
+def compose_canvas(cfg: StimulusConfig, objects: list[_Object], index: int = 0,
+                   background: np.ndarray | None = None) -> np.ndarray:
+    """The full field of image `index` as the original built it (uint8 field_size^2): the
+    background resized to the field (or black), the target pasted over it, flankers by maximum."""
+    f = cfg.field_size
+    if background is not None:
+        bg = torch.as_tensor(_grayscale(background), dtype=torch.float64)[None]
+        canvas = _resize_exact(bg, f, f)[0].numpy().astype(np.uint8)
+    else:
+        canvas = np.zeros((f, f), np.uint8)
+    for k, o in enumerate(objects):
+        pix = o.pixels[index].cpu().numpy().astype(np.uint8)
+        h = pix.shape[0]
+        x0 = int(o.x0[index])
+        region = canvas[o.y0:o.y0 + h, x0:x0 + h]
+        canvas[o.y0:o.y0 + h, x0:x0 + h] = pix if k == 0 else np.maximum(region, pix)
+    return canvas
+
+
+def canvas(target: np.ndarray, cfg: StimulusConfig, *, target_ecc: float, flanker: np.ndarray | None = None,
+           flanker_ecc: float | None = None, flanker_type: int = 0,
+           background: np.ndarray | None = None) -> np.ndarray:
+    """The whole field (uint8 field_size^2) of one stimulus, for sample pictures."""
+    check_placement(cfg, target_ecc, flanker_type, flanker_ecc)
+    fl = _as_images(np.asarray(flanker)[None], "flanker") if flanker_type else None
+    objs = _objects(cfg, _as_images(np.asarray(target)[None], "target"), np.array([float(target_ecc)]), fl,
+                    np.array([np.nan if flanker_ecc is None else float(flanker_ecc)]), flanker_type,
+                    torch.device("cpu"), torch.float64)
+    return compose_canvas(cfg, objs, 0, background)
+
+
+def _grayscale(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 3:  # RGB(A) -> L with PIL's weights
+        from PIL import Image
+
+        arr = np.asarray(Image.fromarray(arr[..., :3].astype(np.uint8)).convert("L"))
+    if arr.dtype != np.uint8 or arr.ndim != 2:
+        raise ValueError(f"a background must be a uint8 grayscale (H, W) or RGB image, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+# --------------------------------------------------------------------------- model input
+def normalize(crops: np.ndarray | torch.Tensor, contrast_norm: str, cfg: StimulusConfig) -> np.ndarray | torch.Tensor:
+    """uint8 crops (..., num_scales, C, C) -> float32 model input, as the original's loader:
+    `None`: x / 255; `areafactor`: each crop that is not all black divided by its max and by
+    `cfg.area_factor(i)`; then both shifted by -0.5. Returns the input's kind (numpy or torch)."""
+    if contrast_norm not in CONTRAST_NORMS:
+        raise ValueError(f"contrast_norm {contrast_norm!r} is not one of {', '.join(CONTRAST_NORMS)}")
+    is_numpy = not isinstance(crops, torch.Tensor)
+    x = torch.as_tensor(np.asarray(crops)) if is_numpy else crops
+    if x.shape[-3:] != cfg.shape:
+        raise ValueError(f"crops of shape {tuple(x.shape)} do not match the config's {cfg.shape}")
+    x = x.to(torch.float32)
+    if contrast_norm == "None":
+        x = x * (1.0 / 255)
+    else:
+        peak = x.amax(dim=(-1, -2), keepdim=True)
+        factor = torch.tensor([cfg.area_factor(i) for i in range(cfg.num_scales)], dtype=torch.float32,
+                              device=x.device).view(-1, 1, 1)
+        x = torch.where(peak > 0, x / peak.clamp_min(1) / factor, torch.zeros((), device=x.device))
+    x = x - 0.5
+    return x.numpy() if is_numpy else x
