@@ -27,6 +27,13 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = da
     return dataclasses.field(default=default, metadata=meta)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (and exit with status 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parse_bool(text: str) -> bool:
     value = str(text).strip().lower()
     if value in ("1", "true", "t", "yes", "y", "on"):
@@ -103,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, default: Any = Non
         choices = f.metadata.get("choices") or choices
         names = [f"--{f.name}", *(f"--{a}" for a in f.metadata.get("aliases", ()))]
         help_text = f"{f.metadata.get('help', '')} (default: {_show(value)})"
-        kwargs: dict[str, Any] = dict(dest="__".join(path), default=value, help=help_text, type=conv)
+        kwargs: dict[str, Any] = dict(dest="__".join(path), default=value, help=help_text, type=conv,
+                                      metavar=f.name.upper())
         if conv is parse_bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         if choices:
@@ -135,7 +143,7 @@ def from_namespace(cls: type[T], ns: argparse.Namespace, default: Any = None) ->
 def parse(cls: type[T], argv: Sequence[str] | None = None, *, prog: str | None = None,
           description: str | None = None) -> T:
     """Parse argv into `cls`; a value the config refuses exits with status 2 and its message."""
-    parser = argparse.ArgumentParser(prog=prog, description=description or cls.__doc__)
+    parser = Parser(prog=prog, description=description or cls.__doc__)
     add_arguments(parser, cls)
     ns = parser.parse_args(argv)
     try:

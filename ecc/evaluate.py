@@ -1,0 +1,253 @@
+"""Evaluation: test conditions (target and flankers), an Evaluator that loads a trained run once,
+and `python -m ecc.evaluate`.
+
+Accuracy counts every test target of a condition (the original dropped the last partial batch).
+Test stimuli are generated in memory by default (nothing written), or taken from the dataset cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from . import datasets
+from .atomic import CorruptFileError, atomic_write_json, read_json
+from .cli import Parser, add_arguments, arg, from_namespace
+from .datasets import DatasetSpec
+from .identity import digest, to_jsonable
+from .model import EccNet
+from .sources import FLANKER_DSETS, SourceConfig
+from .stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement
+from .train import (
+    DEVICES,
+    PRECISIONS,
+    RESULT,
+    RunOptions,
+    TrainConfig,
+    apply_run_options,
+    evaluate_set,
+    final_weights,
+    from_jsonable,
+)
+
+logger = logging.getLogger(__name__)
+
+LABELS = {0: "a", 2: "xax"}  # type 1 is xa or ax, by which side the flanker is on
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One test condition: where the target is, and which flankers are where."""
+
+    target_ecc: float = arg(0.0, "target eccentricity in pixels (horizontal offset from the centre)")
+    flanker_ecc: float | None = arg(None, "flanker eccentricity in pixels (none for --flanker_type 0)")
+    flanker_type: int = arg(0, "0 no flanker, 1 one flanker at --flanker_ecc, 2 two (also its mirror about "
+                            "the target)", choices=FLANKER_TYPES)
+    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), notMNIST or omniglot",
+                            choices=FLANKER_DSETS)
+
+    def __post_init__(self) -> None:
+        if self.flanker_type not in FLANKER_TYPES:
+            raise InvalidPlacement(f"flanker_type {self.flanker_type!r} is not one of 0 (none), 1 (one), 2 (two)")
+        if self.flanker_dset not in FLANKER_DSETS:
+            raise ValueError(f"flanker_dset {self.flanker_dset!r} is not one of {', '.join(FLANKER_DSETS)}")
+        for name in ("target_ecc", "flanker_ecc"):
+            value = getattr(self, name)
+            if value is None and name == "flanker_ecc":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidPlacement(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))  # 240 and 240.0: one identity
+        if self.flanker_type and self.flanker_ecc is None:
+            raise InvalidPlacement(f"flanker_type {self.flanker_type} needs a flanker_ecc")
+
+    def canonical(self) -> Condition:
+        """The same images, written one way: type 0 has no flanker_ecc; type 2 names the flanker
+        farther from the centre (its mirror about the target gives the same image)."""
+        if self.flanker_type == 0:
+            return replace(self, flanker_ecc=None)
+        if self.flanker_type == 2:
+            mirror = 2 * self.target_ecc - self.flanker_ecc  # type: ignore[operator]
+            far = max(self.flanker_ecc, mirror, key=lambda e: (abs(e), e))  # type: ignore[type-var]
+            return replace(self, flanker_ecc=float(far) + 0.0)  # + 0.0: no -0.0
+        return self
+
+    @property
+    def label(self) -> str:
+        """a (no flanker), xa (one flanker nearer the centre), ax (one farther out), xax (two)."""
+        if self.flanker_type == 1:
+            return "xa" if abs(self.flanker_ecc) < abs(self.target_ecc) else "ax"  # type: ignore[arg-type]
+        return LABELS[self.flanker_type]
+
+    @property
+    def spacing(self) -> float | None:
+        """|flanker_ecc - target_ecc|; None without flankers."""
+        if self.flanker_type == 0:
+            return None
+        return abs(self.flanker_ecc - self.target_ecc)  # type: ignore[operator]
+
+    def check(self, stimulus: StimulusConfig) -> None:
+        """Raise InvalidPlacement when these positions cannot be rendered in `stimulus`'s field."""
+        check_placement(stimulus, self.target_ecc, self.flanker_type, self.flanker_ecc)
+
+
+def eval_hash(model_hash: str, condition: Condition, test_images: int = 0) -> str:
+    """Identity of an evaluation (its folder `eval/<hash>`): the trained run, the canonical
+    condition, how many test images. sweeps.spec.EvalRun.hash is the same digest."""
+    return digest({"model": model_hash, "condition": condition.canonical(), "test_images": test_images})
+
+
+class Evaluator:
+    """A trained run, loaded once (config, result, final weights), evaluated on any number of conditions.
+
+    `data_root` None generates each condition's test stimuli in memory (nothing written); a
+    folder takes them from (or builds them into) the dataset cache there. `test_images` limits the
+    test targets (0 = all ~4,900 even test digits)."""
+
+    def __init__(self, run_dir: str | os.PathLike, *, options: RunOptions | None = None,
+                 source: SourceConfig | None = None, data_root: str | os.PathLike | None = None,
+                 batch_size: int = 256, test_images: int = 0) -> None:
+        if batch_size < 1 or test_images < 0:
+            raise ValueError(f"batch_size must be >= 1 and test_images >= 0, got {batch_size} and {test_images}")
+        self.run_dir = Path(run_dir)
+        result = read_json(self.run_dir / RESULT, ("hash", "config"))
+        if result is None:
+            raise FileNotFoundError(f"{self.run_dir / RESULT} does not exist: the run has not finished training")
+        self.config: TrainConfig = from_jsonable(TrainConfig, result["config"])
+        self.model_hash: str = result["hash"]
+        if self.config.hash != self.model_hash:
+            raise CorruptFileError(f"{self.run_dir / RESULT}: its config hashes to {self.config.hash}, "
+                                   f"not {self.model_hash}")
+        self.result = result
+        options = options or RunOptions()
+        self.options, self.source, self.batch_size, self.test_images = options, source, batch_size, test_images
+        self.data_root = None if data_root is None else Path(data_root)
+        self.device = apply_run_options(options)
+        self.model = EccNet(self.config.model, self.config.stimulus.crop_size, seed=self.config.seed,
+                            bf16=options.precision == "bf16")
+        self.model.load_state_dict(final_weights(self.run_dir, map_location="cpu"))
+        self.model.to(self.device).eval()
+
+    def spec(self, condition: Condition, test_images: int | None = None) -> DatasetSpec:
+        """The test stimuli of a condition, in this model's geometry, on its background setting."""
+        cfg = self.config
+        limit = self.test_images if test_images is None else test_images
+        return DatasetSpec(split="test", stimulus=cfg.stimulus, parity=cfg.model.parity,
+                           flanker_dset=condition.flanker_dset, random_shifts=False,
+                           target_ecc=condition.target_ecc, flanker_type=condition.flanker_type,
+                           flanker_ecc=condition.flanker_ecc if condition.flanker_type else 0.0,
+                           place=cfg.place, seed=0, limit=limit, validation_size=cfg.validation_size)
+
+    def check(self, condition: Condition) -> Condition:
+        """The canonical condition; raises InvalidPlacement when it cannot be rendered for this model."""
+        cond = condition.canonical()
+        cond.check(self.config.stimulus)
+        return cond
+
+    def evaluate(self, condition: Condition, *, test_images: int | None = None,
+                 out: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Accuracy on every test target of `condition` (at most `test_images`, default the
+        Evaluator's); written atomically to `out` (a JSON file) if given."""
+        t0 = time.time()
+        cond = self.check(condition)  # before any work
+        test_images = self.test_images if test_images is None else test_images
+        if test_images < 0:
+            raise ValueError(f"test_images must be >= 0 (0 = all), got {test_images}")
+        spec = self.spec(cond, test_images)
+        if self.data_root is None:
+            data = datasets.generate(spec, self.source, device=self.device)
+        else:
+            data = datasets.load(spec, self.data_root, self.source, progress=self.options.progress,
+                                 device=self.device)
+        _, n_correct, n = evaluate_set(self.model, data.images, data.labels, self.config.contrast_norm,
+                                       self.config.stimulus, self.device, self.batch_size)
+        result = {
+            "kind": "eval", "hash": eval_hash(self.model_hash, cond, test_images),
+            "model_hash": self.model_hash, "condition": to_jsonable(cond), "label": cond.label,
+            "spacing": cond.spacing, "n_images": n, "n_correct": n_correct, "accuracy": n_correct / n,
+            "test_images": test_images, "wall_time_s": round(time.time() - t0, 3), "device": str(self.device),
+        }
+        if out is not None:
+            atomic_write_json(out, result)
+        return result
+
+    __call__ = evaluate
+
+    def evaluate_all(self, conditions: Iterable[Condition], outs: Sequence[str | os.PathLike | None] | None = None,
+                     *, test_images: int | None = None) -> list[dict[str, Any]]:
+        """Several conditions with this one model; every condition is checked before the first runs."""
+        conditions = list(conditions)
+        outs = list(outs) if outs is not None else [None] * len(conditions)
+        if len(outs) != len(conditions):
+            raise ValueError(f"got {len(conditions)} conditions but {len(outs)} output paths")
+        for c in conditions:
+            self.check(c)
+        return [self.evaluate(c, test_images=test_images, out=o) for c, o in zip(conditions, outs, strict=True)]
+
+
+def evaluate(run_dir: str | os.PathLike, condition: Condition, *, out: str | os.PathLike | None = None,
+             **kwargs: Any) -> dict[str, Any]:
+    """Job body: evaluate one condition of one trained run (kwargs go to Evaluator)."""
+    return Evaluator(run_dir, **kwargs).evaluate(condition, out=out)
+
+
+# -------------------------------------------------------------------------------- CLI
+@dataclass(frozen=True)
+class EvalArgs:
+    """Evaluate a trained model on one test condition (the original's ecc_eval.py): accuracy on
+    every test target, printed as JSON (and written to --out)."""
+
+    train_dir: str = arg("runs", "the run is TRAIN_DIR/trained/MODEL_NAME, as written by python -m ecc.train")
+    model_name: str = arg("", "name of the run folder under TRAIN_DIR/trained")
+    run_dir: str = arg("", "the run folder itself (instead of --train_dir/--model_name)")
+    condition: Condition = field(default_factory=Condition)  # the test condition
+    batch_size: int = arg(256, "test images per forward pass (every image counts, the last batch too)")
+    test_images: int = arg(0, "evaluate at most this many test targets (0 = all)")
+    from_cache: bool = arg(False, "take the test stimuli from the dataset cache (built there once) instead of "
+                           "generating them in memory")
+    data_root: str = arg("", "the dataset cache for --from_cache (default: TRAIN_DIR/data)")
+    out: str = arg("", "also write the result JSON to this file")
+    device: str = arg("auto", "where to compute: auto (a GPU when there is one), cpu or cuda", choices=DEVICES)
+    precision: str = arg("fp32", "fp32, or bf16 autocast", choices=PRECISIONS)
+    threads: int = arg(0, "CPU threads for torch (0 = torch's default)")
+    source: SourceConfig = field(default_factory=SourceConfig)  # where the MNIST images come from
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m ecc.evaluate", description=EvalArgs.__doc__)
+    add_arguments(parser, EvalArgs)
+    ns = parser.parse_args(argv)
+    try:
+        args: EvalArgs = from_namespace(EvalArgs, ns)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+    elif args.model_name:
+        run_dir = Path(args.train_dir) / "trained" / args.model_name
+    else:
+        parser.error("name the run: --model_name (under --train_dir) or --run_dir")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    options = RunOptions(device=args.device, precision=args.precision, threads=args.threads, progress=False)
+    data_root = (Path(args.data_root) if args.data_root else Path(args.train_dir) / "data") if args.from_cache else None
+    try:
+        evaluator = Evaluator(run_dir, options=options, source=args.source, data_root=data_root,
+                              batch_size=args.batch_size, test_images=args.test_images)
+        evaluator.check(args.condition)
+    except (FileNotFoundError, ValueError) as e:  # no such run, or a condition it cannot render
+        parser.error(str(e))
+    result = evaluator.evaluate(args.condition, out=args.out or None)
+    print(json.dumps(result, indent=2, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
