@@ -114,10 +114,9 @@ def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None,
     sched = (scheduler or {}).get(job_id, "") if job_id else ""
     sched = sched.split()[0].rstrip("+") if sched else ""  # "CANCELLED by 0" -> CANCELLED
     error = read_error(run_dir)
-    if sched in ACTIVE_STATES:
-        # An error.json from an earlier attempt does not make a requeued or resubmitted job failed.
-        if error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0):
-            return RunState(ACTIVE_STATES[sched], job_id=job_id)
+    # An error.json from an earlier attempt does not make a requeued or resubmitted job failed.
+    if sched in ACTIVE_STATES and (error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0)):
+        return RunState(ACTIVE_STATES[sched], job_id=job_id)
     if error is not None:
         return RunState("failed", error_line(error), job_id)
     if sched in FAILED_STATES or sched == "COMPLETED":

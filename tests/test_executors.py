@@ -1,0 +1,323 @@
+"""Executors without SLURM: choice of executor, the bounded local executor, job wrappers, local states."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+import submitit
+
+from cluster import jobs as jobs_mod
+from cluster.executors import (
+    BoundedLocalExecutor,
+    InProcessExecutor,
+    make_executor,
+    resolve_kind,
+    slurm_available,
+)
+from cluster.jobs import (
+    CheckpointableRunJob,
+    ChunkJob,
+    RunJob,
+    RunResult,
+    TooManyAttemptsError,
+    read_attempts,
+)
+from cluster.resources import LocalCapacity, Resources, local_slots
+from cluster.runs import read_error, record_submission, run_state
+from cluster.scheduler import attach, local_controller_alive, parse_states, scheduler_states
+from cluster.submission import chunk_sizes, submit_array, submit_runs, wait_job, wait_runs
+
+# Job processes cannot import this test module: ship its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+FAST = Resources(cpus=1, time_min=5)
+
+
+# ------------------------------------------------------------------ job bodies
+
+
+def stamp(folder: str, name: str, seconds: float) -> dict:
+    """Write start and end times to <folder>/<name>.json around a sleep."""
+    start = time.time()
+    time.sleep(seconds)
+    Path(folder, f"{name}.json").write_text(json.dumps({"start": start, "end": time.time()}))
+    return {"name": name}
+
+
+def environment(names: list[str]) -> dict:
+    return {"env": {n: os.environ.get(n) for n in names}}
+
+
+def fail_if(value: int, bad: int) -> dict:
+    if value == bad:
+        raise ValueError(f"bad value {value}")
+    return {"value": value}
+
+
+def slow_once(run_dir: str, seconds: float) -> dict:
+    """Counts its calls in a file beside the run, then works for a while."""
+    with open(Path(run_dir).parent / "calls.txt", "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+def fill_runs(run_dirs: list[str], crash: bool) -> dict:
+    """Like an evaluation chunk: writes the first run's result, then crashes or writes the rest."""
+    from cluster.runs import write_result
+    write_result(Path(run_dirs[0]), {"value": 0})
+    if crash:
+        raise RuntimeError("model did not load")
+    for i, d in enumerate(run_dirs[1:], 1):
+        write_result(Path(d), {"value": i})
+    return {"conditions": len(run_dirs)}
+
+
+def write_own_result(run_dir: str) -> None:
+    from cluster.runs import write_result
+    write_result(Path(run_dir), {"kind": "own"})
+
+
+# ------------------------------------------------------------------ executors
+
+
+def _fake_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`srun` exists (so submitit would pick SLURM) but `scontrol ping` reaches no controller."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", "exit 0"), ("scontrol", "echo 'Slurmctld(primary) at x is DOWN'; exit 1")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_auto_picks_local_when_no_controller_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_bin(tmp_path, monkeypatch)
+    assert submitit.AutoExecutor(tmp_path / "auto").cluster == "slurm"  # what we must not rely on
+    assert not slurm_available()
+    assert resolve_kind("auto") == "local"
+    assert isinstance(make_executor("auto", tmp_path / "logs", FAST), BoundedLocalExecutor)
+    with pytest.raises(RuntimeError, match="no SLURM controller"):
+        make_executor("slurm", tmp_path / "logs", FAST)
+
+
+def test_unknown_kind_names_the_valid_ones(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'cloud' is not one of auto, slurm, local, debug"):
+        make_executor("cloud", tmp_path, FAST)
+
+
+def test_resources_validation() -> None:
+    r = Resources(extra_sbatch="qos=high constraint='a100|h100' exclusive")
+    assert r.sbatch_options() == {"qos": "high", "constraint": "a100|h100", "exclusive": True}
+    assert Resources(time_min=1).signal_delay == 12 and Resources(time_min=600).signal_delay == 120
+    for bad, match in [(dict(cpus=0), "cpus 0 must be an integer >= 1"),
+                       (dict(gpus=True), "gpus True"),
+                       (dict(mem_gb=-2), "mem_gb -2 must be a positive"),
+                       (dict(partition="a b"), "partition 'a b'"),
+                       (dict(time_min=1, signal_delay_s=60), "signal_delay_s 60 must be shorter"),
+                       (dict(extra_sbatch=("mem=4G",)), "'mem', which mem_gb sets"),
+                       (dict(extra_sbatch=("qos",  "qos=low")), "sets 'qos' twice"),
+                       (dict(extra_sbatch=("=x",)), "must look like key=value")]:
+        with pytest.raises(ValueError, match=match):
+            Resources(**bad)
+
+
+def test_local_slots_from_cpus_memory_gpus_and_parallelism() -> None:
+    cap = LocalCapacity(cpus=16, mem_gb=30.0, gpus=(0, 1, 2, 3))
+    assert local_slots(Resources(cpus=4), cap) == 4
+    assert local_slots(Resources(cpus=1, mem_gb=8), cap) == 3
+    assert local_slots(Resources(cpus=1, gpus=2), cap) == 2
+    assert local_slots(Resources(cpus=1, array_parallelism=5), cap) == 5
+    assert local_slots(Resources(cpus=64), cap) == 1  # a job bigger than the machine still runs, alone
+
+
+def test_local_gpus_are_shared_out(tmp_path: Path) -> None:
+    cap = LocalCapacity(cpus=8, mem_gb=None, gpus=(0, 1))
+    ex = make_executor("local", tmp_path, Resources(gpus=1), capacity=cap)
+    assert isinstance(ex, BoundedLocalExecutor) and ex.max_jobs == 2 and ex.gpus == (0, 1)
+    with pytest.raises(ValueError, match="gpus 3 per job, but this machine shows 2"):
+        make_executor("local", tmp_path, Resources(gpus=3), capacity=cap)
+    cpu_only = make_executor("local", tmp_path, Resources(gpus=1), capacity=LocalCapacity(8, None, ()))
+    assert cpu_only.parameters["gpus_per_node"] == 0
+
+
+def test_bounded_local_executor_never_runs_more_than_n(tmp_path: Path) -> None:
+    out = tmp_path / "stamps"
+    out.mkdir()
+    ex = make_executor("local", tmp_path / "logs", FAST, max_local_jobs=2)
+    calls = [RunJob(tmp_path / f"run{i}", stamp, str(out), f"job{i}", 0.8) for i in range(5)]
+    jobs = submit_array(ex, calls)
+    results = [job.result() for job in jobs]
+    assert [r.result["name"] for r in results] == [f"job{i}" for i in range(5)]
+    spans = [json.loads((out / f"job{i}.json").read_text()) for i in range(5)]
+    events = sorted([(s["start"], 1) for s in spans] + [(s["end"], -1) for s in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak == 2
+
+
+def test_local_timeout_and_environment_reach_the_job(tmp_path: Path) -> None:
+    env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TOP_PAD_": "1073741824", "CROWDING_ODD": "a b'c $HOME"}
+    ex = make_executor("local", tmp_path / "logs", Resources(cpus=1, time_min=7), env=env)
+    assert ex.parameters["timeout_min"] == 7
+    names = [*env, "SUBMITIT_LOCAL_TIMEOUT_S", "OMP_NUM_THREADS"]
+    job = ex.submit(environment, names)
+    got = job.result()["env"]
+    assert {k: got[k] for k in env} == env
+    assert got["SUBMITIT_LOCAL_TIMEOUT_S"] == "420"
+    assert got["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")
+
+
+def test_failing_job_writes_error_and_the_others_complete(tmp_path: Path) -> None:
+    ex = make_executor("local", tmp_path / "logs", FAST, max_local_jobs=2)
+    run_dirs = [tmp_path / "runs" / f"r{i}" for i in range(3)]
+    calls = [RunJob(d, fail_if, i, 1) for i, d in enumerate(run_dirs)]
+    jobs = submit_runs(ex, calls, stage="eval")
+    states = wait_runs(jobs, run_dirs)
+    assert [s.state for s in states] == ["done", "failed", "done"]
+    assert states[1].error == "ValueError: bad value 1"
+    error = read_error(run_dirs[1])
+    assert error["type"] == "ValueError" and error["message"] == "bad value 1" and "fail_if" in error["traceback"]
+    outcome = wait_job(jobs[1])
+    assert outcome.error == "ValueError: bad value 1" and outcome.job_id == jobs[1].job_id
+    assert json.loads((run_dirs[0] / "submission.json").read_text())["stage"] == "eval"
+    assert [a["outcome"] for a in read_attempts(run_dirs[1])] == ["failed"]
+
+
+def test_run_lock_makes_a_second_copy_wait_and_reuse_the_result(tmp_path: Path) -> None:
+    ex = make_executor("local", tmp_path / "logs", FAST, max_local_jobs=2)
+    run_dir = tmp_path / "runs" / "same"
+    call = RunJob(run_dir, slow_once, str(run_dir), 1.5)
+    first, second = submit_array(ex, [call, call])
+    results = sorted([first.result(), second.result()], key=lambda r: r.reused)
+    assert not results[0].reused and results[1].reused
+    assert results[0].result == results[1].result
+    assert len((run_dir.parent / "calls.txt").read_text().split()) == 1
+
+
+def test_scheduler_states_for_local_pids(tmp_path: Path) -> None:
+    ex = make_executor("local", tmp_path / "logs", FAST)
+    job = ex.submit(time.sleep, 2)
+    other = subprocess.Popen(["sleep", "30"])  # alive, but not a submitit controller (as a reused pid)
+    try:
+        assert local_controller_alive(job.job_id)
+        assert scheduler_states("local", [job.job_id, str(other.pid), "not-a-pid"]) == {job.job_id: "RUNNING"}
+        # a relaunched launcher re-attaches by pid and waits for the job to end
+        again = attach("local", tmp_path / "logs", job.job_id)
+        assert again.result() is None
+    finally:
+        other.kill()
+        other.wait()
+    job.result()
+    assert scheduler_states("local", [job.job_id]) == {}
+    assert scheduler_states("debug", ["DEBUG_1"]) == {}
+    assert attach("local", tmp_path / "logs", str(other.pid)) is None  # nothing to wait for: resubmit
+    assert attach("debug", tmp_path / "logs", "DEBUG_1") is None
+
+
+def test_cancel_stops_a_local_job_started_through_a_shell(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submitit.LocalJob, "_results_timeout_s", 1)
+    ex = make_executor("local", tmp_path / "logs", FAST, env={"CROWDING_X": "1"})  # setup lines: a shell
+    job = ex.submit(stamp, str(tmp_path), "never", 30)
+    deadline = time.time() + 30
+    while not list((tmp_path / "logs").glob("*_log.out")) and time.time() < deadline:  # task started
+        time.sleep(0.1)
+    start = time.time()
+    attach("local", tmp_path / "logs", job.job_id).cancel()  # as a relaunched launcher would
+    with pytest.raises(submitit.core.utils.UncompletedJobError):
+        job.result()
+    assert time.time() - start < 10 and not (tmp_path / "never.json").exists()
+    assert scheduler_states("local", [job.job_id]) == {}
+
+
+# ------------------------------------------------------------------ in-process
+
+
+def test_debug_executor_runs_in_process_without_a_debugger(tmp_path: Path) -> None:
+    ex = make_executor("debug", tmp_path / "logs", FAST, env={"CROWDING_IN_PROCESS": "yes"})
+    assert isinstance(ex, InProcessExecutor)
+    run_dirs = [tmp_path / "runs" / f"r{i}" for i in range(3)]
+    calls = [RunJob(d, fail_if, i, 2) for i, d in enumerate(run_dirs)]
+    jobs = submit_runs(ex, calls, stage="train")
+    assert [s.state for s in wait_runs(jobs, run_dirs)] == ["done", "done", "failed"]
+    assert isinstance(jobs[2].exception(), ValueError)  # raised once, kept: the body does not run again
+    assert ex.submit(environment, ["CROWDING_IN_PROCESS"]).result()["env"] == {"CROWDING_IN_PROCESS": "yes"}
+    assert "CROWDING_IN_PROCESS" not in os.environ
+
+
+def test_run_call_uses_a_result_the_body_wrote_itself(tmp_path: Path) -> None:
+    out = RunJob(tmp_path / "r", write_own_result, str(tmp_path / "r"))()
+    assert out == RunResult(str(tmp_path / "r"), {"kind": "own"}, attempt=1)
+    assert RunJob(tmp_path / "r", fail_if, 1, 1)().reused  # done runs never run again
+    with pytest.raises(TypeError, match=r"neither wrote .* nor returned a mapping"):
+        RunJob(tmp_path / "none", time.sleep, 0)()
+
+
+def test_attempts_are_bounded_per_scheduler_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_mod, "current_job_id", lambda: "77_3")
+    call = RunJob(tmp_path / "r", fail_if, 1, 1, max_attempts=2)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(TooManyAttemptsError, match=r"job 77_3 started 3 times .* ValueError: bad value 1"):
+        call()
+    assert run_state(tmp_path / "r").error.startswith("TooManyAttemptsError: job 77_3 started 3 times")
+    monkeypatch.setattr(jobs_mod, "current_job_id", lambda: "78")  # a new submission gets a new budget
+    with pytest.raises(ValueError):
+        call()
+
+
+def test_checkpoint_requeues_the_same_call_until_the_attempts_run_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs_mod, "current_job_id", lambda: "91")
+    call = CheckpointableRunJob(tmp_path / "r", fail_if, 0, 1, max_attempts=2)
+    assert call.checkpoint().function is call
+    call()  # one attempt recorded (done)
+    assert call.checkpoint().function is call
+    (tmp_path / "r" / "result.json").unlink()
+    call()  # a second attempt of the same job
+    with pytest.raises(TooManyAttemptsError, match="not requeuing r: job 91 already started 2 times"):
+        call.checkpoint()
+
+
+def test_chunk_job_writes_a_crash_to_the_runs_it_left_open(tmp_path: Path) -> None:
+    dirs = [str(tmp_path / f"c{i}") for i in range(3)]
+    with pytest.raises(RuntimeError, match="model did not load"):
+        ChunkJob(fill_runs, dirs, True, run_dirs=dirs)()
+    assert [run_state(Path(d)).state for d in dirs] == ["done", "failed", "failed"]
+    assert run_state(Path(dirs[1])).error == "RuntimeError: model did not load"
+    assert ChunkJob(fill_runs, dirs, False, run_dirs=dirs)() == {"conditions": 3}
+    assert [run_state(Path(d)).state for d in dirs] == ["done"] * 3
+    assert [a["outcome"] for a in read_attempts(dirs[1])] == ["failed", "done"]
+    assert read_attempts(dirs[0]) == read_attempts(dirs[0])[:1]  # a run already done is not counted
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def test_chunks_are_equal_and_within_the_limit() -> None:
+    assert chunk_sizes(2500, 1001) == [834, 833, 833]
+    assert chunk_sizes(5, 2) == [2, 2, 1]
+    assert chunk_sizes(3, 1001) == [3]
+    assert chunk_sizes(0, 10) == []
+
+
+def test_parse_states_expands_array_ranges() -> None:
+    text = "12_0|COMPLETED\n12_[1-3,7%2]|PENDING\n12_4|CANCELLED by 0\n13|RUNNING\n13.batch|RUNNING\n14+0|FAILED\n"
+    assert parse_states(text) == {"12_0": "COMPLETED", "12_1": "PENDING", "12_2": "PENDING", "12_3": "PENDING",
+                                  "12_7": "PENDING", "12_4": "CANCELLED", "13": "RUNNING"}
+
+
+def test_run_state_from_a_recorded_local_job(tmp_path: Path) -> None:
+    record_submission(tmp_path, executor="local", job_id="999999999", stage="train")
+    assert run_state(tmp_path, scheduler_states("local", ["999999999"])).state == "missing"
