@@ -1,0 +1,561 @@
+"""An experiment folder (plan.json + run folders + selection.json) -> tidy pandas tables, saved as Parquet + CSV.
+
+`collect` gives one row per planned evaluation (model x condition), whatever the job's state: a
+failed, running or missing job is a row with its state and NaN accuracy, never an absent row, and
+an unreadable result.json is reported in the row, never raised. A model whose selection chose no
+learning rate (`"chosen": null` in selection.json) gets rows with state `no_model`.
+`selection_table` lists every trained candidate (model x learning rate) and which one was chosen;
+`training_curves` reads the per-epoch metrics of every training run.
+
+Columns of `collect`, in order:
+  experiment, model (display name from plan.json), model_hash (the training run), learning_rate;
+  the model's settings, flattened from its TrainConfig: pm, num_scales, total_pool, contrast_norm,
+    random_shifts, parity, num_classes (derived), then the others alphabetically (batch_size, chevron,
+    conv_kernel, crop_size, digit_height, ..., train_target_ecc, train_flanker_type, ... for the
+    training run's own condition);
+  flanker_type, label (a/xa/ax/xax), target_ecc, flanker_ecc (NaN for type 0), spacing
+    (|flanker_ecc - target_ecc|, NaN for type 0), flanker_dset;
+  n_images, n_correct (nullable Int64), accuracy (n_correct / n_images), ci_low, ci_high (95% Wilson);
+  state (done/failed/running/pending/missing, or no_model), error (one line), job_id, hash (the
+    evaluation run), run_dir (relative to the experiment folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cluster.runs import STATES as RUN_STATES
+from cluster.runs import read_result, read_submission, run_state
+from ecc.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+
+logger = logging.getLogger(__name__)
+
+PLAN, SELECTION = "plan.json", "selection.json"
+RESULTS_PARQUET, RESULTS_CSV, SELECTION_CSV = "results.parquet", "results.csv", "selection.csv"
+METRICS = "metrics.jsonl"
+
+NO_MODEL = "no_model"  # the selection chose no learning rate for this model: nothing to evaluate
+STATES = (*RUN_STATES, NO_MODEL)
+LABELS = ("a", "xa", "ax", "xax")
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+EVAL_REQUIRED = ("n_images", "n_correct")
+
+# Columns every results table has, in this order; the model's settings (flattened from its
+# training config) go between MODEL_COLUMNS and CONDITION_COLUMNS.
+MODEL_COLUMNS = ("experiment", "model", "model_hash", "learning_rate")
+KEY_SETTINGS = ("pm", "num_scales", "total_pool", "contrast_norm", "random_shifts", "parity", "num_classes")
+CONDITION_COLUMNS = ("flanker_type", "label", "target_ecc", "flanker_ecc", "spacing", "flanker_dset")
+OUTCOME_COLUMNS = ("n_images", "n_correct", "accuracy", "ci_low", "ci_high", "state", "error", "job_id",
+                   "hash", "run_dir")
+FIXED_COLUMNS = (*MODEL_COLUMNS, *CONDITION_COLUMNS, *OUTCOME_COLUMNS)
+# Setting names that would collide with a fixed column get a "train_" prefix (the training
+# run's own condition: train_target_ecc, train_flanker_type, ...). learning_rate is the model's.
+RESERVED = frozenset(FIXED_COLUMNS) - {"learning_rate"}
+
+SELECTION_COLUMNS = ("experiment", "model", "learning_rate", "chosen", "state", "train/loss", "train/acc",
+                     "val/loss", "val/acc", "best_epoch", "epochs", "wall_time_s", "error", "hash", "run_dir")
+_STATE_RANK = {"done": 0, "running": 1, "pending": 2, "failed": 3, "missing": 4, NO_MODEL: 5}
+
+
+# ----------------------------------------------------------------------------- small pure helpers
+def wilson_interval(n_correct: Any, n_images: Any, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion k/n (no continuity correction).
+
+    centre = (p + z^2/2n) / (1 + z^2/n), half width = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2).
+    Vectorised; NaN where n is missing or 0."""
+    k = np.asarray(pd.to_numeric(pd.Series(np.atleast_1d(n_correct)), errors="coerce"), dtype=float)
+    n = np.asarray(pd.to_numeric(pd.Series(np.atleast_1d(n_images)), errors="coerce"), dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.where(n > 0, n, np.nan)
+        p = k / n
+        z2 = z * z
+        denom = 1 + z2 / n
+        centre = (p + z2 / (2 * n)) / denom
+        half = z / denom * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+        lo, hi = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # Exact ends (the formula gives them up to rounding): k = 0 -> low 0, k = n -> high 1.
+    lo, hi = np.where(k == 0, 0.0, lo), np.where(k == n, 1.0, hi)
+    return lo, hi
+
+
+def num_classes(parity: Any) -> int:
+    """Classes of the task (ecc.model.ModelConfig.num_classes): 10 with parity "none", else 5."""
+    return 10 if str(parity) == "none" else 5
+
+
+def condition_label(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> str:
+    """a (no flanker), xa (one flanker nearer the centre than the target), ax (one farther out, or as
+    far: |flanker| = |target|), xax (two)."""
+    if flanker_type is None or _isnan(flanker_type):
+        return ""
+    t = int(flanker_type)
+    if t == 0:
+        return "a"
+    if t == 2:
+        return "xax"
+    if t == 1 and not _isnan(flanker_ecc) and not _isnan(target_ecc):
+        return "xa" if abs(float(flanker_ecc)) < abs(float(target_ecc)) else "ax"
+    return ""
+
+
+def _isnan(x: Any) -> bool:
+    if x is None:
+        return True
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _float(x: Any) -> float:
+    """A JSON number (or "inf"/"nan" as ecc.identity writes them, or null) as a float."""
+    if x is None:
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _json_value(x: Any) -> Any:
+    """Config leaf -> a table cell: non-finite floats written as strings come back as floats."""
+    if isinstance(x, str) and x in ("inf", "-inf", "nan"):
+        return float(x)
+    if isinstance(x, (list, tuple, dict)):
+        return json.dumps(x, sort_keys=True)
+    return x
+
+
+def flatten_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A (nested) training config as flat, readable columns.
+
+    Leaves keep their own name (pm, total_pool, num_scales, contrast_norm, ...) unless two leaves
+    share it or it names a results column: then the path is kept ("model_x", "stimulus_x"), and a
+    top-level field becomes "train_<name>" (the training condition: train_target_ecc, ...)."""
+    leaves: list[tuple[tuple[str, ...], Any]] = []
+
+    def walk(node: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping):
+                walk(value, (*path, str(key)))
+            else:
+                leaves.append(((*path, str(key)), value))
+
+    walk(config or {}, ())
+    counts: dict[str, int] = {}
+    for path, _ in leaves:
+        counts[path[-1]] = counts.get(path[-1], 0) + 1
+    out: dict[str, Any] = {}
+    for path, value in leaves:
+        name = path[-1]
+        if counts[name] > 1 or name in RESERVED:
+            name = "_".join(path) if len(path) > 1 else f"train_{name}"
+        if name in out or name in RESERVED:
+            name = "_".join(("train", *path))
+        out[name] = _json_value(value)
+    if "num_scales" not in out and isinstance(out.get("pm"), str) and out["pm"].split("-")[0].isdigit():
+        out["num_scales"] = int(out["pm"].split("-")[0])  # pm's first number is the input's scales
+    if "parity" in out:
+        out["num_classes"] = num_classes(out["parity"])
+    return out
+
+
+# ----------------------------------------------------------------------------- the experiment's files
+def read_plan(exp_dir: str | Path) -> dict[str, Any]:
+    """plan.json of an experiment (raises FileNotFoundError naming the folder when absent)."""
+    exp_dir = Path(exp_dir)
+    plan = read_json(exp_dir / PLAN)
+    if plan is None:
+        raise FileNotFoundError(f"{exp_dir / PLAN} does not exist: is {exp_dir} an experiment folder "
+                                "(launched with `python -m sweeps.launch`)?")
+    for key in ("train", "eval"):
+        if not isinstance(plan.get(key, []), list):
+            raise CorruptFileError(f"{exp_dir / PLAN}: '{key}' must be a list of jobs")
+    return plan
+
+
+def read_selection(exp_dir: str | Path) -> dict[str, Any] | None:
+    """selection.json, or None before the select stage ran (or when it is unreadable: logged)."""
+    try:
+        return read_json(Path(exp_dir) / SELECTION, ("models",))
+    except CorruptFileError as e:
+        logger.warning("ignoring an unreadable selection: %s", e)
+        return None
+
+
+def _unique(entries: Iterable[Any], what: str) -> list[dict[str, Any]]:
+    """Plan entries once each (by hash, first wins); non-objects are skipped with a warning."""
+    seen: set[str] = set()
+    out = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or not entry.get("hash"):
+            logger.warning("plan.json: skipping a %s entry without a hash: %r", what, entry)
+            continue
+        if entry["hash"] in seen:
+            continue
+        seen.add(str(entry["hash"]))
+        out.append(dict(entry))
+    return out
+
+
+def _run_dir(exp_dir: Path, entry: Mapping[str, Any], stage: str) -> tuple[Path, str]:
+    rel = str(entry.get("dir") or f"{stage}/{entry['hash']}")
+    return exp_dir / rel, rel
+
+
+def _train_config(exp_dir: Path, entry: Mapping[str, Any] | None, model_hash: str) -> dict[str, Any]:
+    """A training run's config: from plan.json, else its config.json or result.json."""
+    if entry and isinstance(entry.get("config"), Mapping):
+        return dict(entry["config"])
+    run = exp_dir / (str(entry.get("dir")) if entry and entry.get("dir") else f"train/{model_hash}")
+    for name in ("config.json", "result.json"):
+        try:
+            obj = read_json(run / name)
+        except CorruptFileError:
+            continue
+        if obj:
+            cfg = obj.get("config", obj) if name == "result.json" else obj
+            if isinstance(cfg, Mapping):
+                return dict(cfg)
+    return {}
+
+
+def _corrupt_message(run_dir: Path) -> str:
+    try:
+        read_json(run_dir / "result.json", EVAL_REQUIRED)
+    except CorruptFileError as e:
+        return f"corrupt result.json ({e})"
+    return ""
+
+
+def _check_result(result: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+    """Why an eval result cannot be used (empty when it can)."""
+    n, k = result.get("n_images"), result.get("n_correct")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (n, k)):
+        return f"invalid result.json: n_images={n!r}, n_correct={k!r} must be integers"
+    if n <= 0 or not 0 <= k <= n:
+        return f"invalid result.json: need 0 <= n_correct ({k}) <= n_images ({n}) and n_images > 0"
+    if result.get("hash") not in (None, entry.get("hash")):  # the condition check below decides
+        logger.warning("result.json of run %s names run %s", entry.get("hash"), result.get("hash"))
+    planned, got = entry.get("condition") or {}, result.get("condition") or {}
+    if not planned or not got:
+        return ""
+    p, g = _condition_row(planned), _condition_row(got)
+    # Type 0 ignores flanker_ecc; type 2 is the same image mirrored, so only its spacing counts.
+    extra = {1: ("flanker_ecc",), 2: ("spacing",)}.get(p["flanker_type"] or 0, ())
+    keys = ("flanker_type", "target_ecc", *extra)
+    for key in keys:
+        a, b = p[key], g[key]
+        if not (a == b or (_isnan(a) and _isnan(b))):
+            return f"invalid result.json: its condition has {key}={b!r}, the plan says {a!r}"
+    return ""
+
+
+# ----------------------------------------------------------------------------- the results table
+def collect(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per planned evaluation job (model x condition) of the experiment in `exp_dir`.
+
+    `scheduler` maps job ids to scheduler states (as for `cluster.runs.run_state`); without it
+    a submitted job with no result reads as pending. Columns: see FIXED_COLUMNS and the module
+    docstring; the model's flattened settings sit between the model and condition columns."""
+    exp_dir = Path(exp_dir)
+    plan = read_plan(exp_dir)
+    experiment = str(plan.get("experiment") or exp_dir.name)
+    trains = {e["hash"]: e for e in _unique(plan.get("train", []), "train")}
+    settings_cache: dict[str, dict[str, Any]] = {}
+
+    def settings(model_hash: str) -> dict[str, Any]:
+        if model_hash not in settings_cache:
+            settings_cache[model_hash] = flatten_settings(_train_config(exp_dir, trains.get(model_hash), model_hash))
+        return settings_cache[model_hash]
+
+    selection = read_selection(exp_dir) or {}
+    unselected = {str(m.get("model")): m for m in selection.get("models", [])
+                  if isinstance(m, Mapping) and m.get("chosen") is None}
+
+    rows: list[dict[str, Any]] = []
+    for entry in _unique(plan.get("eval", []), "eval"):
+        model_hash = str(entry.get("model_hash") or "")
+        train = trains.get(model_hash, {})
+        model = str(entry.get("model") or train.get("model") or model_hash)
+        cond = dict(entry.get("condition") or {})
+        run_dir, rel = _run_dir(exp_dir, entry, "eval")
+        if not cond:  # older plans: the run's own config.json holds the condition
+            try:
+                cond = dict((read_json(run_dir / "config.json") or {}).get("condition") or {})
+            except CorruptFileError:
+                cond = {}
+        row = _condition_row(cond)
+        row.update(experiment=experiment, model=model, model_hash=model_hash, hash=str(entry["hash"]),
+                   run_dir=rel, **settings(model_hash))
+        if _isnan(row.get("learning_rate")):
+            row["learning_rate"] = _float(entry.get("learning_rate", train.get("learning_rate")))
+        row.update(_outcome(run_dir, entry, scheduler))
+        if row["state"] != "done" and model in unselected:
+            row["state"], row["error"] = NO_MODEL, _no_model_reason(unselected[model])
+        rows.append(row)
+
+    evaluated = {r["model"] for r in rows}
+    for model, sel in unselected.items():
+        if model in evaluated:
+            continue
+        candidates = [e for e in trains.values() if str(e.get("model")) == model]
+        row = _condition_row({})
+        row.update(experiment=experiment, model=model, model_hash="", hash="", run_dir="", job_id="",
+                   state=NO_MODEL, error=_no_model_reason(sel), n_images=None, n_correct=None,
+                   accuracy=math.nan, learning_rate=math.nan)
+        if candidates:
+            row.update({k: v for k, v in settings(candidates[0]["hash"]).items() if k != "learning_rate"})
+        rows.append(row)
+
+    return _tidy(_dedupe(rows))
+
+
+def _condition_row(cond: Mapping[str, Any]) -> dict[str, Any]:
+    ftype = cond.get("flanker_type")
+    ftype = None if ftype is None or _isnan(ftype) else int(ftype)
+    t = _float(cond.get("target_ecc"))
+    f = _float(cond.get("flanker_ecc")) if ftype else math.nan  # type 0 has no flanker
+    return {"flanker_type": ftype, "label": condition_label(ftype, t, f), "target_ecc": t, "flanker_ecc": f,
+            "spacing": abs(f - t) if ftype else math.nan,
+            "flanker_dset": None if cond.get("flanker_dset") is None else str(cond["flanker_dset"])}
+
+
+def _outcome(run_dir: Path, entry: Mapping[str, Any], scheduler: Mapping[str, str] | None) -> dict[str, Any]:
+    state = run_state(run_dir, scheduler, EVAL_REQUIRED)
+    out: dict[str, Any] = {"state": state.state, "error": state.error, "job_id": state.job_id,
+                           "n_images": None, "n_correct": None, "accuracy": math.nan}
+    if state.state == "done":
+        out["job_id"] = str((read_submission(run_dir) or {}).get("job_id", ""))
+        result = read_result(run_dir, EVAL_REQUIRED) or {}
+        problem = _check_result(result, entry)
+        if problem:
+            out.update(state="failed", error=problem)
+        else:
+            n, k = int(result["n_images"]), int(result["n_correct"])
+            out.update(n_images=n, n_correct=k, accuracy=k / n)
+            stored = _float(result.get("accuracy"))
+            if not math.isnan(stored) and abs(stored - k / n) > 1e-3:
+                logger.warning("%s: stored accuracy %.4f != n_correct/n_images %.4f", run_dir, stored, k / n)
+    elif (run_dir / "result.json").exists():
+        why = _corrupt_message(run_dir)
+        out["error"] = f"{out['error']}; {why}" if out["error"] and why else (out["error"] or why)
+    return out
+
+
+def _no_model_reason(sel: Mapping[str, Any]) -> str:
+    parts = []
+    for c in sel.get("candidates", []) or []:
+        if not isinstance(c, Mapping):
+            continue
+        why = f"lr {c.get('learning_rate')}: {c.get('state', '?')}"
+        if c.get("error"):
+            why += f" ({str(c['error']).strip().splitlines()[-1] if str(c['error']).strip() else ''})"
+        parts.append(why)
+    return "selection chose no learning rate" + (": " + "; ".join(parts) if parts else "")
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (model run, condition): distinct plan entries for the same evaluation keep the
+    most advanced state (done first), then the first listed."""
+    best: dict[tuple[Any, ...], int] = {}
+    order: list[tuple[Any, ...]] = []
+    for i, row in enumerate(rows):
+        if row["state"] == NO_MODEL and not row["hash"]:
+            key: tuple[Any, ...] = ("no_model", row["model"])
+        else:
+            key = (row["model_hash"], row["flanker_type"], _key(row["target_ecc"]), _key(row["flanker_ecc"]),
+                   row["flanker_dset"])
+        if key not in best:
+            best[key] = i
+            order.append(key)
+        else:
+            j = best[key]
+            logger.warning("plan.json lists the evaluation %s twice (runs %s and %s); keeping one",
+                           key, rows[j]["hash"], row["hash"])
+            if _STATE_RANK.get(row["state"], 9) < _STATE_RANK.get(rows[j]["state"], 9):
+                best[key] = i
+    return [rows[best[k]] for k in order]
+
+
+def _key(x: float) -> float | None:
+    return None if _isnan(x) else round(float(x), 6)
+
+
+def _tidy(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> a DataFrame with the fixed columns in order, stable dtypes and the Wilson interval."""
+    df = pd.DataFrame(rows)
+    for col in FIXED_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    settings = [c for c in df.columns if c not in FIXED_COLUMNS]
+    settings = [c for c in KEY_SETTINGS if c in settings] + sorted(c for c in settings if c not in KEY_SETTINGS)
+    df = df[[*MODEL_COLUMNS, *settings, *CONDITION_COLUMNS, *OUTCOME_COLUMNS]]
+    for col in ("flanker_type", "n_images", "n_correct"):
+        df[col] = pd.array([None if _isnan(v) else int(v) for v in df[col]], dtype="Int64")
+    for col in ("learning_rate", "target_ecc", "flanker_ecc", "spacing", "accuracy"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    lo, hi = wilson_interval(df["n_correct"].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
+                             df["n_images"].astype("Float64").to_numpy(dtype=float, na_value=np.nan))
+    df["ci_low"], df["ci_high"] = lo, hi
+    for col in ("experiment", "model", "model_hash", "label", "state", "error", "job_id", "hash", "run_dir"):
+        df[col] = df[col].fillna("").astype(str)
+    _uniform_object_columns(df)
+    sort = ["model", "learning_rate", "flanker_dset", "flanker_type", "target_ecc", "flanker_ecc"]
+    return df.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _uniform_object_columns(df: pd.DataFrame) -> None:
+    """Parquet needs one type per column: a settings column mixing types is stored as text."""
+    for col in df.columns:
+        if df[col].dtype != object:
+            continue
+        kinds = {type(v) for v in df[col] if v is not None and not (isinstance(v, float) and math.isnan(v))}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            df[col] = [None if v is None else str(v) for v in df[col]]
+        elif kinds <= {int, float} and kinds:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model and configuration label: jobs planned, jobs in each state, mean accuracy of the done ones."""
+    if table.empty:
+        return pd.DataFrame()
+    t = table.assign(label=table["label"].replace("", "-"))
+    counts = pd.crosstab([t["model"], t["label"]], t["state"])
+    counts = counts[[s for s in STATES if s in counts.columns]]
+    counts.insert(0, "planned", counts.sum(axis=1))
+    acc = t.groupby(["model", "label"])["accuracy"].agg(["mean", "min", "max"])
+    out = counts.join(acc.rename(columns=lambda c: f"accuracy_{c}"))
+    order = {lab: i for i, lab in enumerate((*LABELS, "-"))}
+    return out.sort_index(key=lambda idx: idx.map(order) if idx.name == "label" else idx)
+
+
+# ----------------------------------------------------------------------------- training and selection
+def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every trained candidate (model x learning rate): its final metrics, current state, and whether
+    the selection chose it. Built from plan.json's training jobs and their folders, completed by
+    selection.json (which may list candidates the plan does not). The rule is in `.attrs["rule"]`."""
+    exp_dir = Path(exp_dir)
+    plan = read_plan(exp_dir)
+    experiment = str(plan.get("experiment") or exp_dir.name)
+    selection = read_selection(exp_dir) or {}
+    chosen = {str(m.get("model")): m.get("chosen") for m in selection.get("models", []) if isinstance(m, Mapping)}
+    candidates = {str(c.get("hash")): (str(m.get("model")), c)
+                  for m in selection.get("models", []) if isinstance(m, Mapping)
+                  for c in (m.get("candidates") or []) if isinstance(c, Mapping) and c.get("hash")}
+
+    entries = _unique(plan.get("train", []), "train")
+    known = {e["hash"] for e in entries}
+    entries += [{"hash": h, "model": model, "learning_rate": c.get("learning_rate")}
+                for h, (model, c) in candidates.items() if h not in known]
+    rows = []
+    for entry in entries:
+        run_dir, rel = _run_dir(exp_dir, entry, "train")
+        state = run_state(run_dir, scheduler, ("final",))
+        result = read_result(run_dir, ("final",)) if state.state == "done" else None
+        final = result.get("final", {}) if result and isinstance(result.get("final"), Mapping) else {}
+        cand = candidates.get(entry["hash"], ("", {}))[1]
+        model = str(entry.get("model") or candidates.get(entry["hash"], ("",))[0])
+        row = {"experiment": experiment, "model": model,
+               "learning_rate": _float(entry.get("learning_rate", cand.get("learning_rate"))),
+               "chosen": chosen.get(model) == entry["hash"], "state": state.state,
+               "error": state.error or str(cand.get("error") or ""), "hash": entry["hash"], "run_dir": rel}
+        for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
+            row[key] = _float(final.get(key, cand.get(key)))
+        for key in ("best_epoch", "epochs", "wall_time_s"):
+            row[key] = _float((result or {}).get(key, cand.get(key)))
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=list(SELECTION_COLUMNS))
+    for col in ("best_epoch", "epochs"):
+        df[col] = pd.array([None if _isnan(v) else int(v) for v in df[col]], dtype="Int64")
+    df["chosen"] = df["chosen"].astype(bool)
+    df = df.sort_values(["model", "learning_rate"], kind="stable").reset_index(drop=True)
+    df.attrs["rule"] = str(selection.get("rule", ""))
+    return df
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a metrics.jsonl: a torn last line (a crash mid-write) is ignored, as is, with a
+    warning, any other line that is not a JSON object."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                logger.warning("%s:%d is not valid JSON; skipped", path, i + 1)
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def training_curves(exp_dir: str | Path) -> pd.DataFrame:
+    """Every training run's per-epoch metrics, long format: model, learning_rate, hash, chosen,
+    then the metrics.jsonl keys (epoch, step, train/loss, train/acc, val/loss, val/acc, ...)."""
+    exp_dir = Path(exp_dir)
+    plan = read_plan(exp_dir)
+    selection = read_selection(exp_dir) or {}
+    chosen = {m.get("chosen") for m in selection.get("models", []) if isinstance(m, Mapping)} - {None}
+    frames = []
+    for entry in _unique(plan.get("train", []), "train"):
+        run_dir, _ = _run_dir(exp_dir, entry, "train")
+        records = read_metrics(run_dir / METRICS)
+        if not records:
+            continue
+        df = pd.DataFrame(records)
+        df.insert(0, "model", str(entry.get("model") or entry["hash"]))
+        df.insert(1, "learning_rate", _float(entry.get("learning_rate")))
+        df.insert(2, "hash", entry["hash"])
+        df.insert(3, "chosen", entry["hash"] in chosen)
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["model", "learning_rate", "hash", "chosen", "epoch"])
+    out = pd.concat(frames, ignore_index=True)
+    sort = ["model", "learning_rate"] + (["epoch"] if "epoch" in out.columns else [])
+    return out.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- files beside the experiment
+def save(exp_dir: str | Path, table: pd.DataFrame | None = None, selection: pd.DataFrame | None = None,
+         scheduler: Mapping[str, str] | None = None) -> list[Path]:
+    """Write results.parquet, results.csv and selection.csv atomically in `exp_dir` (collecting the
+    tables first when not given). Returns the paths written."""
+    exp_dir = Path(exp_dir)
+    table = collect(exp_dir, scheduler) if table is None else table
+    selection = selection_table(exp_dir, scheduler) if selection is None else selection
+    return [
+        atomic_write(exp_dir / RESULTS_PARQUET, lambda f: table.to_parquet(f, index=False)),
+        atomic_write_bytes(exp_dir / RESULTS_CSV, table.to_csv(index=False).encode()),
+        atomic_write_bytes(exp_dir / SELECTION_CSV, selection.to_csv(index=False).encode()),
+    ]
+
+
+def load(exp_dir: str | Path) -> pd.DataFrame:
+    """The results table saved by `save` (results.parquet)."""
+    path = Path(exp_dir) / RESULTS_PARQUET
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run results.table.save({str(exp_dir)!r}) "
+                                "(or the launcher's collect stage) first")
+    return pd.read_parquet(path)
+
+
+def load_selection(exp_dir: str | Path) -> pd.DataFrame:
+    """The selection table saved by `save` (selection.csv)."""
+    return pd.read_csv(Path(exp_dir) / SELECTION_CSV)
