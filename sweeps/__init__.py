@@ -1,0 +1,1 @@
+"""What to run: sweep specs (one file per experiment), the staged pipeline and its launcher."""

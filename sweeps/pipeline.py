@@ -1,0 +1,464 @@
+"""The stages of a sweep, resumable from disk: datasets -> train -> select -> eval -> collect.
+
+Every job has a run folder named by its config hash; a job is done when its result.json is valid.
+A stage looks at its run folders (plus one batched scheduler query), submits what is missing or
+failed as ONE job array, re-attaches to what is still running from an earlier launch, and waits
+(submitit's own waiting; no polling of our own). Nothing is kept only in memory, so the launcher
+can die at any point and the next launch continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+from filelock import FileLock, Timeout
+
+from cluster import executors, jobs, submission
+from cluster.resources import Resources
+from cluster.runs import (
+    RunState,
+    read_error,
+    read_result,
+    read_submission,
+    record_submission,
+    run_state,
+    write_error,
+)
+from ecc import datasets
+from ecc.atomic import atomic_write_json, read_json
+from ecc.identity import to_jsonable
+from ecc.model import job_env
+from ecc.train import RunOptions
+
+from . import tasks
+from .spec import EvalRun, StageResources, SweepSpec, TrainRun
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("datasets", "train", "eval")
+TRAIN_REQUIRED = ("final",)
+
+
+class LauncherBusy(RuntimeError):
+    """Another launcher holds this experiment."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One run folder of a stage and what fills it."""
+
+    label: str
+    run_dir: Path
+    payload: Any  # stage specific: a DatasetSpec, a TrainRun or an EvalRun
+
+
+@dataclass
+class StageReport:
+    stage: str
+    total: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (label, last error line)
+
+    def line(self) -> str:
+        parts = [f"{self.counts.get(s, 0)} {s}" for s in ("done", "running", "pending", "failed", "missing")
+                 if self.counts.get(s, 0)]
+        return f"{self.stage:8s} {self.total:4d} jobs: " + (", ".join(parts) or "none")
+
+
+class Pipeline:
+    """Runs one sweep in one experiment folder with one kind of executor."""
+
+    def __init__(self, spec: SweepSpec, exp_dir: str | os.PathLike, *, executor: str = "auto",
+                 resources: StageResources | None = None, retry_failed: bool = True,
+                 device: str = "auto", echo: Callable[[str], None] = print, progress: bool = True) -> None:
+        self.spec = spec
+        self.exp = Path(exp_dir)
+        self.kind = executors.resolve_kind(executor)
+        self.resources = resources or spec.resources
+        self.retry_failed = retry_failed
+        self.device = device
+        self.echo = echo
+        self.progress = progress
+
+    # ------------------------------------------------------------------ folders
+    @property
+    def data_root(self) -> Path:
+        return self.exp / "datasets"
+
+    def options(self, stage: str) -> RunOptions:
+        res = self.resources.stage(stage)
+        return RunOptions(device=self.device, threads=res.cpus, progress=self.progress)
+
+    def dataset_units(self) -> list[Unit]:
+        return [Unit(f"{s.split} {datasets.dataset_key(s, self.spec.source)}",
+                     self.data_root / "jobs" / datasets.dataset_key(s, self.spec.source), s)
+                for s in self.spec.datasets()]
+
+    def train_units(self) -> list[Unit]:
+        return [Unit(f"{r.model} lr={r.config.learning_rate:g}", self.exp / r.dir, r) for r in self.spec.train_runs()]
+
+    def eval_units(self, selected: Sequence[tuple[str, str, float]]) -> list[Unit]:
+        return [Unit(f"{r.model} {r.condition.label} te={r.condition.target_ecc:g}"
+                     + ("" if r.condition.flanker_ecc is None else f" fe={r.condition.flanker_ecc:g}"),
+                     self.exp / r.dir, r) for r in self.spec.eval_runs(selected)]
+
+    # ------------------------------------------------------------------ whole run
+    def run(self) -> int:
+        """All stages; 0 when every job is done, 1 when some failed (they are rows in the table)."""
+        self.exp.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            atomic_write_json(self.exp / "spec.json", self.spec.to_json())
+            self.echo(f"experiment {self.spec.name} in {self.exp} (executor: {self.kind})")
+            # Until this launch's selection, the plan keeps the earlier one's evaluations: a launcher
+            # stopped before then must not leave a plan (and --report a table) without them.
+            self._write_plan(self.train_units(), self.eval_units(self.earlier_selection()))
+            ok = self.run_stage("datasets", self.dataset_units())
+            ok &= self.run_stage("train", self.train_units())
+            selected = self.select()
+            evals = self.eval_units(selected)
+            self._write_plan(self.train_units(), evals)
+            ok &= self.run_stage("eval", evals)
+            self.collect()
+        return 0 if ok else 1
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Hold the experiment: a second launch refuses, naming the first (which holds the lock)."""
+        lock = FileLock(str(self.exp / "launch.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = read_json(self.exp / "launch.json") or {}
+            raise LauncherBusy(
+                f"experiment {self.spec.name!r} is already being run by pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')} since {holder.get('started', '?')} ({holder.get('command', '?')}); "
+                "wait for it to finish, or watch it with --status") from None
+        try:
+            atomic_write_json(self.exp / "launch.json", {
+                "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+            yield
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ stages
+    def states(self, units: Sequence[Unit], required: tuple[str, ...] = ()) -> dict[Path, RunState]:
+        """States of run folders, with ONE scheduler query for all their last submissions."""
+        subs = {u.run_dir: read_submission(u.run_dir) for u in units}
+        ids: dict[str, list[str]] = {}
+        for sub in subs.values():
+            if sub:
+                ids.setdefault(sub["executor"], []).append(str(sub["job_id"]))
+        sched: dict[str, str] = {}
+        for kind, job_ids in ids.items():
+            sched.update(submission.scheduler_states(kind, job_ids))
+        return {u.run_dir: run_state(u.run_dir, sched, required) for u in units}
+
+    def run_stage(self, stage: str, units: Sequence[Unit]) -> bool:
+        """Submit what a stage still needs as one array, wait, and report. True if all done."""
+        required = {"train": TRAIN_REQUIRED, "eval": tasks.EVAL_REQUIRED}.get(stage, ())
+        states = self.states(units, required)
+        todo = [u for u in units if states[u.run_dir].state == "missing"
+                or (states[u.run_dir].state == "failed" and self.retry_failed)]
+        active = [u for u in units if states[u.run_dir].state in ("running", "pending")]
+        n_done = sum(s.state == "done" for s in states.values())
+        n_failed = sum(s.state == "failed" for s in states.values())
+        kept = n_failed - sum(states[u.run_dir].state == "failed" for u in todo)
+        parts = [f"{n_done} done"] + ([f"{len(active)} still running from an earlier launch"] if active else []) \
+            + [f"{len(todo)} to submit"] + ([f"{kept} failed kept (--retry-failed to rerun them)"] if kept else [])
+        self.echo(f"[{stage}] {len(units)} jobs: " + ", ".join(parts))
+        self._t0 = time.time()
+        waiting: list[tuple[submitit.Job, list[Unit]]] = []
+        if active:
+            waiting += self._attach(stage, active)
+        if todo:
+            waiting += self._submit(stage, todo)
+        if waiting:
+            self._wait(stage, waiting)
+        final = self.states(units, required)
+        report = self.report(stage, units, final)
+        self.echo(f"[{stage}] " + report.line().split(" ", 1)[1].strip())
+        for label, err in report.failed:
+            self.echo(f"  failed: {label}: {err}")
+        return all(s.state == "done" for s in final.values())
+
+    def _calls(self, stage: str, units: Sequence[Unit]) -> list[tuple[Callable[..., Any], list[Unit]]]:
+        """The jobs of a stage: (picklable callable, the run folders it fills)."""
+        opts = self.options(stage)
+        source = self.spec.source
+        if stage == "datasets":
+            return [(jobs.RunJob(str(u.run_dir), tasks.build_dataset, u.payload, str(self.data_root), source, opts),
+                     [u]) for u in units]
+        if stage == "train":
+            return [(jobs.CheckpointableRunJob(str(u.run_dir), tasks.train_run, u.payload.config, str(u.run_dir),
+                                               str(self.data_root), source, opts), [u]) for u in units]
+        by_model: dict[str, list[Unit]] = {}
+        for u in units:
+            by_model.setdefault(u.payload.model_hash, []).append(u)
+        out = []
+        size = self.spec.conditions_per_job
+        for model_hash, group in by_model.items():
+            for i in range(0, len(group), size):
+                chunk = group[i:i + size]
+                items = [(u.payload.condition, str(u.run_dir)) for u in chunk]
+                out.append((jobs.ChunkJob(tasks.eval_chunk, str(self.exp / "train" / model_hash), items,
+                                          self.spec.grid.test_images, str(self.data_root), source, opts,
+                                          run_dirs=[str(u.run_dir) for u in chunk]), chunk))
+        return out
+
+    def _executor(self, stage: str) -> submitit.Executor:
+        # Local jobs share the machine with the launcher and whatever else runs there: OpenMP threads
+        # must not spin at barriers (ecc/model.py, SHARED_CPU_ENV); SLURM jobs own their cores.
+        return executors.make_executor(self.kind, self.exp / "logs" / stage, self.resources.stage(stage),
+                                       env=job_env(shared_cpus=self.kind == "local"), name=f"{self.spec.name}-{stage}")
+
+    def _submit(self, stage: str, units: Sequence[Unit]) -> list[tuple[submitit.Job, list[Unit]]]:
+        calls = self._calls(stage, units)
+        for u in units:
+            u.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_config(u)
+        executor = self._executor(stage)
+        self.echo(f"[{stage}] submitting {len(calls)} job(s) for {len(units)} run(s) as one array "
+                  f"({self.kind}{'' if self.kind != 'slurm' else ', ' + _describe(self.resources.stage(stage))})")
+        chunks = [chunk for _, chunk in calls]
+
+        def record(i: int, job: submitit.Job) -> None:  # as soon as the job has an id
+            for u in chunks[i]:
+                record_submission(u.run_dir, executor=self.kind, job_id=job.job_id, stage=stage)
+
+        submitted = submission.submit_array(executor, [c for c, _ in calls], on_submit=record)
+        return list(zip(submitted, chunks, strict=True))
+
+    def _attach(self, stage: str, units: Sequence[Unit]) -> list[tuple[submitit.Job, list[Unit]]]:
+        """Jobs of an earlier launch that still run: wait for them rather than run them twice."""
+        by_job: dict[str, list[Unit]] = {}
+        kinds: dict[str, str] = {}
+        for u in units:
+            sub = read_submission(u.run_dir)
+            if sub:
+                by_job.setdefault(str(sub["job_id"]), []).append(u)
+                kinds[str(sub["job_id"])] = sub["executor"]
+        out, resubmit = [], []
+        for job_id, group in by_job.items():
+            job = submission.attach(kinds[job_id], self.exp / "logs" / stage, job_id)
+            if job is None:  # e.g. a local job of a launcher that died: run again (the run lock makes it wait)
+                resubmit += group
+            else:
+                out.append((job, group))
+        if out:
+            self.echo(f"[{stage}] waiting for {len(out)} job(s) submitted by an earlier launch")
+        if resubmit:
+            out += self._submit(stage, resubmit)
+        return out
+
+    def _wait(self, stage: str, waiting: Sequence[tuple[submitit.Job, list[Unit]]]) -> None:
+        """Wait for every job (submitit's waiting); a job that ended without writing its runs'
+        result or error gets an error.json here saying how it ended."""
+        total, failed = len(waiting), 0
+        chunks = {id(job): chunk for job, chunk in waiting}
+        pending = [job for job, _ in waiting]
+        # Debug jobs run in this process when their result is asked for, so they are waited in order.
+        order = pending if self.kind == "debug" else submitit.helpers.as_completed(
+            pending, poll_frequency=1.0 if self.kind == "local" else 5.0)
+        for n, job in enumerate(order, 1):
+            outcome = submission.wait_job(job)
+            if outcome.error:
+                failed += 1
+                for u in chunks[id(job)]:
+                    if read_result(u.run_dir) is None and not _fresh_error(u.run_dir):
+                        write_error(u.run_dir, message=f"job {outcome.job_id}: {outcome.error}",
+                                    kind="JobEndedWithoutResult")
+            self.echo(f"[{stage}] {n}/{total} jobs finished" + (f" ({failed} failed)" if failed else "")
+                      + f", {time.time() - self._t0:.0f} s into the stage")
+
+    # ------------------------------------------------------------------ select
+    def select(self) -> list[tuple[str, str, float]]:
+        """Best learning rate per model: highest final val/acc, ties by lowest val/loss."""
+        units = self.train_units()
+        states = self.states(units, TRAIN_REQUIRED)
+        models = []
+        selected = []
+        for name, _ in self.spec.models:
+            candidates = []
+            for u in units:
+                run: TrainRun = u.payload
+                if run.model != name:
+                    continue
+                result = read_result(u.run_dir, TRAIN_REQUIRED)
+                final = (result or {}).get("final", {})
+                candidates.append({"hash": run.hash, "learning_rate": run.config.learning_rate,
+                                   "state": states[u.run_dir].state, "error": states[u.run_dir].error,
+                                   **{k: final.get(k) for k in ("train/loss", "train/acc", "val/loss", "val/acc")},
+                                   "best_epoch": (result or {}).get("best_epoch")})
+            ok = [c for c in candidates if c["state"] == "done" and _finite(c["val/acc"])]
+            best = max(ok, key=lambda c: (c["val/acc"], -(c["val/loss"] if _finite(c["val/loss"]) else math.inf)),
+                       default=None)
+            models.append({"model": name, "chosen": best["hash"] if best else None,
+                           "learning_rate": best["learning_rate"] if best else None, "candidates": candidates})
+            if best:
+                selected.append((name, best["hash"], best["learning_rate"]))
+                self.echo(f"[select] {name}: lr={best['learning_rate']:g} (val/acc {_fmt(best['val/acc'])}, "
+                          f"val/loss {_fmt(best['val/loss'])}) among "
+                          + ", ".join(f"lr={c['learning_rate']:g}: " + (_fmt(c['val/acc']) if c in ok else c["state"])
+                                      for c in candidates))
+            else:
+                self.echo(f"[select] {name}: no finished training run; it is not evaluated")
+        atomic_write_json(self.exp / "selection.json", {
+            "rule": "highest val/acc, ties broken by lowest val/loss", "models": models})
+        return selected
+
+    # ------------------------------------------------------------------ collect
+    def collect(self) -> None:
+        from results import plots, table
+
+        scheduler = self._all_scheduler_states()
+        df = table.collect(self.exp, scheduler=scheduler)
+        paths = table.save(self.exp, df)
+        figs = plots.draw_all(self.exp, df, table.selection_table(self.exp), self.spec.figures,
+                              self.exp / "figures", stimulus=self.spec.models[0][1].stimulus, source=self.spec.source)
+        done = int((df["state"] == "done").sum()) if len(df) else 0
+        self.echo(f"[collect] results table: {done}/{len(df)} conditions done -> "
+                  + ", ".join(str(p.relative_to(self.exp)) for p in paths))
+        self.echo(f"[collect] {len(figs)} figures in {self.exp / 'figures'}")
+
+    def _all_scheduler_states(self) -> dict[str, str]:
+        plan = read_json(self.exp / "plan.json") or {}
+        ids: dict[str, list[str]] = {}
+        for entry in plan.get("eval", []):
+            sub = read_submission(self.exp / entry["dir"])
+            if sub:
+                ids.setdefault(sub["executor"], []).append(str(sub["job_id"]))
+        out: dict[str, str] = {}
+        for kind, job_ids in ids.items():
+            out.update(submission.scheduler_states(kind, job_ids))
+        return out
+
+    # ------------------------------------------------------------------ status and plan
+    def report(self, stage: str, units: Sequence[Unit], states: dict[Path, RunState] | None = None) -> StageReport:
+        required = {"train": TRAIN_REQUIRED, "eval": tasks.EVAL_REQUIRED}.get(stage, ())
+        states = states if states is not None else self.states(units, required)
+        rep = StageReport(stage, total=len(units))
+        for u in units:
+            s = states[u.run_dir]
+            rep.counts[s.state] = rep.counts.get(s.state, 0) + 1
+            if s.state == "failed":
+                rep.failed.append((u.label, s.error))
+        return rep
+
+    def status(self) -> list[StageReport]:
+        """Per stage: pending, running, done, failed (with errors), from disk + batched scheduler queries."""
+        return [self.report("datasets", self.dataset_units()), self.report("train", self.train_units()),
+                self.report("eval", self.eval_units(self.earlier_selection()))]
+
+    def earlier_selection(self) -> list[tuple[str, str, float]]:
+        """The (model, train hash, learning rate) chosen by the last select stage (selection.json),
+        for the models and training runs this sweep still has."""
+        selection = read_json(self.exp / "selection.json") or {}
+        runs = {(r.model, r.hash) for r in self.spec.train_runs()}
+        return [(m["model"], m["chosen"], m["learning_rate"]) for m in selection.get("models", [])
+                if (m.get("model"), m.get("chosen")) in runs]
+
+    def plan_lines(self) -> list[str]:
+        """The plan of a --dry-run: jobs per stage, dropped grid points, resources."""
+        lines = [f"sweep {self.spec.name}: {self.spec.description}".rstrip(": "),
+                 f"experiment folder: {self.exp}", f"executor: {self.kind}"]
+        ds = self.spec.datasets()
+        lines.append(f"[datasets] {len(ds)} datasets (built once each, under a lock):")
+        for s in ds:
+            n = "all" if not s.limit else s.limit
+            lines.append(f"    {s.split:10s} {n} images, field {s.stimulus.field_size}, crops {s.stimulus.num_scales}"
+                         f"x{s.stimulus.crop_size}^2, random_shifts={s.random_shifts}, key {datasets.dataset_key(s, self.spec.source)}")
+        runs = self.spec.train_runs()
+        lines.append(f"[train] {len(runs)} jobs ({len(self.spec.models)} models x {len(self.spec.learning_rates)} "
+                     f"learning rates {list(self.spec.learning_rates)}):")
+        for r in runs:
+            c = r.config
+            lines.append(f"    {r.model} lr={c.learning_rate:g}: {c.num_epochs} epochs, batch {c.batch_size}, "
+                         f"train_images={c.train_images or 'all'}  -> {r.dir}")
+        lines.append("[select] per model, the learning rate with the highest final val/acc (ties: lowest val/loss)")
+        total = 0
+        for name, _ in self.spec.models:
+            conds, dropped = self.spec.conditions(name)
+            grid = self.spec.grid
+            n_grid = len(grid.flanker_types) * len(grid.target_eccs) * len(grid.flanker_eccs) * len(grid.flanker_dsets)
+            by_label: dict[str, int] = {}
+            for c in conds:
+                by_label[c.label] = by_label.get(c.label, 0) + 1
+            lines.append(f"[eval] {name}: {len(conds)} conditions of the {n_grid}-point grid "
+                         f"(dropped {dropped['invalid']} invalid, {dropped['duplicate']} duplicates): "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(by_label.items())))
+            total += len(conds)
+        per_job = self.spec.conditions_per_job
+        lines.append(f"[eval] {total} conditions in total for the selected models, {per_job} per job "
+                     f"-> {sum(math.ceil(len(self.spec.conditions(n)[0]) / per_job) for n, _ in self.spec.models)} jobs, "
+                     f"{self.spec.grid.test_images or 'all'} test images each")
+        for stage in STAGES:
+            lines.append(f"[resources] {stage}: {_describe(self.resources.stage(stage))}")
+        return lines
+
+    def _write_plan(self, train: Sequence[Unit], evals: Sequence[Unit]) -> None:
+        plan = {"experiment": self.spec.name, "train": [], "eval": []}
+        for u in train:
+            r: TrainRun = u.payload
+            plan["train"].append({"hash": r.hash, "dir": r.dir, "model": r.model,
+                                  "learning_rate": r.config.learning_rate, "config": to_jsonable(r.config)})
+        seen = set()
+        for u in evals:
+            e: EvalRun = u.payload
+            if e.hash in seen:
+                continue
+            seen.add(e.hash)
+            plan["eval"].append({"hash": e.hash, "dir": e.dir, "model": e.model, "model_hash": e.model_hash,
+                                 "learning_rate": e.learning_rate, "condition": to_jsonable(e.condition),
+                                 "test_images": e.test_images})
+        atomic_write_json(self.exp / "plan.json", plan)
+
+
+def _write_config(u: Unit) -> None:
+    payload = u.payload
+    if isinstance(payload, TrainRun):
+        cfg = {"kind": "train", "model": payload.model, "config": to_jsonable(payload.config)}
+    elif isinstance(payload, EvalRun):
+        cfg = {"kind": "eval", **to_jsonable(dataclasses.asdict(payload)), "hash": payload.hash}
+    else:
+        cfg = {"kind": "dataset", "spec": to_jsonable(payload)}
+    path = u.run_dir / "config.json"
+    if not path.exists() or json.loads(path.read_text() or "null") != json.loads(json.dumps(cfg)):
+        atomic_write_json(path, cfg)
+
+
+def _fresh_error(run_dir: Path) -> bool:
+    """An error.json written since the run's last submission (so it is about this job)."""
+    error, sub = read_error(run_dir), read_submission(run_dir)
+    return error is not None and (sub is None or float(error.get("time", 0)) >= float(sub.get("time", 0)))
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _fmt(x: Any) -> str:
+    """A metric for a log line: 4 decimals, or as stored ("nan" from a diverged run, None)."""
+    return f"{x:.4f}" if isinstance(x, (int, float)) else str(x)
+
+
+def _describe(res: Resources) -> str:
+    parts = [f"partition={res.partition or 'default'}", f"gpus={res.gpus}", f"cpus={res.cpus}",
+             f"mem={res.mem_gb if res.mem_gb is not None else 'default'}GB", f"time={res.time_min}min",
+             f"array_parallelism={res.array_parallelism}"]
+    if res.extra_sbatch:
+        parts.append("extra=" + " ".join(res.extra_sbatch))
+    return " ".join(parts)

@@ -1,0 +1,68 @@
+"""What each stage's jobs compute: build datasets, train one run, evaluate a chunk of conditions.
+
+These are the functions the pipeline submits (wrapped by cluster.jobs so that a failure leaves
+error.json in the run folder and two copies of one run never work at once). They only call the
+science in `ecc`; they know nothing about schedulers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from cluster.runs import read_result, write_error, write_result
+from ecc import datasets
+from ecc.evaluate import Condition, Evaluator
+from ecc.sources import SourceConfig
+from ecc.train import RunOptions, TrainConfig, train
+
+logger = logging.getLogger(__name__)
+
+EVAL_REQUIRED = ("n_images", "n_correct", "accuracy")
+
+
+def build_dataset(spec: datasets.DatasetSpec, root: str, source: SourceConfig, options: RunOptions) -> dict[str, Any]:
+    """Build (or verify) one dataset; the result names its folder."""
+    folder = datasets.ensure(spec, root, source, progress=options.progress)
+    meta = datasets.read_meta(folder)
+    return {"kind": "dataset", "key": folder.name, "dir": str(folder), "n": meta["n"], "shape": meta["shape"]}
+
+
+def train_run(cfg: TrainConfig, run_dir: str, data_root: str, source: SourceConfig,
+              options: RunOptions) -> dict[str, Any]:
+    """Train one run (resuming from its checkpoint if it has one)."""
+    return train(cfg, run_dir, data_root=data_root, source=source, options=options)
+
+
+def eval_chunk(model_dir: str, items: Sequence[tuple[Condition, str]], test_images: int, data_root: str,
+               source: SourceConfig, options: RunOptions) -> dict[str, Any]:
+    """Evaluate one trained model on several conditions, loading it once.
+
+    Each condition has its own run folder: its result is written there as soon as it is known, a
+    condition that fails gets its own error.json, and the others still run. The chunk raises at
+    the end if any condition failed, so the scheduler shows the job as failed too."""
+    evaluator = Evaluator(model_dir, data_root=data_root, source=source, options=options)
+    done, failed = 0, []
+    for condition, run_dir in items:
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(run / "run.lock")):  # a second copy of this job waits, then skips
+            if read_result(run, EVAL_REQUIRED) is not None:
+                done += 1
+                continue
+            try:
+                result = evaluator(condition, test_images=test_images)
+            except Exception as e:  # recorded per condition; the chunk goes on
+                logger.exception("condition %s failed", condition)
+                write_error(run, e)
+                failed.append(f"{condition.label} te={condition.target_ecc:g} fe={condition.flanker_ecc}: {e}")
+                continue
+            write_result(run, {"kind": "eval", "hash": run.name, **result})
+            done += 1
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(items)} conditions failed: " + "; ".join(failed))
+    return {"kind": "eval_chunk", "model_dir": model_dir, "conditions": done}
