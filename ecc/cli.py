@@ -74,6 +74,8 @@ def _converter(tp: Any) -> tuple[Any, Sequence[Any] | None]:
         def conv(text: str, _inner=inner):  # type: ignore[no-redef]
             return None if text.strip().lower() in ("none", "null", "") else _inner(text)
 
+        conv.__name__ = getattr(inner, "__name__", "value")  # argparse names it in "invalid int value"
+
     return conv, choices
 
 
