@@ -302,6 +302,7 @@ class _Object:
     pixels: torch.Tensor  # (N, h, h) integer-valued floats
     x0: torch.Tensor      # (N,) int64: left column of the box in the field
     y0: int               # top row of the box (objects are centred vertically)
+    uniform: bool = False  # every image has it at the same place (a test condition)
 
 
 def _per_image(value: float | Sequence[float] | np.ndarray | None, n: int, name: str) -> np.ndarray:
@@ -381,18 +382,17 @@ def _objects(cfg: StimulusConfig, targets: np.ndarray, te: np.ndarray, flankers:
     """Squared target and flanker images with their boxes in the field."""
     half = cfg.field_size / 2.0
 
-    def x0(ecc: np.ndarray, size: int) -> torch.Tensor:
+    def place(pixels: torch.Tensor, ecc: np.ndarray, size: int) -> _Object:
         left = np.trunc(half - size / 2.0 + ecc).astype(np.int64)  # int() of the original
-        return torch.as_tensor(left, device=device)
+        return _Object(pixels, torch.as_tensor(left, device=device), centred_bounds(cfg.field_size, size)[0],
+                       uniform=bool((left == left[0]).all()))
 
     t_img = torch.as_tensor(targets, device=device).to(dtype)
-    objs = [_Object(square(t_img, cfg.digit_height), x0(te, cfg.digit_height),
-                    centred_bounds(cfg.field_size, cfg.digit_height)[0])]
+    objs = [place(square(t_img, cfg.digit_height), te, cfg.digit_height)]
     if flanker_type:
         f_img = square(torch.as_tensor(flankers, device=device).to(dtype), cfg.flanker_height)
-        y0 = centred_bounds(cfg.field_size, cfg.flanker_height)[0]
         for ecc in object_eccs(te, flanker_type, fe):  # type: ignore[arg-type]
-            objs.append(_Object(f_img, x0(ecc, cfg.flanker_height), y0))
+            objs.append(place(f_img, ecc, cfg.flanker_height))
     return objs
 
 
@@ -401,9 +401,10 @@ def _crops(cfg: StimulusConfig, objects: list[_Object]) -> torch.Tensor:
 
     Objects never overlap (check_placement), so a canvas pixel is the one object covering it. Per
     scale and object, only the output columns that the object's weights reach are computed
-    (a window of w columns starting at j0, per image), and only the output rows that the objects'
-    rows reach. Horizontal results are kept transposed, (N, columns, rows), so the vertical pass
-    is one matrix product for the whole batch."""
+    (a window of w columns starting at j0), and only the output rows that the objects' rows reach.
+    Horizontal results are kept transposed, (N, columns, rows), so the vertical pass is one matrix
+    product for the whole batch. An object at one place in every image (a test condition) shares
+    its weights across the batch: one large matrix product instead of a batched one."""
     n, c = objects[0].pixels.shape[0], cfg.crop_size
     dev, dtype = objects[0].pixels.device, objects[0].pixels.dtype
     band_lo = min(o.y0 for o in objects)
@@ -415,56 +416,80 @@ def _crops(cfg: StimulusConfig, objects: list[_Object]) -> torch.Tensor:
         if r_lo >= r_hi:
             continue
         first, last = _support(m, c)
-        first_t = torch.as_tensor(first, device=dev)
         a, b = int(first[r_lo - lo]), int(last[r_hi - lo - 1]) + 1  # output rows the band reaches
         kv = _MATRICES.get(m, c, dev, dtype)[a:b, r_lo - lo:r_hi - lo]  # (b - a, rows)
-        black = cfg.blackout_bounds(i)
-        parts = []  # (images, first output column, first row, (k, w, rows) horizontal result)
-        for o in objects:
-            h = o.pixels.shape[-1]
-            y_lo, y_hi = max(o.y0, lo), min(o.y0 + h, hi)
-            if y_lo >= y_hi:
-                continue
-            u = o.x0 - lo  # (N,) crop column of the object's first column
-            seen = torch.nonzero((u < m) & (u + h > 0)).squeeze(1)  # images where it is in the crop
-            if seen.numel() == 0:
-                continue
-            whole = seen.numel() == n
-            u = u if whole else u[seen]
-            pix = o.pixels[:, y_lo - o.y0:y_hi - o.y0, :]  # (N, rows, h), a view
-            pix = pix if whole else pix[seen]
-            if black is not None:
-                rows = torch.arange(y_lo, y_hi, device=dev)
-                cols = (u + lo)[:, None] + torch.arange(h, device=dev)
-                hit = ((rows >= black[0]) & (rows < black[1]))[None, :, None] & \
-                    ((cols >= black[0]) & (cols < black[1]))[:, None, :]
-                pix = pix.masked_fill(hit, 0)
-            w = min(c, _window(m, c, h))
-            j0 = first_t[u.clamp(0, m - 1)].clamp(max=c - w)  # first output column of the window
-            # Weight blocks (w outputs x h object columns), read from a matrix padded by h zero
-            # columns so objects partly outside the crop get zero weights there.
-            blocks = _MATRICES.get(m, c, dev, dtype, pad=h).unfold(0, w, 1).unfold(1, h, 1)
-            weights = blocks[j0, (u + h).clamp(0, m + h)]  # (k, w, h)
-            parts.append((seen, j0, y_lo - r_lo, torch.bmm(weights, pix.transpose(1, 2))))  # (k, w, rows)
+        parts = [p for o in objects if (p := _horizontal(cfg, o, i, lo, hi, r_lo)) is not None]
         if not parts:
             continue
         if len(parts) == 1 and parts[0][3].shape[2] == r_hi - r_lo:
             seen, j0, _, tmp = parts[0]  # one object: its window is the whole horizontal result
         else:  # several: sum them over the full width before rounding, as on the canvas
-            seen = torch.arange(n, device=dev)
-            j0 = torch.zeros(n, dtype=torch.int64, device=dev)
+            seen, j0 = None, 0
             tmp = torch.zeros((n, c, r_hi - r_lo), dtype=dtype, device=dev)
             for images, start, row, part in parts:
                 k, w, rows = part.shape
+                if images is None and isinstance(start, int):
+                    tmp[:, start:start + w, row:row + rows] += part
+                    continue
+                start = torch.as_tensor(start, device=dev).expand(k)
                 idx = (start[:, None] + torch.arange(w, device=dev))[:, :, None].expand(-1, -1, rows)
                 full = torch.zeros((k, c, rows), dtype=dtype, device=dev).scatter_add_(1, idx, part)
-                tmp[:, :, row:row + rows].index_add_(0, images, full)
-        tmp = _round_fixed(tmp)
+                if images is None:
+                    tmp[:, :, row:row + rows] += full
+                else:
+                    tmp[:, :, row:row + rows].index_add_(0, images, full)
+        tmp = _round_fixed(tmp.contiguous())
         k, cols, _ = tmp.shape
         vert = _round_fixed((tmp.reshape(k * cols, -1) @ kv.T).view(k, cols, b - a)).to(torch.uint8)
-        jj = j0[:, None] + torch.arange(cols, device=dev)  # (k, cols) output columns
-        out[:, i].transpose(1, 2)[seen[:, None], jj, a:b] = vert
+        if seen is None and isinstance(j0, int):
+            out[:, i, a:b, j0:j0 + cols] = vert.transpose(1, 2)
+        else:
+            images = torch.arange(n, device=dev) if seen is None else seen
+            jj = torch.as_tensor(j0, device=dev).expand(k)[:, None] + torch.arange(cols, device=dev)
+            out[:, i].transpose(1, 2)[images[:, None], jj, a:b] = vert
     return out
+
+
+def _horizontal(cfg: StimulusConfig, o: _Object, i: int, lo: int, hi: int, r_lo: int):
+    """Horizontal pass of crop i over one object: (images or None for all, first output column
+    (int when shared), first row in the band, (k, w, rows) result), or None when it is not in the crop."""
+    c, m, h = cfg.crop_size, hi - lo, o.pixels.shape[-1]
+    dev, dtype = o.pixels.device, o.pixels.dtype
+    y_lo, y_hi = max(o.y0, lo), min(o.y0 + h, hi)
+    if y_lo >= y_hi:
+        return None
+    pix = o.pixels[:, y_lo - o.y0:y_hi - o.y0, :]  # (N, rows, h), a view
+    black = cfg.blackout_bounds(i)
+    rows = torch.arange(y_lo, y_hi, device=dev)
+    black_rows = None if black is None else (rows >= black[0]) & (rows < black[1])
+    first, _ = _support(m, c)
+    w = min(c, _window(m, c, h))
+    # Weight blocks (w outputs x h object columns) are read from a matrix padded by h zero columns,
+    # so objects partly outside the crop get zero weights there.
+    kpad = _MATRICES.get(m, c, dev, dtype, pad=h)  # (C, m + 2h)
+    if o.uniform:
+        u = int(o.x0[0]) - lo  # crop column of the object's first column, the same in every image
+        if not (u < m and u + h > 0):
+            return None
+        if black_rows is not None:
+            cols = torch.arange(u + lo, u + lo + h, device=dev)
+            pix = pix.masked_fill(black_rows[:, None] & ((cols >= black[0]) & (cols < black[1]))[None, :], 0)
+        j0 = int(min(first[min(max(u, 0), m - 1)], c - w))
+        start = min(max(u + h, 0), m + h)
+        weights = kpad[j0:j0 + w, start:start + h]  # (w, h), shared by the batch
+        return None, j0, y_lo - r_lo, torch.matmul(pix, weights.T).transpose(1, 2)  # (N, w, rows)
+    u = o.x0 - lo  # (N,)
+    seen = torch.nonzero((u < m) & (u + h > 0)).squeeze(1)  # images where it is in the crop
+    if seen.numel() == 0:
+        return None
+    whole = seen.numel() == len(u)
+    u, pix = (u, pix) if whole else (u[seen], pix[seen])
+    if black_rows is not None:
+        cols = (u + lo)[:, None] + torch.arange(h, device=dev)
+        pix = pix.masked_fill(black_rows[None, :, None] & ((cols >= black[0]) & (cols < black[1]))[:, None, :], 0)
+    j0 = torch.as_tensor(first, device=dev)[u.clamp(0, m - 1)].clamp(max=c - w)  # (k,)
+    weights = kpad.unfold(0, w, 1).unfold(1, h, 1)[j0, (u + h).clamp(0, m + h)]  # (k, w, h)
+    return (None if whole else seen), j0, y_lo - r_lo, torch.bmm(weights, pix.transpose(1, 2))
 
 
 def compose_canvas(cfg: StimulusConfig, objects: list[_Object], index: int = 0,

@@ -204,3 +204,21 @@ def test_random_shifts_are_valid_and_deterministic():
             check_placement(cfg, float(te), ft, None if ft == 0 else float(fe))
     spread = sample_random_shifts(cfg, 5000, np.random.default_rng(8))[0]
     assert spread.min() < -850 and spread.max() > 850  # uniform over the field
+
+
+def test_shared_and_per_image_positions_in_one_batch():
+    """A target at one place for the whole batch (the shared-weights path) with flankers that move
+    per image (the batched path), for every flanker type."""
+    rng = np.random.default_rng(9)
+    cfg = StimulusConfig(field_size=960, digit_height=60, flanker_height=60, crop_size=30, num_scales=6, chevron=3)
+    t, f = digits(rng, 5), digits(rng, 5)
+    te = 90.0
+    fe = np.array([-60.0, 30.0, 150.0, 200.5, 300.0])
+    for ft in (1, 2):
+        ours = render(t, cfg, target_ecc=te, flankers=f, flanker_ecc=fe, flanker_type=ft)
+        for k in range(5):
+            if not original.valid(field_size=960, digit_height=60, flanker_height=60, target_ecc=te,
+                                  flanker_type=ft, flanker_ecc=fe[k]):
+                continue
+            _, want = reference(cfg, t[k], te, f[k], fe[k], ft)
+            np.testing.assert_array_equal(ours[k], want)
