@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import original_stimuli as original  # noqa: E402
+import original_stimuli as original
 
-from ecc import sources  # noqa: E402
-from ecc.stimuli import StimulusConfig, render, sample_random_shifts  # noqa: E402
+from ecc import sources
+from ecc.stimuli import StimulusConfig, render, sample_random_shifts
 
 
 def reference_rate(cfg: StimulusConfig, targets, flankers, te, fe, ft, n: int) -> tuple[float, np.ndarray]:

@@ -19,7 +19,7 @@ from submitit.core.core import Job
 from submitit.local.debug import DebugJob
 
 from .resources import LocalCapacity, Resources, local_capacity, local_slots
-from .scheduler import cancel_local
+from .scheduler import cancel_local, interrupt_local
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +146,17 @@ def wait_for_any_exit(pids: Sequence[int]) -> None:
 
 
 class BoundedLocalJob(submitit.LocalJob):
-    """A LocalJob whose cancel() reaches the controller even when a shell runs the setup lines."""
+    """A LocalJob whose cancel() and _interrupt() reach the controller and its tasks even when a
+    shell runs the setup lines."""
 
     def cancel(self, check: bool = True) -> None:
         if self._process is not None and self._process.poll() is None:
             cancel_local(self.job_id)
+
+    def _interrupt(self) -> None:
+        """Preemption / time limit, as on SLURM: SIGUSR2 to the job's tasks (see scheduler.interrupt_local)."""
+        if self._process is not None and self._process.poll() is None:
+            interrupt_local(self.job_id)
 
 
 class BoundedLocalExecutor(submitit.LocalExecutor):

@@ -52,11 +52,15 @@ class RunResult:
 
 
 def current_job_id() -> str:
-    """The scheduler's id for this process's job ("123_4" for an array task), or pid-<pid> outside one."""
+    """The scheduler's id for this process's job ("123_4" for an array task), or pid-<pid> outside one.
+
+    A debug job's id is an object address, which another launcher process may well reuse: the pid is
+    added so that separate launches never count as starts of one job."""
     try:
-        return str(submitit.JobEnvironment().job_id)
+        job_id = str(submitit.JobEnvironment().job_id)
     except RuntimeError:
         return f"pid-{os.getpid()}"
+    return f"{job_id}-pid{os.getpid()}" if job_id.startswith("DEBUG_") else job_id
 
 
 # ------------------------------------------------------------------ attempts.json
@@ -76,12 +80,20 @@ def attempts_of(run_dir: str | os.PathLike, job_id: str) -> int:
     return sum(a.get("job_id") == job_id for a in read_attempts(run_dir))
 
 
-def start_attempt(run_dir: Path, max_attempts: int) -> int:
+def start_attempt(run_dir: Path, max_attempts: int, *, exclusive: bool = False) -> int:
     """Record that this job starts on the run; past `max_attempts` starts of the same job, write
-    error.json and raise TooManyAttemptsError instead."""
+    error.json and raise TooManyAttemptsError instead.
+
+    An earlier start still marked running never recorded its end: it was killed (SIGKILL, scancel,
+    node lost, a requeue by the scheduler). It is marked `lost` when it is certainly dead: a start of
+    this same job (a scheduler runs one copy of a job id at a time), or any start when the caller
+    holds the run lock (`exclusive`: a live start would hold it)."""
     job_id = current_job_id()
     attempts = read_attempts(run_dir)
     mine = [a for a in attempts if a.get("job_id") == job_id]
+    for a in attempts:
+        if a.get("outcome") == "running" and (exclusive or a.get("job_id") == job_id):
+            a.update(outcome="lost", error="ended without recording how (killed, or requeued by the scheduler)")
     n = len(mine) + 1
     if n > max_attempts:
         why = mine[-1].get("error") or mine[-1].get("outcome") or "unknown"
@@ -137,7 +149,7 @@ class RunJob:
             if done is not None:
                 logger.info("%s already has a result: not running it again", self.run_dir)
                 return RunResult(str(self.run_dir), done, attempt=0, reused=True)
-            attempt = start_attempt(self.run_dir, self.max_attempts)
+            attempt = start_attempt(self.run_dir, self.max_attempts, exclusive=True)
             try:
                 returned = self.fn(*self.args, **self.kwargs)
                 result = read_result(self.run_dir, self.required)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import traceback
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 RESULT, ERROR, SUBMISSION, CONFIG = "result.json", "error.json", "submission.json", "config.json"
 STATES = ("done", "failed", "running", "pending", "missing")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")  # 123, 123_4, a local pid, DEBUG_140..., pid-42
 
 # Scheduler states (sacct/squeue, and submitit's local states) grouped by what they mean for us.
 ACTIVE_STATES = {"PENDING": "pending", "REQUEUED": "pending", "CONFIGURING": "pending", "RESIZING": "pending",
@@ -87,10 +89,17 @@ def record_submission(run_dir: Path, *, executor: str, job_id: str, stage: str) 
 
 
 def read_submission(run_dir: Path) -> dict[str, Any] | None:
+    """submission.json, or None when it is missing, unreadable or names no plausible job: a job id
+    becomes part of file names (submitit's logs/<stage>/<id>_result.pkl), so one with a path
+    separator or `..` is refused rather than followed out of the logs folder."""
     try:
-        return read_json(Path(run_dir) / SUBMISSION, ("executor", "job_id"))
+        sub = read_json(Path(run_dir) / SUBMISSION, ("executor", "job_id"))
     except CorruptFileError:
         return None
+    if sub is not None and not JOB_ID.match(str(sub["job_id"])):
+        logger.warning("ignoring %s: job id %r is not a scheduler job id", Path(run_dir) / SUBMISSION, sub["job_id"])
+        return None
+    return sub
 
 
 def error_line(error: Mapping[str, Any] | None) -> str:

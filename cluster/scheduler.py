@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,31 @@ def local_controller_pids(pid: int | str) -> list[int]:
         return []
 
 
+def local_task_pids(pid: int | str) -> list[int]:
+    """The task processes of a local job (its controller's children): the Python that runs the job body."""
+    out = []
+    for controller in local_controller_pids(pid):
+        try:
+            out += [int(c) for c in Path(f"/proc/{controller}/task/{controller}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def interrupt_local(pid: int | str) -> list[int]:
+    """Preempt a local job as its time limit does: SIGUSR2 to its tasks, whose submitit handler
+    checkpoints and asks the controller to requeue them. (submitit's LocalJob._interrupt signals the
+    controller, or the shell that wraps it, instead: neither handles SIGUSR2, so it dies and leaves
+    the task running unsupervised.) Returns the pids signalled."""
+    if not local_controller_alive(pid):
+        return []
+    tasks = local_task_pids(pid)
+    for task in tasks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task, signal.SIGUSR2)
+    return tasks
+
+
 def cancel_local(pid: int | str) -> None:
     """Interrupt a local job: SIGINT to its controller (which then stops its tasks). Signalling the
     wrapping shell alone would do nothing: a non-interactive shell waits for its child first."""
@@ -142,6 +168,43 @@ def scheduler_states(kind: str, job_ids: Iterable[str]) -> dict[str, str]:
     raise ValueError(f"executor kind {kind!r} is not one of slurm, local, debug")
 
 
+class SlurmJob(submitit.SlurmJob):
+    """submitit's SlurmJob that also ends when the scheduler has forgotten the job altogether.
+
+    submitit waits as long as sacct says nothing about a job ("UNKNOWN"): forever when it never
+    will. An array task cancelled while pending is such a job: it leaves no trace in sacct nor in
+    squeue, and a launcher waiting on it would hang. Once neither sacct nor squeue (the controller,
+    which lists every pending and running job, and ended ones for MinJobAge) has known the job for
+    `gone_after_s`, it counts as ended: result() then raises UncompletedJobError, the launcher records
+    the run as failed, and the next launch resubmits it."""
+
+    gone_after_s = 30.0
+
+    def done(self, force_check: bool = False) -> bool:
+        if super().done(force_check):
+            return True
+        if self._sub_jobs or self.watcher.get_state(self.job_id, mode="cache").upper() != "UNKNOWN":
+            self.__dict__.pop("_unknown_since", None)
+            return False
+        now = time.time()
+        since = self.__dict__.setdefault("_unknown_since", now)
+        if now - since < self.gone_after_s:
+            return False
+        if self.job_id in slurm_states([self.job_id]):  # known after all: wait on
+            self.__dict__["_unknown_since"] = now
+            return False
+        logger.warning("job %s is unknown to sacct and squeue since %.0f s: taking it as ended", self.job_id,
+                       now - since)
+        return True
+
+
+def with_gone_check(job: submitit.Job[Any]) -> submitit.Job[Any]:
+    """A submitted SLURM job as a `SlurmJob` of this module (submitit builds array tasks as its own)."""
+    if type(job) is submitit.SlurmJob:
+        job.__class__ = SlurmJob
+    return job
+
+
 class AttachedLocalJob(submitit.LocalJob):
     """A local job started by an earlier launcher: known by its controller pid, not as our child."""
 
@@ -153,6 +216,9 @@ class AttachedLocalJob(submitit.LocalJob):
     def cancel(self, check: bool = True) -> None:
         cancel_local(self.job_id)
 
+    def _interrupt(self) -> None:
+        interrupt_local(self.job_id)
+
 
 def attach(kind: str, folder: str | os.PathLike, job_id: str) -> submitit.Job[Any] | None:
     """A Job for one submitted earlier (e.g. by a launcher that has since restarted), from the executor's
@@ -162,7 +228,7 @@ def attach(kind: str, folder: str | os.PathLike, job_id: str) -> submitit.Job[An
     whose controller is gone without leaving a result (resubmit it; the run lock keeps copies apart).
     A SLURM job is always attachable: the scheduler knows how it ended."""
     if kind == "slurm":
-        return submitit.SlurmJob(folder=Path(folder), job_id=str(job_id))
+        return SlurmJob(folder=Path(folder), job_id=str(job_id))
     if kind == "local":
         job = AttachedLocalJob(folder=Path(folder), job_id=str(job_id))
         if local_controller_alive(job_id) or job.paths.result_pickle.exists():

@@ -28,7 +28,7 @@ from .runs import (
     run_state,
     write_error,
 )
-from .scheduler import attach, max_array_size, scheduler_states
+from .scheduler import attach, max_array_size, scheduler_states, with_gone_check
 
 __all__ = ["JobOutcome", "attach", "chunk_sizes", "scheduler_states", "submit_array", "submit_runs",
            "wait_job", "wait_runs"]
@@ -76,7 +76,7 @@ def submit_array(executor: submitit.Executor, calls: Sequence[Callable[[], R]], 
         start = 0
         for size in sizes:
             chunk = list(calls[start:start + size])
-            new = executor.submit_array(chunk)
+            new = [with_gone_check(job) for job in executor.submit_array(chunk)]
             for i, job in enumerate(new, start):
                 if on_submit is not None:
                     on_submit(i, job)

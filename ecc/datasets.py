@@ -276,6 +276,14 @@ def _write_samples(folder: Path, spec: DatasetSpec, targets, flankers, eccs, bac
             Image.fromarray(crop).save(folder / f"{i}_crop_{s}.png")
 
 
+def read_meta(folder: str | os.PathLike) -> dict:
+    """meta.json of a built dataset (spec, n, shape, checksums, who built it)."""
+    meta = read_json(Path(folder) / "meta.json", ("key", "n", "shape"))
+    if meta is None:
+        raise DatasetError(f"{folder} is not a built dataset (no meta.json)")
+    return meta
+
+
 def ensure(spec: DatasetSpec, root: str | os.PathLike, source: sources.SourceConfig | None = None, *,
            progress: bool = True, device: str | torch.device | None = None) -> Path:
     """The folder of the dataset, built first if needed (once, whoever asks first)."""

@@ -220,6 +220,12 @@ class EvalArgs:
     threads: int = arg(0, "CPU threads for torch (0 = torch's default)")
     source: SourceConfig = field(default_factory=SourceConfig)  # where the MNIST images come from
 
+    def __post_init__(self) -> None:
+        # As RunOptions.model_name: a name, not a path that leads out of TRAIN_DIR/trained.
+        if self.model_name and (os.sep in self.model_name or self.model_name in (".", "..")):
+            raise ValueError(f"model_name {self.model_name!r} must be a plain folder name under TRAIN_DIR/trained, "
+                             f"without {os.sep!r}; give a run folder elsewhere with --run_dir")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m ecc.evaluate", description=EvalArgs.__doc__)

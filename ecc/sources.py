@@ -297,6 +297,11 @@ def _load_idx_folder(folder: str) -> MnistArrays:
     found = _idx_folder(Path(folder), list(MNIST_IDX_NAMES.values()))
     if found is None:
         names = ", ".join(f"{n}[.gz]" for n in MNIST_IDX_NAMES.values())
+        for place in (Path(folder), Path(folder) / "MNIST" / "raw"):
+            missing = [n for n in MNIST_IDX_NAMES.values() if _find_idx(place, n) is None]
+            if len(missing) < len(MNIST_IDX_NAMES):  # some there: name the ones that are not
+                raise MissingDataError(f"{', '.join(missing)} missing from {place} (it holds the other MNIST IDX "
+                                       "files). Use --mnist download to fetch them, or --mnist embedded")
         raise MissingDataError(f"no MNIST IDX files in {folder} (nor in {Path(folder) / 'MNIST' / 'raw'}): "
                                f"expected {names}. Use --mnist download to fetch them, or --mnist embedded")
     raw = {}
@@ -304,7 +309,11 @@ def _load_idx_folder(folder: str) -> MnistArrays:
         raw[k] = read_idx(_find_idx(found, base), ndim=3 if k.endswith("images") else 1)  # type: ignore[arg-type]
     arrays = _mnist_arrays(raw, f"IDX files in {found}")
     if dict(arrays.md5) != MNIST_PAYLOAD_MD5:
-        logger.info("the IDX files in %s differ from the standard MNIST (fingerprint %s)", found, arrays.fingerprint)
+        # Allowed (MNIST-like data of one's own), but said out loud: it may be a damaged copy. Its
+        # datasets are keyed by its own fingerprint, so they never mix with the standard MNIST's.
+        bad = [MNIST_IDX_NAMES[k] for k in MNIST_ARRAYS if arrays.md5[k] != MNIST_PAYLOAD_MD5[k]]
+        logger.warning("the IDX files in %s are not the standard MNIST (MD5 differs for %s); using them as a "
+                       "dataset of their own (fingerprint %s)", found, ", ".join(bad), arrays.fingerprint)
     return arrays
 
 

@@ -294,19 +294,27 @@ def _set_aside(path: Path, why: str) -> Path:
 
 # -------------------------------------------------------------------------------- signals
 class DeferredSignals:
-    """While active, SIGUSR2 and SIGTERM only set `pending`; the training loop acts at the next
-    step boundary (checkpoint first), then calls `forward()` to hand the signal to whoever had
-    it before: a Python handler (submitit's checkpoint-and-requeue) is called with (signum, None),
-    SIG_DFL terminates the process by re-raising the signal, SIG_IGN lets training continue.
+    """While active, SIGUSR2 and SIGTERM are only noted (`pending`); the training loop acts at the
+    next step boundary (checkpoint first), then calls `forward()` to hand each noted signal, in the
+    order they came, to whoever had it before: a Python handler (submitit's checkpoint-and-requeue)
+    is called with (signum, None), SIG_DFL terminates the process by re-raising the signal, SIG_IGN
+    lets training continue. Both signals are kept when both arrive within one step (a preemption
+    sends SIGTERM, a time limit SIGUSR2): SIGTERM must not hide the SIGUSR2 that requeues the job.
     Only the main thread can install handlers; elsewhere this does nothing."""
 
     def __init__(self, signals: tuple[int, ...] = HANDLED_SIGNALS) -> None:
         self.signals = signals
-        self.pending: int | None = None
+        self._pending: list[int] = []  # distinct signals not yet forwarded, in arrival order
         self._previous: dict[int, Any] = {}
 
+    @property
+    def pending(self) -> int | None:
+        """The first signal not yet forwarded, or None."""
+        return self._pending[0] if self._pending else None
+
     def _note(self, signum: int, frame: types.FrameType | None) -> None:
-        self.pending = signum
+        if signum not in self._pending:
+            self._pending.append(signum)
 
     def __enter__(self) -> DeferredSignals:
         if threading.current_thread() is threading.main_thread():
@@ -320,23 +328,22 @@ class DeferredSignals:
         self._previous.clear()
 
     def forward(self) -> None:
-        """Restore the pending signal's previous handler and give it the signal."""
-        signum, self.pending = self.pending, None
-        if signum is None:
-            return
-        prev = self._previous.get(signum, signal.SIG_DFL)
-        name = signal.Signals(signum).name
-        # None: a handler installed outside Python, which we cannot call; terminate as by default.
-        signal.signal(signum, signal.SIG_DFL if prev is None else prev)
-        if callable(prev):
-            logger.info("%s: checkpoint written, calling the previous handler %r", name, prev)
-            prev(signum, None)
-        elif prev in (signal.SIG_DFL, None):
-            logger.info("%s: checkpoint written, terminating", name)
-            signal.raise_signal(signum)
-        else:
-            logger.info("%s: checkpoint written; the signal was ignored before, so training continues", name)
-        signal.signal(signum, self._note)  # still running: keep deferring
+        """Give each pending signal, in arrival order, to its previous handler (restored meanwhile)."""
+        while self._pending:
+            signum = self._pending.pop(0)
+            prev = self._previous.get(signum, signal.SIG_DFL)
+            name = signal.Signals(signum).name
+            # None: a handler installed outside Python, which we cannot call; terminate as by default.
+            signal.signal(signum, signal.SIG_DFL if prev is None else prev)
+            if callable(prev):
+                logger.info("%s: checkpoint written, calling the previous handler %r", name, prev)
+                prev(signum, None)
+            elif prev in (signal.SIG_DFL, None):
+                logger.info("%s: checkpoint written, terminating", name)
+                signal.raise_signal(signum)
+            else:
+                logger.info("%s: checkpoint written; the signal was ignored before, so training continues", name)
+            signal.signal(signum, self._note)  # still running: keep deferring
 
 
 # -------------------------------------------------------------------------------- batches

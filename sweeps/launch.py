@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.executors import KINDS
+from ecc import sources
 from ecc.cli import Parser, add_arguments, arg, from_namespace
 
 from .spec import SpecError, StageResources, SweepSpec, override_resources
@@ -140,11 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "or point --out at the folder that holds it")
         if not (cfg.status or cfg.dry_run):
             _check_writable(exp_dir)
+            # The data source before anything runs: a missing or damaged MNIST file is a usage error,
+            # named in one line, and no job is submitted (every dataset key needs its fingerprint).
+            sources.fingerprint(spec.source)
         from .pipeline import LauncherBusy, Pipeline
 
         pipeline = Pipeline(spec, exp_dir, executor=cfg.executor, resources=resources,
                             retry_failed=cfg.retry_failed, device=cfg.device, progress=sys.stderr.isatty())
-    except (SpecError, ValueError) as e:
+    except (SpecError, ValueError, sources.MissingDataError) as e:
         parser.error(str(e))
 
     try:

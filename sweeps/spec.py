@@ -21,7 +21,7 @@ from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import TrainConfig
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*\Z")  # \Z: `$` would also accept a final newline
 SELECTION_RULES = ("val/acc",)
 
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,3 +42,12 @@ def _slurm_guard(request: pytest.FixtureRequest) -> None:
         if os.environ.get("CROWDING_REQUIRE_SLURM") == "1":
             pytest.fail("CROWDING_REQUIRE_SLURM=1 but no SLURM controller answers `scontrol ping`")
         pytest.skip("no SLURM controller answers `scontrol ping`")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads() -> None:
+    """In-process jobs set torch's thread count for the whole process: restore it after each test
+    (bitwise comparisons with subprocesses depend on it)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
