@@ -20,6 +20,7 @@ from ecc.identity import config_hash, digest, to_jsonable
 from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import TrainConfig
+from results.figspec import FigureSpec
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*\Z")  # \Z: `$` would also accept a final newline
 SELECTION_RULES = ("val/acc",)
@@ -56,15 +57,6 @@ class EvalGrid:
             else:
                 seen[cond] = None
         return list(seen), dropped
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """Where the paper's figures cut the grid (scaled with the geometry in the quick demo)."""
-
-    spacings: tuple[float, float] = (120.0, 240.0)
-    center_target: float = 0.0
-    far_target: float = 720.0
 
 
 @dataclass(frozen=True)
