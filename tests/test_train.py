@@ -40,7 +40,9 @@ PYTHON = sys.executable
 # A 48 px field, the 24 px target at the centre, two 12 px crops: learnable in a few epochs.
 TINY_STIMULUS = StimulusConfig(field_size=48, digit_height=24, flanker_height=24, crop_size=12, num_scales=2)
 TINY_MODEL = ModelConfig(pm="2-1-1", feats_per_layer=8)
-QUIET = RunOptions(device="cpu", progress=False, checkpoint_every=3)
+# One thread everywhere: bitwise comparisons between a subprocess and this process must not depend
+# on the thread count each inherited (CPU kernels reduce in a thread-dependent order).
+QUIET = RunOptions(device="cpu", progress=False, checkpoint_every=3, threads=1)
 
 
 def tiny_config(**changes) -> TrainConfig:
