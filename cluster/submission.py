@@ -137,8 +137,7 @@ def wait_runs(jobs: Sequence[Job[Any]], run_dirs: Sequence[str | Path], *,
     for job, run_dir in zip(jobs, run_dirs, strict=True):
         run_dir = Path(run_dir)
         outcome = wait_job(job)
-        if outcome.error and read_result(run_dir) is None and not _has_fresh_error(run_dir):
-            write_error(run_dir, message=f"job {outcome.job_id}: {outcome.error}", kind="JobEndedWithoutResult")
+        note_outcome(run_dir, outcome)
         state = run_state(run_dir)
         if state.state not in ("done", "failed"):  # e.g. the job returned without a result.json
             write_error(run_dir, message=f"job {outcome.job_id} ended without a result",
@@ -148,6 +147,14 @@ def wait_runs(jobs: Sequence[Job[Any]], run_dirs: Sequence[str | Path], *,
         if on_done is not None:
             on_done(run_dir, state)
     return states
+
+
+def note_outcome(run_dir: str | Path, outcome: JobOutcome) -> None:
+    """When a run's job failed without leaving its own error.json (cancelled, killed, a crash before
+    the body ran), write one saying how it ended, so the run folder alone tells why."""
+    run_dir = Path(run_dir)
+    if outcome.error and read_result(run_dir) is None and not _has_fresh_error(run_dir):
+        write_error(run_dir, message=f"job {outcome.job_id}: {outcome.error}", kind="JobEndedWithoutResult")
 
 
 def _has_fresh_error(run_dir: Path) -> bool:

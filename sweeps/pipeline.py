@@ -30,12 +30,10 @@ from cluster import executors, jobs, submission
 from cluster.resources import Resources
 from cluster.runs import (
     RunState,
-    read_error,
     read_result,
     read_submission,
     record_submission,
     run_state,
-    write_error,
 )
 from ecc import datasets
 from ecc.atomic import atomic_write_json, read_json
@@ -275,12 +273,9 @@ class Pipeline:
             pending, poll_frequency=1.0 if self.kind == "local" else 5.0)
         for n, job in enumerate(order, 1):
             outcome = submission.wait_job(job)
-            if outcome.error:
-                failed += 1
-                for u in chunks[id(job)]:
-                    if read_result(u.run_dir) is None and not _fresh_error(u.run_dir):
-                        write_error(u.run_dir, message=f"job {outcome.job_id}: {outcome.error}",
-                                    kind="JobEndedWithoutResult")
+            failed += bool(outcome.error)
+            for u in chunks[id(job)]:
+                submission.note_outcome(u.run_dir, outcome)
             self.echo(f"[{stage}] {n}/{total} jobs finished" + (f" ({failed} failed)" if failed else "")
                       + f", {time.time() - self._t0:.0f} s into the stage")
 
@@ -438,12 +433,6 @@ def _write_config(u: Unit) -> None:
     path = u.run_dir / "config.json"
     if not path.exists() or json.loads(path.read_text() or "null") != json.loads(json.dumps(cfg)):
         atomic_write_json(path, cfg)
-
-
-def _fresh_error(run_dir: Path) -> bool:
-    """An error.json written since the run's last submission (so it is about this job)."""
-    error, sub = read_error(run_dir), read_submission(run_dir)
-    return error is not None and (sub is None or float(error.get("time", 0)) >= float(sub.get("time", 0)))
 
 
 def _finite(x: Any) -> bool:

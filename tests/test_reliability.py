@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 import submitit
 import torch
+from helpers import assert_same_weights, wait_until
 
 import sweeps.launch
 from cluster.executors import make_executor
@@ -145,16 +146,6 @@ def run_until(cmd: list[str], when: str | Callable[[list[str]], bool], timeout_s
         return killed, lines()
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 60, what: str = "") -> Any:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
-
-
 def result_mtimes(exp: Path) -> dict[str, int]:
     """{run folder: mtime of its result.json} for every run of the experiment with a valid result."""
     out = {}
@@ -244,12 +235,6 @@ def assert_resumed_each_time(run_dir: Path) -> None:
     assert ran[-1] == list(range(ran[-1][0], STEPS + 1)), s
     for i, steps in enumerate(s):
         assert steps or any(p and p[-1] == STEPS for p in s[:i]), s
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cloudpickle
 import pytest
 import submitit
+from helpers import wait_until
 
 from cluster.executors import make_executor, resolve_kind
 from cluster.jobs import CheckpointableRunJob, RunJob, read_attempts
@@ -48,16 +47,6 @@ def sacct_by_name(name: str) -> list[tuple[str, str]]:
     out = subprocess.run(["sacct", "-X", "-P", "-n", "-o", "JobID,State", "--name", name, "-S", since],
                          capture_output=True, text=True, check=True).stdout
     return [tuple(line.split("|", 1)) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 30, what: str = "") -> Any:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
 
 
 # ------------------------------------------------------------------ job bodies

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_weights
 
 from ecc.atomic import read_jsonl
 from ecc.identity import to_jsonable
@@ -66,12 +67,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> dict
     run = tmp_path_factory.mktemp("reference")
     train(tiny_config(), run, data_root=data_root, options=QUIET)
     return final_weights(run)
-
-
-def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
 @pytest.fixture
