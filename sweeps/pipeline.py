@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("datasets", "train", "eval")
 TRAIN_REQUIRED = ("final",)
+REQUIRED = {"train": TRAIN_REQUIRED, "eval": tasks.EVAL_REQUIRED}  # result keys that make a run done
 
 
 class LauncherBusy(RuntimeError):
@@ -167,7 +168,7 @@ class Pipeline:
 
     def run_stage(self, stage: str, units: Sequence[Unit]) -> bool:
         """Submit what a stage still needs as one array, wait, and report. True if all done."""
-        required = {"train": TRAIN_REQUIRED, "eval": tasks.EVAL_REQUIRED}.get(stage, ())
+        required = REQUIRED.get(stage, ())
         states = self.states(units, required)
         todo = [u for u in units if states[u.run_dir].state == "missing"
                 or (states[u.run_dir].state == "failed" and self.retry_failed)]
@@ -178,14 +179,14 @@ class Pipeline:
         parts = [f"{n_done} done"] + ([f"{len(active)} still running from an earlier launch"] if active else []) \
             + [f"{len(todo)} to submit"] + ([f"{kept} failed kept (--retry-failed to rerun them)"] if kept else [])
         self.echo(f"[{stage}] {len(units)} jobs: " + ", ".join(parts))
-        self._t0 = time.time()
+        t0 = time.time()
         waiting: list[tuple[submitit.Job, list[Unit]]] = []
         if active:
             waiting += self._attach(stage, active)
         if todo:
             waiting += self._submit(stage, todo)
         if waiting:
-            self._wait(stage, waiting)
+            self._wait(stage, waiting, t0)
         final = self.states(units, required)
         report = self.report(stage, units, final)
         self.echo(f"[{stage}] " + report.line().split(" ", 1)[1].strip())
@@ -262,7 +263,7 @@ class Pipeline:
             out += self._submit(stage, resubmit)
         return out
 
-    def _wait(self, stage: str, waiting: Sequence[tuple[submitit.Job, list[Unit]]]) -> None:
+    def _wait(self, stage: str, waiting: Sequence[tuple[submitit.Job, list[Unit]]], t0: float) -> None:
         """Wait for every job (submitit's waiting); a job that ended without writing its runs'
         result or error gets an error.json here saying how it ended."""
         total, failed = len(waiting), 0
@@ -277,7 +278,7 @@ class Pipeline:
             for u in chunks[id(job)]:
                 submission.note_outcome(u.run_dir, outcome)
             self.echo(f"[{stage}] {n}/{total} jobs finished" + (f" ({failed} failed)" if failed else "")
-                      + f", {time.time() - self._t0:.0f} s into the stage")
+                      + f", {time.time() - t0:.0f} s into the stage")
 
     # ------------------------------------------------------------------ select
     def select(self) -> list[tuple[str, str, float]]:
@@ -343,7 +344,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ status and plan
     def report(self, stage: str, units: Sequence[Unit], states: dict[Path, RunState] | None = None) -> StageReport:
-        required = {"train": TRAIN_REQUIRED, "eval": tasks.EVAL_REQUIRED}.get(stage, ())
+        required = REQUIRED.get(stage, ())
         states = states if states is not None else self.states(units, required)
         rep = StageReport(stage, total=len(units))
         for u in units:
