@@ -101,7 +101,7 @@ class Condition:
 
 def eval_hash(model_hash: str, condition: Condition, test_images: int = 0) -> str:
     """Identity of an evaluation (its folder `eval/<hash>`): the trained run, the canonical
-    condition, how many test images. sweeps.spec.EvalRun.hash is the same digest."""
+    condition, how many test images (sweeps.spec.EvalRun.hash calls this)."""
     return digest({"model": model_hash, "condition": condition.canonical(), "test_images": test_images})
 
 

@@ -71,10 +71,17 @@ class StageReport:
     counts: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (label, last error line)
 
-    def line(self) -> str:
+    def _counts(self) -> str:
         parts = [f"{self.counts.get(s, 0)} {s}" for s in ("done", "running", "pending", "failed", "missing")
                  if self.counts.get(s, 0)]
-        return f"{self.stage:8s} {self.total:4d} jobs: " + (", ".join(parts) or "none")
+        return ", ".join(parts) or "none"
+
+    def summary(self) -> str:
+        """e.g. `6 jobs: 4 done, 2 failed`."""
+        return f"{self.total} jobs: {self._counts()}"
+
+    def line(self) -> str:
+        return f"{self.stage:8s} {self.total:4d} jobs: {self._counts()}"
 
 
 class Pipeline:
@@ -102,9 +109,8 @@ class Pipeline:
         return RunOptions(device=self.device, threads=res.cpus, progress=self.progress)
 
     def dataset_units(self) -> list[Unit]:
-        return [Unit(f"{s.split} {datasets.dataset_key(s, self.spec.source)}",
-                     self.data_root / "jobs" / datasets.dataset_key(s, self.spec.source), s)
-                for s in self.spec.datasets()]
+        keys = [(s, datasets.dataset_key(s, self.spec.source)) for s in self.spec.datasets()]
+        return [Unit(f"{s.split} {key}", self.data_root / "jobs" / key, s) for s, key in keys]
 
     def train_units(self) -> list[Unit]:
         return [Unit(f"{r.model} lr={r.config.learning_rate:g}", self.exp / r.dir, r) for r in self.spec.train_runs()]
@@ -156,14 +162,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def states(self, units: Sequence[Unit], required: tuple[str, ...] = ()) -> dict[Path, RunState]:
         """States of run folders, with ONE scheduler query for all their last submissions."""
-        subs = {u.run_dir: read_submission(u.run_dir) for u in units}
-        ids: dict[str, list[str]] = {}
-        for sub in subs.values():
-            if sub:
-                ids.setdefault(sub["executor"], []).append(str(sub["job_id"]))
-        sched: dict[str, str] = {}
-        for kind, job_ids in ids.items():
-            sched.update(submission.scheduler_states(kind, job_ids))
+        sched = _scheduler_states([u.run_dir for u in units])
         return {u.run_dir: run_state(u.run_dir, sched, required) for u in units}
 
     def run_stage(self, stage: str, units: Sequence[Unit]) -> bool:
@@ -189,7 +188,7 @@ class Pipeline:
             self._wait(stage, waiting, t0)
         final = self.states(units, required)
         report = self.report(stage, units, final)
-        self.echo(f"[{stage}] " + report.line().split(" ", 1)[1].strip())
+        self.echo(f"[{stage}] {report.summary()}")
         for label, err in report.failed:
             self.echo(f"  failed: {label}: {err}")
         return all(s.state == "done" for s in final.values())
@@ -320,27 +319,17 @@ class Pipeline:
     def collect(self) -> None:
         from results import plots, table
 
-        scheduler = self._all_scheduler_states()
+        plan = read_json(self.exp / "plan.json") or {}
+        scheduler = _scheduler_states([self.exp / e["dir"] for e in plan.get("eval", [])])
         df = table.collect(self.exp, scheduler=scheduler)
-        paths = table.save(self.exp, df)
-        figs = plots.draw_all(self.exp, df, table.selection_table(self.exp), self.spec.figures,
+        selection = table.selection_table(self.exp)
+        paths = table.save(self.exp, df, selection)
+        figs = plots.draw_all(self.exp, df, selection, self.spec.figures,
                               self.exp / "figures", stimulus=self.spec.models[0][1].stimulus, source=self.spec.source)
         done = int((df["state"] == "done").sum()) if len(df) else 0
         self.echo(f"[collect] results table: {done}/{len(df)} conditions done -> "
                   + ", ".join(str(p.relative_to(self.exp)) for p in paths))
         self.echo(f"[collect] {len(figs)} figures in {self.exp / 'figures'}")
-
-    def _all_scheduler_states(self) -> dict[str, str]:
-        plan = read_json(self.exp / "plan.json") or {}
-        ids: dict[str, list[str]] = {}
-        for entry in plan.get("eval", []):
-            sub = read_submission(self.exp / entry["dir"])
-            if sub:
-                ids.setdefault(sub["executor"], []).append(str(sub["job_id"]))
-        out: dict[str, str] = {}
-        for kind, job_ids in ids.items():
-            out.update(submission.scheduler_states(kind, job_ids))
-        return out
 
     # ------------------------------------------------------------------ status and plan
     def report(self, stage: str, units: Sequence[Unit], states: dict[Path, RunState] | None = None) -> StageReport:
@@ -421,6 +410,19 @@ class Pipeline:
                                  "learning_rate": e.learning_rate, "condition": to_jsonable(e.condition),
                                  "test_images": e.test_images})
         atomic_write_json(self.exp / "plan.json", plan)
+
+
+def _scheduler_states(run_dirs: Sequence[Path]) -> dict[str, str]:
+    """The scheduler's state of the last job of each run folder: one batched query per executor."""
+    ids: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        sub = read_submission(run_dir)
+        if sub:
+            ids.setdefault(sub["executor"], []).append(str(sub["job_id"]))
+    out: dict[str, str] = {}
+    for kind, job_ids in ids.items():
+        out.update(submission.scheduler_states(kind, job_ids))
+    return out
 
 
 def _write_config(u: Unit) -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 
 from cluster.resources import Resources
 from ecc.datasets import DatasetSpec
-from ecc.evaluate import Condition
-from ecc.identity import config_hash, digest, to_jsonable
+from ecc.evaluate import Condition, eval_hash
+from ecc.identity import config_hash, to_jsonable
 from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import TrainConfig
@@ -97,7 +97,7 @@ class EvalRun:
 
     @property
     def hash(self) -> str:
-        return digest({"model": self.model_hash, "condition": self.condition, "test_images": self.test_images})
+        return eval_hash(self.model_hash, self.condition, self.test_images)
 
     @property
     def dir(self) -> str:
