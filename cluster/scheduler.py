@@ -143,14 +143,35 @@ def interrupt_local(pid: int | str) -> list[int]:
     return tasks
 
 
-def cancel_local(pid: int | str) -> None:
-    """Interrupt a local job: SIGINT to its controller (which then stops its tasks). Signalling the
-    wrapping shell alone would do nothing: a non-interactive shell waits for its child first."""
-    if not local_controller_alive(pid):
-        return
-    for target in {int(pid), *local_controller_pids(pid)}:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(target, signal.SIGINT)
+def cancel_local(pid: int | str, grace_s: float = 5.0) -> None:
+    """Cancel a local job as `scancel` does: ask, then kill. SIGINT to its controller (which then
+    stops its tasks); signalling the wrapping shell alone would do nothing, as a non-interactive
+    shell waits for its child first. A controller that is still alive after `grace_s` seconds gets
+    its tasks, itself and its shell SIGKILLed: it may never see the SIGINT, because a process
+    started with SIGINT ignored (a launcher run in the background by a non-interactive shell, e.g.
+    CI or a detached driver) passes that to its children, and Python then keeps it ignored."""
+    cancel_local_jobs([pid], grace_s)
+
+
+def cancel_local_jobs(pids: Iterable[int | str], grace_s: float = 5.0) -> None:
+    """`cancel_local` for several jobs at once: one grace period for all of them."""
+    alive = [int(p) for p in pids if local_controller_alive(p)]
+    targets = {p: sorted({p, *local_controller_pids(p)}) for p in alive}
+    tasks = {p: local_task_pids(p) for p in alive}
+    for p in alive:
+        for target in targets[p]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if local_controller_alive(p)]
+        if alive:
+            time.sleep(0.05)
+    for p in alive:
+        logger.warning("local job %s did not stop within %.0f s of SIGINT: killing it", p, grace_s)
+        for target in [*tasks[p], *local_task_pids(p), *reversed(targets[p])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
 
 
 def scheduler_states(kind: str, job_ids: Iterable[str]) -> dict[str, str]:
