@@ -577,9 +577,12 @@ def test_local_time_limit_signal_checkpoints_requeues_and_finishes_bitwise(tmp_p
     is requeued, and the run ends with the uninterrupted run's weights."""
     run = tmp_path / "run"
     ex = local_executor(tmp_path / "logs", time_min=1, signal_delay_s=45)
-    (job,) = submit_runs(ex, [checkpointable(run, data_root, 0.8)], "train")  # 30 steps x 0.8 s > 15 s
+    # 30 steps x 0.8 s > 15 s. On a loaded machine a start spends much of its 15 s starting Python and
+    # loading data: attempts are not what this test is about, so it allows enough of them.
+    (job,) = submit_runs(ex, [checkpointable(run, data_root, 0.8, max_attempts=10)], "train")
     result = job.result()
     assert result.result["steps"] == STEPS
+    assert len(starts(run)) >= 2  # it was cut and requeued at least once
     assert [o for _, o in outcomes(run)] == ["interrupted"] * (len(starts(run)) - 1) + ["done"]
     assert_resumed_each_time(run)
     assert_same_weights(final_weights(run), reference)
