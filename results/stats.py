@@ -11,7 +11,8 @@ Three kinds of uncertainty, kept apart:
                  proportions (his method 10, Stat. Med. 1998) and the exact McNemar test (binomial
                  test on the discordant images, scipy); with several seeds, a bootstrap that
                  resamples seeds and images (the same images in every seed and condition, so the
-                 pairing is kept).
+                 pairing is kept). Resampling both levels is conservative (a seed's mean already
+                 holds its images' noise): with few seeds the interval errs wide, not narrow.
 """
 
 from __future__ import annotations
