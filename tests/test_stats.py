@@ -203,3 +203,13 @@ def test_a_claim_without_data_is_inconclusive_with_a_note(tmp_path: Path) -> Non
     assert row["verdict"] == "inconclusive" and "no seed" in row["note"]
     with pytest.raises(ValueError, match="a spacing is needed"):
         Term("xax")
+
+
+def test_the_readme_example_of_replicates_and_claims_runs(capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "Claim(" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == \
+        "9 ['crowding', 'robust at the centre', 'inner flanker worse', 'two flankers worse than one']"
