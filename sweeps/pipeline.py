@@ -418,7 +418,13 @@ class Pipeline:
         per_job = self.spec.conditions_per_job
         lines.append(f"[eval] {total} conditions in total for the selected models, {per_job} per job "
                      f"-> {sum(math.ceil(len(self.spec.conditions(n)[0]) / per_job) for n, _ in self.spec.models)} jobs, "
-                     f"{self.spec.grid.test_images or 'all'} test images each")
+                     f"{self.spec.grid.test_images or 'all'} test images each"
+                     + (f"; per seed of the chosen learning rate ({len(self.spec.seeds)} seeds: x{len(self.spec.seeds)})"
+                        if len(self.spec.seeds) > 1 else "")
+                     + ("; per learning rate (selection 'all')" if self.spec.selection == "all" else ""))
+        if self.spec.claims:
+            lines.append(f"[collect] findings.md tests {len(self.spec.claims)} claims: "
+                         + ", ".join(c.name for c in self.spec.claims))
         for stage in STAGES:
             lines.append(f"[resources] {stage}: {_describe(self.resources.stage(stage))}")
         return lines

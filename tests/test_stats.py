@@ -213,3 +213,23 @@ def test_the_readme_example_of_replicates_and_claims_runs(capsys: pytest.Capture
     exec(compile(block, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == \
         "9 ['crowding', 'robust at the centre', 'inner flanker worse', 'two flankers worse than one']"
+
+
+def test_launch_report_writes_summary_and_findings(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from results import plots
+    from sweeps import launch
+
+    drawn: list[pd.DataFrame] = []
+    monkeypatch.setattr(plots, "draw_all", lambda exp, t, *a, **k: drawn.append(t) or [])  # minutes to draw
+    fake = write_fake_experiment(tmp_path, name="demo", grid=GRID, models=(MODEL,), learning_rates=(0.01,),
+                                 n_images=300, seeds=(0, 1), per_image=True)
+    assert launch.main(["demo", "--report", "--out", str(tmp_path)]) == 0
+    assert "findings.md" in capsys.readouterr().out
+    found = pd.read_csv(fake.path / "findings.csv").set_index("claim")
+    assert list(found.index) == ["crowding", "robust at the centre", "inner flanker worse"]  # the demo's claims
+    assert found.loc["crowding", "verdict"] == "supported"
+    summary = pd.read_parquet(fake.path / "summary.parquet")
+    assert set(summary["seeds_done"]) == {2} and len(summary) == len(fake.plan["eval"]) // 2
+    # The figures get the mean over the two seeds per condition, not one row per seed.
+    assert len(drawn[0]) == len(summary) and drawn[0]["model_hash"].str.contains("+", regex=False).all()
