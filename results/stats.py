@@ -2,7 +2,7 @@
 
 Three kinds of uncertainty, kept apart:
   across seeds   mean accuracy of the replicates (seeds) and a t interval over them
-                 (mean +- t(0.975, S-1) * sd / sqrt(S)); NaN with one seed;
+                 (mean +- t(0.975, S-1) * sd / sqrt(S), cut to [0, 1]); NaN with one seed;
   pooled counts  every seed's test images pooled (sum of n_correct over sum of n_images) with its
                  Wilson interval: the binomial noise of the test set, not the seed-to-seed variation;
   paired         two evaluations on the same test images (another condition, another model),
@@ -57,6 +57,12 @@ def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _clipped(interval: tuple[float, float, float]) -> tuple[float, float, float]:
+    """An accuracy's t interval cut to [0, 1] (the t approximation can step outside)."""
+    mean, lo, hi = interval
+    return mean, max(0.0, lo) if math.isfinite(lo) else lo, min(1.0, hi) if math.isfinite(hi) else hi
+
+
 def _seed_column(table: pd.DataFrame) -> pd.Series:
     if "seed" in table.columns:
         return pd.to_numeric(table["seed"], errors="coerce").fillna(0).astype(int)
@@ -79,7 +85,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for key, g in rows.groupby(keys, dropna=False, sort=False):
         done = g[g["state"] == "done"]
-        mean, lo, hi = t_interval(done["accuracy"])
+        mean, lo, hi = _clipped(t_interval(done["accuracy"]))
         n = int(done["n_images"].sum()) if len(done) else 0
         k = int(done["n_correct"].sum()) if len(done) else 0
         rec = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
@@ -135,11 +141,8 @@ def figure_table(table: pd.DataFrame) -> pd.DataFrame:
     for _, g in evaluated.groupby(_group_keys(evaluated), dropna=False, sort=False):
         first = g.iloc[0].copy()
         done = g[g["state"] == "done"]
-        mean, lo, hi = t_interval(done["accuracy"])
+        first["accuracy"], first["ci_low"], first["ci_high"] = _clipped(t_interval(done["accuracy"]))
         first["model_hash"] = hashes[(first["model"], first["learning_rate"])]
-        first["accuracy"] = mean
-        first["ci_low"] = max(0.0, lo) if math.isfinite(lo) else math.nan
-        first["ci_high"] = min(1.0, hi) if math.isfinite(hi) else math.nan
         if len(done) < len(g):
             first["state"] = next(s for s in g["state"] if s != "done")
         first["n_images"] = done["n_images"].sum() if len(done) else pd.NA

@@ -233,3 +233,9 @@ def test_launch_report_writes_summary_and_findings(tmp_path: Path, capsys: pytes
     assert set(summary["seeds_done"]) == {2} and len(summary) == len(fake.plan["eval"]) // 2
     # The figures get the mean over the two seeds per condition, not one row per seed.
     assert len(drawn[0]) == len(summary) and drawn[0]["model_hash"].str.contains("+", regex=False).all()
+
+
+def test_the_interval_across_seeds_stays_within_0_and_1() -> None:
+    s = stats.summary_table(pd.DataFrame(results_rows({0: (98, 100), 1: (100, 100), 2: (90, 100)})))
+    _, lo, hi = stats.t_interval([0.98, 1.0, 0.9])
+    assert hi > 1 and s.iloc[0]["seed_ci_high"] == 1.0 and s.iloc[0]["seed_ci_low"] == pytest.approx(lo)
