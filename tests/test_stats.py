@@ -239,3 +239,19 @@ def test_the_interval_across_seeds_stays_within_0_and_1() -> None:
     s = stats.summary_table(pd.DataFrame(results_rows({0: (98, 100), 1: (100, 100), 2: (90, 100)})))
     _, lo, hi = stats.t_interval([0.98, 1.0, 0.9])
     assert hi > 1 and s.iloc[0]["seed_ci_high"] == 1.0 and s.iloc[0]["seed_ci_low"] == pytest.approx(lo)
+
+
+@pytest.mark.slow
+def test_the_figures_of_several_seeds_draw_the_mean_and_the_interval_across_seeds(tmp_path: Path) -> None:
+    from results import plots
+
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=200,
+                                 seeds=(0, 1, 2), per_image=True)
+    df = table.collect(fake.path)
+    drawn = stats.figure_table(df)
+    fig = plots.spacing_figure(drawn, MODEL.name, 120.0)
+    line = next(ln for ln in fig.axes[0].lines if ln.get_gid() == "a")
+    means = df[df["label"] == "a"].groupby("target_ecc")["accuracy"].mean()
+    assert np.allclose(line.get_ydata(), means.to_numpy())  # the mean over the 3 seeds, not one seed
+    paths = plots.draw_all(fake.path, drawn, table.selection_table(fake.path), formats=("png",))
+    assert {p.stem for p in paths} >= {"spacing_120", "target_0", "target_720", "heatmap", "training"}
