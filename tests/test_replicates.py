@@ -260,3 +260,14 @@ def test_logits_on_cpu_and_gpu_agree_in_fp32() -> None:
     err = (cpu - gpu).abs().max().item()
     assert err <= 1e-4 * max(1.0, cpu.abs().max().item()), err
     assert math.isfinite(err)
+
+
+def test_a_relaunch_without_seeds_keeps_the_experiments_seeds(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    exp = tmp_path / "smoke"
+    exp.mkdir()
+    (exp / "spec.json").write_text(json.dumps({**SMOKE.to_json(), "seeds": [0, 1, 2]}))
+    assert launch.main(["smoke", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert "x 3 seeds [0, 1, 2]" in capsys.readouterr().out
+    assert launch.main(["smoke", "--seeds", "1", "--dry-run", "--out", str(tmp_path)]) == 0  # asked: one seed
+    out = capsys.readouterr().out
+    assert "x 3 seeds" not in out and "seed=1" not in out
