@@ -3,10 +3,17 @@ and `python -m ecc.evaluate`.
 
 Accuracy counts every test target of a condition (the original dropped the last partial batch).
 Test stimuli are generated in memory by default (nothing written), or taken from the dataset cache.
+
+Every evaluation can also keep which test images it got right (`correct.npy` beside result.json:
+numpy.packbits of one bool per image, big bit order). Image i is the i-th target of the test split
+of the model's parity, in MNIST order, whatever the condition (flankers and positions change, the
+target digits do not), so two models or two conditions with the same `test_images` block in their
+results are compared image by image (results.stats, paired).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -18,8 +25,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import datasets
-from .atomic import CorruptFileError, atomic_write_json, read_json
+from .atomic import CorruptFileError, atomic_write, atomic_write_json, read_json
 from .cli import Parser, add_arguments, arg, from_namespace
 from .datasets import DatasetSpec
 from .identity import digest, to_jsonable
@@ -41,6 +50,7 @@ from .train import (
 logger = logging.getLogger(__name__)
 
 LABELS = {0: "a", 2: "xax"}  # type 1 is xa or ax, by which side the flanker is on
+HITS = "correct.npy"  # the per-image record beside an evaluation's result.json
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,40 @@ def eval_hash(model_hash: str, condition: Condition, test_images: int = 0) -> st
     return digest({"model": model_hash, "condition": condition.canonical(), "test_images": test_images})
 
 
+def write_hits(path: str | os.PathLike, hits: np.ndarray) -> Path:
+    """The per-image record, atomically: np.packbits of a bool array (big bit order)."""
+    packed = np.packbits(np.asarray(hits, dtype=bool))
+
+    def write(f: Any) -> None:
+        buf = io.BytesIO()
+        np.save(buf, packed, allow_pickle=False)
+        f.write(buf.getvalue())
+
+    return atomic_write(path, write)
+
+
+def read_hits(path: str | os.PathLike, n: int) -> np.ndarray:
+    """The bool per-image record of `n` images written by `write_hits`; CorruptFileError when the
+    file does not hold n bits."""
+    path = Path(path)
+    try:
+        packed = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptFileError(f"{path} cannot be read: {e}") from e
+    if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != (n + 7) // 8:
+        raise CorruptFileError(f"{path} holds {packed.dtype} {packed.shape}, not the {n} bits of {n} images")
+    return np.unpackbits(packed, count=n).astype(bool)
+
+
+def test_images_record(labels: np.ndarray, parity: str, validation_size: int) -> dict[str, Any]:
+    """Which test images an evaluation saw, so that paired comparisons can check they match."""
+    return {"split": "test", "parity": parity, "first": len(labels),
+            "order": "the test split's targets of this parity, in MNIST order",
+            "labels_sha1": digest(np.asarray(labels, dtype=np.int64).tolist(), 40)}
+
+
 class Evaluator:
     """A trained run, loaded once (config, result, final weights), evaluated on any number of conditions.
 
@@ -153,9 +197,10 @@ class Evaluator:
         return cond
 
     def evaluate(self, condition: Condition, *, test_images: int | None = None,
-                 out: str | os.PathLike | None = None) -> dict[str, Any]:
+                 out: str | os.PathLike | None = None, hits_out: str | os.PathLike | None = None) -> dict[str, Any]:
         """Accuracy on every test target of `condition` (at most `test_images`, default the
-        Evaluator's); written atomically to `out` (a JSON file) if given."""
+        Evaluator's); written atomically to `out` (a JSON file) if given. `hits_out`: where to
+        write the per-image record (write_hits), before the result that names it."""
         t0 = time.time()
         cond = self.check(condition)  # before any work
         test_images = self.test_images if test_images is None else test_images
@@ -167,14 +212,24 @@ class Evaluator:
         else:
             data = datasets.load(spec, self.data_root, self.source, progress=self.options.progress,
                                  device=self.device)
+        hits = np.zeros(len(data.labels), dtype=bool)
         _, n_correct, n = evaluate_set(self.model, data.images, data.labels, self.config.contrast_norm,
-                                       self.config.stimulus, self.device, self.batch_size)
+                                       self.config.stimulus, self.device, self.batch_size, hits=hits)
+        per_image = None
+        if hits_out is not None:
+            write_hits(hits_out, hits)
+            per_image = {"file": Path(hits_out).name, "n": n, "packing": "numpy.packbits, big bit order",
+                         "test_images": test_images_record(data.labels, self.config.model.parity,
+                                                           self.config.validation_size)}
         result = {
             "kind": "eval", "hash": eval_hash(self.model_hash, cond, test_images),
             "model_hash": self.model_hash, "condition": to_jsonable(cond), "label": cond.label,
             "spacing": cond.spacing, "n_images": n, "n_correct": n_correct, "accuracy": n_correct / n,
-            "test_images": test_images, "wall_time_s": round(time.time() - t0, 3), "device": str(self.device),
+            "test_images": test_images, "seed": self.config.seed, "wall_time_s": round(time.time() - t0, 3),
+            "device": str(self.device),
         }
+        if per_image is not None:
+            result["per_image"] = per_image
         if out is not None:
             atomic_write_json(out, result)
         return result
@@ -214,9 +269,11 @@ class EvalArgs:
     from_cache: bool = arg(False, "take the test stimuli from the dataset cache (built there once) instead of "
                            "generating them in memory")
     data_root: str = arg("", "the dataset cache for --from_cache (default: TRAIN_DIR/data)")
-    out: str = arg("", "also write the result JSON to this file")
+    out: str = arg("", "also write the result JSON to this file, and which test images were right to "
+                   "OUT without its suffix + .correct.npy (numpy.packbits, one bit per image)")
     device: str = arg("auto", "where to compute: auto (a GPU when there is one), cpu or cuda", choices=DEVICES)
-    precision: str = arg("fp32", "fp32, or bf16 autocast", choices=PRECISIONS)
+    precision: str = arg("fp32", "fp32 (TF32 off), tf32 or bf16 autocast (see python -m ecc.train --help)",
+                         choices=PRECISIONS)
     threads: int = arg(0, "CPU threads for torch (0 = torch's default)")
     source: SourceConfig = field(default_factory=SourceConfig)  # where the MNIST images come from
 
@@ -250,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluator.check(args.condition)
     except (FileNotFoundError, ValueError) as e:  # no such run, or a condition it cannot render
         parser.error(str(e))
-    result = evaluator.evaluate(args.condition, out=args.out or None)
+    hits_out = Path(args.out).with_suffix(".correct.npy") if args.out else None
+    result = evaluator.evaluate(args.condition, out=args.out or None, hits_out=hits_out)
     print(json.dumps(result, indent=2, sort_keys=True), flush=True)
     return 0
 

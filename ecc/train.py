@@ -56,7 +56,7 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "hash", "model", "optimizer", "epoch", "batch", "step", "sums", "metrics",
                    "wall_time_s", "train_time_s", "epoch_time_s", "images")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")
 HANDLED_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
@@ -84,7 +84,10 @@ class TrainConfig:
     learning_rate: float = arg(0.1, "learning rate of Adagrad")
     num_epochs: int = arg(20, "passes over the training images")
     batch_size: int = arg(128, "images per training step")
-    seed: int = arg(0, "seed of the initial weights, the image order and the random positions")
+    seed: int = arg(0, "seed of the initial weights and of the image order (replicates differ in it)")
+    data_seed: int | None = arg(None, "seed of the random stimulus positions of the training and validation "
+                                "images; None: the same as --seed (replicates of a sweep share the positions "
+                                "of data_seed 0, so they share one training dataset)")
 
     def __post_init__(self) -> None:
         # The nested configs checked themselves; these are the checks that need several of them.
@@ -103,8 +106,10 @@ class TrainConfig:
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         for name, low in (("num_epochs", 1), ("batch_size", 1), ("validation_size", 1), ("train_images", 0),
-                          ("seed", 0)):
+                          ("seed", 0), ("data_seed", 0)):
             value = getattr(self, name)
+            if name == "data_seed" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.random_shifts:
@@ -113,7 +118,16 @@ class TrainConfig:
         else:
             check_placement(self.stimulus, self.target_ecc, self.flanker_type,
                             self.flanker_ecc if self.flanker_type else None)
+        if self.data_seed == self.seed:
+            # One run, one identity: data_seed equal to seed is the default (None), so runs written
+            # before data_seed existed (positions seeded by `seed`) keep their hash.
+            object.__setattr__(self, "data_seed", None)
         self.dataset_spec("train")  # anything else DatasetSpec refuses
+
+    @property
+    def stimulus_seed(self) -> int:
+        """The seed of the training and validation positions (data_seed, else seed)."""
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def hash(self) -> str:
@@ -125,7 +139,7 @@ class TrainConfig:
         return DatasetSpec(
             split=split, stimulus=self.stimulus, parity=self.model.parity, flanker_dset=self.flanker_dset,
             random_shifts=self.random_shifts, target_ecc=float(self.target_ecc), flanker_type=self.flanker_type,
-            flanker_ecc=float(self.flanker_ecc), place=self.place, seed=self.seed,
+            flanker_ecc=float(self.flanker_ecc), place=self.place, seed=self.stimulus_seed,
             limit=self.train_images if split == "train" else 0, validation_size=self.validation_size)
 
     def train_spec(self) -> DatasetSpec:
@@ -166,8 +180,10 @@ class RunOptions:
     """How a run executes; none of it changes what it computes (not part of the run identity)."""
 
     device: str = arg("auto", "where to compute: auto (a GPU when there is one), cpu or cuda", choices=DEVICES)
-    precision: str = arg("fp32", "fp32, or bf16 (bfloat16 autocast: faster on GPUs, not bitwise reproducible)",
-                         choices=PRECISIONS)
+    precision: str = arg("fp32", "fp32 (full float32: TF32 off for cuDNN convolutions and matmuls), tf32 (TF32 "
+                         "tensor cores on Ampere and later: faster, 10 mantissa bits, so the areafactor model's "
+                         "central crops, spanning ~1/1024, keep only a few levels) or bf16 (bfloat16 autocast: "
+                         "faster still, coarser); only fp32 is bitwise reproducible", choices=PRECISIONS)
     threads: int = arg(0, "CPU threads for torch (0 = torch's default)")
     checkpoint_every: int = arg(200, "steps between checkpoints (0 = only at the end of each epoch); a checkpoint "
                                 "is also written at every epoch end and on SIGUSR2/SIGTERM")
@@ -198,10 +214,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def apply_precision(precision: str) -> None:
+    """TF32 on or off for cuDNN convolutions and CUDA matmuls (process-wide). PyTorch lets cuDNN
+    convolutions use TF32 by default on Ampere and later; fp32 (and bf16, whose autocast leaves
+    some ops in float32) turn it off, tf32 turns it on. Harmless without a GPU."""
+    _check_choice("precision", precision, PRECISIONS)
+    tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def apply_run_options(options: RunOptions) -> torch.device:
-    """Device and thread settings of a job (process-wide, so only job bodies call this)."""
+    """Device, precision and thread settings of a job (process-wide, so only job bodies call this)."""
     if options.threads:
         torch.set_num_threads(options.threads)
+    apply_precision(options.precision)
     return resolve_device(options.device)
 
 
@@ -373,20 +400,27 @@ class _Images:
 
 
 def evaluate_set(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, contrast_norm: str,
-                 stimulus: StimulusConfig, device: torch.device, batch_size: int) -> tuple[float, int, int]:
-    """(summed cross-entropy, correct predictions, images) over every image, the last partial batch included."""
+                 stimulus: StimulusConfig, device: torch.device, batch_size: int,
+                 hits: np.ndarray | None = None) -> tuple[float, int, int]:
+    """(summed cross-entropy, correct predictions, images) over every image, the last partial batch
+    included. `hits`, a bool array of len(labels), receives which images were classified right."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     n = len(labels)
+    if hits is not None and hits.shape != (n,):
+        raise ValueError(f"hits must have shape ({n},), got {hits.shape}")
     with torch.no_grad():
         for start in range(0, n, batch_size):
             x = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)  # a copy: memmaps are read-only
             y = torch.as_tensor(np.asarray(labels[start:start + batch_size]), dtype=torch.int64).to(device)
             logits = model(normalize(x, contrast_norm, stimulus))
             loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-            correct += (logits.argmax(1) == y).sum()
+            right = logits.argmax(1) == y
+            correct += right.sum()
+            if hits is not None:
+                hits[start:start + len(y)] = right.cpu().numpy()
     model.train(was_training)
     return float(loss_sum.item()), int(correct.item()), n
 

@@ -4,20 +4,22 @@
 failed, running or missing job is a row with its state and NaN accuracy, never an absent row, and
 an unreadable result.json is reported in the row, never raised. A model whose selection chose no
 learning rate (`"chosen": null` in selection.json) gets rows with state `no_model`.
-`selection_table` lists every trained candidate (model x learning rate) and which one was chosen;
+`selection_table` lists every trained candidate (model x learning rate x seed) and which were chosen;
 `training_curves` reads the per-epoch metrics of every training run.
 
 Columns of `collect`, in order:
   experiment, model (display name from plan.json), model_hash (the training run), learning_rate;
   the model's settings, flattened from its TrainConfig: pm, num_scales, total_pool, contrast_norm,
-    random_shifts, parity, num_classes (derived), then the others alphabetically (batch_size, chevron,
+    random_shifts, parity, num_classes (derived), seed (the replicate), then the others alphabetically (batch_size, chevron,
     conv_kernel, crop_size, digit_height, ..., train_target_ecc, train_flanker_type, ... for the
     training run's own condition);
   flanker_type, label (a/xa/ax/xax), target_ecc, flanker_ecc (NaN for type 0), spacing
     (|flanker_ecc - target_ecc|, NaN for type 0), flanker_dset;
   n_images, n_correct (nullable Int64), accuracy (n_correct / n_images), ci_low, ci_high (95% Wilson);
   state (done/failed/running/pending/missing, or no_model), error (one line), job_id, hash (the
-    evaluation run), run_dir (relative to the experiment folder).
+    evaluation run), run_dir (relative to the experiment folder), per_image (the per-image record,
+    relative to the experiment folder; empty when the evaluation kept none).
+Statistics over seeds and paired comparisons: results.stats; claims: results.findings.
 """
 
 from __future__ import annotations
@@ -51,16 +53,16 @@ EVAL_REQUIRED = ("n_images", "n_correct")
 # Columns every results table has, in this order; the model's settings (flattened from its
 # training config) go between MODEL_COLUMNS and CONDITION_COLUMNS.
 MODEL_COLUMNS = ("experiment", "model", "model_hash", "learning_rate")
-KEY_SETTINGS = ("pm", "num_scales", "total_pool", "contrast_norm", "random_shifts", "parity", "num_classes")
+KEY_SETTINGS = ("pm", "num_scales", "total_pool", "contrast_norm", "random_shifts", "parity", "num_classes", "seed")
 CONDITION_COLUMNS = ("flanker_type", "label", "target_ecc", "flanker_ecc", "spacing", "flanker_dset")
 OUTCOME_COLUMNS = ("n_images", "n_correct", "accuracy", "ci_low", "ci_high", "state", "error", "job_id",
-                   "hash", "run_dir")
+                   "hash", "run_dir", "per_image")
 FIXED_COLUMNS = (*MODEL_COLUMNS, *CONDITION_COLUMNS, *OUTCOME_COLUMNS)
 # Setting names that would collide with a fixed column get a "train_" prefix (the training
 # run's own condition: train_target_ecc, train_flanker_type, ...). learning_rate is the model's.
 RESERVED = frozenset(FIXED_COLUMNS) - {"learning_rate"}
 
-SELECTION_COLUMNS = ("experiment", "model", "learning_rate", "chosen", "state", "train/loss", "train/acc",
+SELECTION_COLUMNS = ("experiment", "model", "learning_rate", "seed", "chosen", "state", "train/loss", "train/acc",
                      "val/loss", "val/acc", "best_epoch", "epochs", "wall_time_s", "error", "hash", "run_dir")
 _STATE_RANK = {"done": 0, "running": 1, "pending": 2, "failed": 3, "missing": 4, NO_MODEL: 5}
 
@@ -342,6 +344,9 @@ def _outcome(run_dir: Path, entry: Mapping[str, Any], scheduler: Mapping[str, st
         else:
             n, k = int(result["n_images"]), int(result["n_correct"])
             out.update(n_images=n, n_correct=k, accuracy=k / n)
+            per_image = result.get("per_image")
+            if isinstance(per_image, Mapping) and per_image.get("file") and (run_dir / str(per_image["file"])).is_file():
+                out["per_image"] = f"{entry.get('dir') or 'eval/' + str(entry['hash'])}/{per_image['file']}"
             stored = _float(result.get("accuracy"))
             if not math.isnan(stored) and abs(stored - k / n) > 1e-3:
                 logger.warning("%s: stored accuracy %.4f != n_correct/n_images %.4f", run_dir, stored, k / n)
@@ -406,10 +411,12 @@ def _tidy(rows: list[dict[str, Any]]) -> pd.DataFrame:
     lo, hi = wilson_interval(df["n_correct"].astype("Float64").to_numpy(dtype=float, na_value=np.nan),
                              df["n_images"].astype("Float64").to_numpy(dtype=float, na_value=np.nan))
     df["ci_low"], df["ci_high"] = lo, hi
-    for col in ("experiment", "model", "model_hash", "label", "state", "error", "job_id", "hash", "run_dir"):
+    for col in ("experiment", "model", "model_hash", "label", "state", "error", "job_id", "hash", "run_dir",
+                "per_image"):
         df[col] = df[col].fillna("").astype(str)
     _uniform_object_columns(df)
-    sort = ["model", "learning_rate", "flanker_dset", "flanker_type", "target_ecc", "flanker_ecc"]
+    sort = ["model", "learning_rate", *(["seed"] if "seed" in df.columns else []), "flanker_dset", "flanker_type",
+            "target_ecc", "flanker_ecc"]
     return df.sort_values(sort, na_position="last", kind="stable").reset_index(drop=True)
 
 
@@ -441,21 +448,22 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- training and selection
 def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Every trained candidate (model x learning rate): its final metrics, current state, and whether
-    the selection chose it. Built from plan.json's training jobs and their folders, completed by
-    selection.json (which may list candidates the plan does not). The rule is in `.attrs["rule"]`."""
+    """Every trained candidate (model x learning rate x seed): its final metrics, current state, and
+    whether the selection chose it (with replicates, every seed of the chosen learning rate). Built
+    from plan.json's training jobs and their folders, completed by selection.json (which may list
+    candidates the plan does not). The rule is in `.attrs["rule"]`."""
     exp_dir = Path(exp_dir)
     plan = read_plan(exp_dir)
     experiment = str(plan.get("experiment") or exp_dir.name)
     selection = read_selection(exp_dir) or {}
-    chosen = {str(m.get("model")): m.get("chosen") for m in selection.get("models", []) if isinstance(m, Mapping)}
+    chosen = chosen_runs(selection)
     candidates = {str(c.get("hash")): (str(m.get("model")), c)
                   for m in selection.get("models", []) if isinstance(m, Mapping)
                   for c in (m.get("candidates") or []) if isinstance(c, Mapping) and c.get("hash")}
 
     entries = _unique(plan.get("train", []), "train")
     known = {e["hash"] for e in entries}
-    entries += [{"hash": h, "model": model, "learning_rate": c.get("learning_rate")}
+    entries += [{"hash": h, "model": model, "learning_rate": c.get("learning_rate"), "seed": c.get("seed", 0)}
                 for h, (model, c) in candidates.items() if h not in known]
     rows = []
     for entry in entries:
@@ -465,9 +473,11 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
         final = result.get("final", {}) if result and isinstance(result.get("final"), Mapping) else {}
         cand = candidates.get(entry["hash"], ("", {}))[1]
         model = str(entry.get("model") or candidates.get(entry["hash"], ("",))[0])
+        seed = entry.get("seed", cand.get("seed", (entry.get("config") or {}).get("seed", 0)))
         row = {"experiment": experiment, "model": model,
                "learning_rate": _float(entry.get("learning_rate", cand.get("learning_rate"))),
-               "chosen": chosen.get(model) == entry["hash"], "state": state.state,
+               "seed": int(seed) if isinstance(seed, (int, float)) and not _isnan(seed) else 0,
+               "chosen": (model, entry["hash"]) in chosen, "state": state.state,
                "error": state.error or str(cand.get("error") or ""), "hash": entry["hash"], "run_dir": rel}
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             row[key] = _float(final.get(key, cand.get(key)))
@@ -478,9 +488,22 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
     for col in ("best_epoch", "epochs"):
         df[col] = pd.array([None if _isnan(v) else int(v) for v in df[col]], dtype="Int64")
     df["chosen"] = df["chosen"].astype(bool)
-    df = df.sort_values(["model", "learning_rate"], kind="stable").reset_index(drop=True)
+    df = df.sort_values(["model", "learning_rate", "seed"], kind="stable").reset_index(drop=True)
     df.attrs["rule"] = str(selection.get("rule", ""))
     return df
+
+
+def chosen_runs(selection: Mapping[str, Any]) -> set[tuple[str, Any]]:
+    """(model, train hash) of every run a selection.json chose: "chosen_runs" since replicates;
+    older files name one run per model in "chosen"."""
+    out: set[tuple[str, Any]] = set()
+    for m in selection.get("models", []):
+        if not isinstance(m, Mapping):
+            continue
+        runs = m.get("chosen_runs")
+        hashes = [r.get("hash") for r in runs if isinstance(r, Mapping)] if isinstance(runs, list) else [m.get("chosen")]
+        out |= {(str(m.get("model")), h) for h in hashes if h}
+    return out
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -512,7 +535,7 @@ def training_curves(exp_dir: str | Path) -> pd.DataFrame:
     exp_dir = Path(exp_dir)
     plan = read_plan(exp_dir)
     selection = read_selection(exp_dir) or {}
-    chosen = {m.get("chosen") for m in selection.get("models", []) if isinstance(m, Mapping)} - {None}
+    chosen = {h for _, h in chosen_runs(selection)}
     frames = []
     for entry in _unique(plan.get("train", []), "train"):
         run_dir, _ = _run_dir(exp_dir, entry, "train")

@@ -11,6 +11,10 @@ divides the central crops by up to 1024, and at a laptop's budget it stays at ch
 learning rate (measured: 64,000 samples at lr 0.1, 0.01 and 0.001), so a quick areafactor model
 would only add meaningless figures; it needs the full demo (~540,000 samples). The paper's
 numbers need the full demo too (GPUs).
+
+Both declare the paper's claims the demo can test (results.findings, findings.md): crowding (a
+minus xax at the closest spacing, over target eccentricities), robustness at the centre (that drop
+far out minus at the centre), and the inner/outer asymmetry (ax minus xa at the closest spacing).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from cluster.resources import Resources
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
+from results.findings import Claim, demo_claims
 
 from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
 
@@ -33,14 +38,21 @@ def _models(stimulus: StimulusConfig, **train) -> tuple[tuple[str, TrainConfig],
                  for c in CONTRASTS)
 
 
+def claims(figures: FigureSpec) -> tuple[Claim, ...]:
+    """The demo's claims, where its figures cut the grid (closest spacing, centre and far target)."""
+    return demo_claims(min(figures.spacings), figures.center_target, figures.far_target)
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
+        figures = FigureSpec(spacings=(120, 240), center_target=0, far_target=720)
         return SweepSpec(
             name="demo",
             models=_models(StimulusConfig(), num_epochs=20, batch_size=128),
             learning_rates=LEARNING_RATES,
             grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
-            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720),
+            figures=figures,
+            claims=claims(figures),
             resources=StageResources(
                 datasets=Resources(cpus=4, mem_gb=8, time_min=60),
                 train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
@@ -51,13 +63,15 @@ def sweep(quick: bool = False) -> SweepSpec:
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True, parity="even")
     quick_model = TrainConfig(stimulus=small, model=model, random_shifts=True, contrast_norm="None", num_epochs=8,
                               batch_size=32, train_images=12000, validation_size=1000)
+    figures = FigureSpec(spacings=(48, 96), center_target=0, far_target=288)
     return SweepSpec(
         name="demo-quick",
         models=((f"{model.pm}_total_pool_contrast_None", quick_model),),
         learning_rates=LEARNING_RATES,
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=400),
-        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288),
+        figures=figures,
+        claims=claims(figures),
         resources=StageResources(
             datasets=Resources(cpus=1, mem_gb=2, time_min=15),
             train=Resources(cpus=1, mem_gb=2, time_min=30),

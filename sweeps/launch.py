@@ -4,7 +4,8 @@
     python -m sweeps.launch demo                   # the paper's demo; SLURM when a controller answers
     python -m sweeps.launch demo --dry-run         # the plan, nothing submitted
     python -m sweeps.launch demo --status          # per stage: done, running, pending, failed
-    python -m sweeps.launch demo --report          # redraw the figures from the results table
+    python -m sweeps.launch demo --report          # redraw figures, tables and findings.md from the runs
+    python -m sweeps.launch demo --quick --seeds 3 # 3 replicates (seeds 0, 1, 2) of every training run
 
 A sweep NAME is a module sweeps/NAME.py with a function `sweep(quick: bool) -> SweepSpec`.
 Relaunching the same command submits nothing that is done, reruns what failed or is missing
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import logging
 import os
 import pkgutil
@@ -47,7 +49,9 @@ class LaunchConfig:
     status: bool = arg(False, "print per stage how many jobs are pending, running, done, failed, and exit")
     dry_run: bool = arg(False, "print the plan (jobs per stage, dropped conditions, resources); submit nothing",
                         aliases=("dry-run",))
-    report: bool = arg(False, "redraw the figures and the table from the run folders, submit nothing")
+    report: bool = arg(False, "redraw the figures, the tables and findings.md from the run folders, submit nothing")
+    seeds: int = arg(0, "replicates: train every model and learning rate with seeds 0..SEEDS-1 (0 = the seeds the "
+                     "experiment was launched with, else the sweep's); a relaunch with more seeds trains only the new ones")
     retry_failed: bool = arg(True, "resubmit failed jobs on relaunch (false: keep them as failed rows)",
                              aliases=("retry-failed",))
     conditions_per_job: int = arg(0, "conditions per eval job (0 = the sweep's choice): model loading and start-up "
@@ -70,6 +74,8 @@ class LaunchConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name == 'gpus' else 1}, got {value}")
         if self.mem is not None and not self.mem > 0:
             raise ValueError(f"--mem must be > 0 GB, got {self.mem}")
+        if self.seeds < 0:
+            raise ValueError(f"--seeds must be >= 1 (or 0 for the sweep's), got {self.seeds}")
         if self.conditions_per_job < 0:
             raise ValueError(f"--conditions-per-job must be >= 1 (or 0 for the sweep's), got {self.conditions_per_job}")
         if sum((self.status, self.dry_run, self.report)) > 1:
@@ -103,6 +109,16 @@ def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
     return out
 
 
+def _recorded_seeds(exp_dir: Path) -> tuple[int, ...] | None:
+    """The seeds in an experiment's spec.json (None when there is none, or it names none)."""
+    try:
+        seeds = (json.loads((exp_dir / "spec.json").read_text()) or {}).get("seeds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    return tuple(seeds) if ok else None
+
+
 def _check_writable(folder: Path) -> None:
     try:  # creating it can fail too (a file on the way, a read-only or missing mount)
         folder.mkdir(parents=True, exist_ok=True)
@@ -134,8 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         spec = sweeps[ns.name](cfg.quick)
         if cfg.conditions_per_job:
             spec = dataclasses.replace(spec, conditions_per_job=cfg.conditions_per_job)
-        resources = cfg.resources(spec.resources)
         exp_dir = Path(cfg.out).expanduser() / spec.name
+        # Without --seeds, an experiment keeps the seeds it was launched with: a plain relaunch or
+        # --status must not drop the replicates from the plan.
+        seeds = tuple(range(cfg.seeds)) if cfg.seeds else _recorded_seeds(exp_dir) or spec.seeds
+        if seeds != spec.seeds:
+            spec = dataclasses.replace(spec, seeds=seeds)
+        resources = cfg.resources(spec.resources)
         if cfg.report and not (exp_dir / "plan.json").is_file():
             raise ValueError(f"nothing to report in {exp_dir} (no plan.json): launch the sweep first, "
                              "or point --out at the folder that holds it")

@@ -42,7 +42,7 @@ from ecc.model import job_env
 from ecc.train import RunOptions
 
 from . import tasks
-from .spec import EvalRun, StageResources, SweepSpec, TrainRun
+from .spec import EvalRun, StageResources, SweepSpec, TrainRun, choose
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +113,14 @@ class Pipeline:
         return [Unit(f"{s.split} {key}", self.data_root / "jobs" / key, s) for s, key in keys]
 
     def train_units(self) -> list[Unit]:
-        return [Unit(f"{r.model} lr={r.config.learning_rate:g}", self.exp / r.dir, r) for r in self.spec.train_runs()]
+        seeds = len(self.spec.seeds) > 1
+        return [Unit(f"{r.model} lr={r.config.learning_rate:g}" + (f" seed={r.seed}" if seeds else ""),
+                     self.exp / r.dir, r) for r in self.spec.train_runs()]
 
     def eval_units(self, selected: Sequence[tuple[str, str, float]]) -> list[Unit]:
-        return [Unit(f"{r.model} {r.condition.label} te={r.condition.target_ecc:g}"
+        seeds = len(self.spec.seeds) > 1
+        return [Unit(f"{r.model}" + (f" lr={r.learning_rate:g} seed={r.seed}" if seeds else "")
+                     + f" {r.condition.label} te={r.condition.target_ecc:g}"
                      + ("" if r.condition.flanker_ecc is None else f" fe={r.condition.flanker_ecc:g}"),
                      self.exp / r.dir, r) for r in self.spec.eval_runs(selected)]
 
@@ -281,9 +285,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ select
     def select(self) -> list[tuple[str, str, float]]:
-        """Best learning rate per model: highest final val/acc, ties by lowest val/loss."""
+        """The (model, train hash, learning rate) to evaluate: per model, the learning rate(s) the
+        sweep's rule chooses on the mean over seeds (sweeps.spec.choose), every finished seed of it."""
         units = self.train_units()
         states = self.states(units, TRAIN_REQUIRED)
+        several = len(self.spec.seeds) > 1
         models = []
         selected = []
         for name, _ in self.spec.models:
@@ -294,37 +300,51 @@ class Pipeline:
                     continue
                 result = read_result(u.run_dir, TRAIN_REQUIRED)
                 final = (result or {}).get("final", {})
-                candidates.append({"hash": run.hash, "learning_rate": run.config.learning_rate,
+                candidates.append({"hash": run.hash, "learning_rate": run.config.learning_rate, "seed": run.seed,
                                    "state": states[u.run_dir].state, "error": states[u.run_dir].error,
                                    **{k: final.get(k) for k in ("train/loss", "train/acc", "val/loss", "val/acc")},
                                    "best_epoch": (result or {}).get("best_epoch")})
-            ok = [c for c in candidates if c["state"] == "done" and _finite(c["val/acc"])]
-            best = max(ok, key=lambda c: (c["val/acc"], -(c["val/loss"] if _finite(c["val/loss"]) else math.inf)),
-                       default=None)
-            models.append({"model": name, "chosen": best["hash"] if best else None,
-                           "learning_rate": best["learning_rate"] if best else None, "candidates": candidates})
-            if best:
-                selected.append((name, best["hash"], best["learning_rate"]))
-                self.echo(f"[select] {name}: lr={best['learning_rate']:g} (val/acc {_fmt(best['val/acc'])}, "
-                          f"val/loss {_fmt(best['val/loss'])}) among "
-                          + ", ".join(f"lr={c['learning_rate']:g}: " + (_fmt(c['val/acc']) if c in ok else c["state"])
-                                      for c in candidates))
-            else:
+            lrs, scores = choose(self.spec.selection, candidates)
+            chosen = [c for c in candidates if c["learning_rate"] in lrs and c["state"] == "done"]
+            models.append({"model": name, "chosen": chosen[0]["hash"] if chosen else None,
+                           "learning_rate": lrs[0] if len(lrs) == 1 else None, "learning_rates": lrs,
+                           "chosen_runs": [{k: c[k] for k in ("hash", "learning_rate", "seed")} for c in chosen],
+                           "scores": scores, "candidates": candidates})
+            selected += [(name, c["hash"], c["learning_rate"]) for c in chosen]
+            if not chosen:
                 self.echo(f"[select] {name}: no finished training run; it is not evaluated")
+                continue
+            metric = "train/loss" if self.spec.selection == "train/loss" else "val/acc"
+            by_lr = {sc["learning_rate"]: sc for sc in scores}
+            what = ", ".join(f"lr={lr:g}" for lr in lrs)
+            if self.spec.selection != "all":
+                best = by_lr[lrs[0]]
+                what += f" ({metric} {_fmt(best[metric])}" + (f", val/loss {_fmt(best['val/loss'])}"
+                                                               if metric == "val/acc" else "") + ")"
+            self.echo(f"[select] {name}: {what}" + (f", seeds {[c['seed'] for c in chosen]}" if several else "")
+                      + " among " + ", ".join(
+                          f"lr={sc['learning_rate']:g}: "
+                          + (_fmt(sc[metric]) if sc["seeds_done"] else _states(candidates, sc["learning_rate"]))
+                          for sc in scores))
         atomic_write_json(self.exp / "selection.json", {
-            "rule": "highest val/acc, ties broken by lowest val/loss", "models": models})
+            "rule": self.spec.rule_text, "rule_name": self.spec.selection, "seeds": list(self.spec.seeds),
+            "scope": "a learning rate is scored on the mean of its seeds' final metrics; every seed of the "
+                     "chosen learning rate is evaluated", "models": models})
         return selected
 
     # ------------------------------------------------------------------ collect
     def collect(self) -> None:
-        from results import plots, table
+        from results import findings, plots, stats, table
 
         plan = read_json(self.exp / "plan.json") or {}
         scheduler = _scheduler_states([self.exp / e["dir"] for e in plan.get("eval", [])])
         df = table.collect(self.exp, scheduler=scheduler)
         selection = table.selection_table(self.exp)
         paths = table.save(self.exp, df, selection)
-        figs = plots.draw_all(self.exp, df, selection, self.spec.figures,
+        paths += stats.save_summary(self.exp, stats.summary_table(df))
+        paths += findings.write(self.exp, df, self.spec.claims, self.spec.name)
+        # With replicates the figures show the mean over seeds and the interval across them.
+        figs = plots.draw_all(self.exp, stats.figure_table(df), selection, self.spec.figures,
                               self.exp / "figures", stimulus=self.spec.models[0][1].stimulus, source=self.spec.source)
         done = int((df["state"] == "done").sum()) if len(df) else 0
         self.echo(f"[collect] results table: {done}/{len(df)} conditions done -> "
@@ -353,8 +373,14 @@ class Pipeline:
         for the models and training runs this sweep still has."""
         selection = read_json(self.exp / "selection.json") or {}
         runs = {(r.model, r.hash) for r in self.spec.train_runs()}
-        return [(m["model"], m["chosen"], m["learning_rate"]) for m in selection.get("models", [])
-                if (m.get("model"), m.get("chosen")) in runs]
+        out = []
+        for m in selection.get("models", []):
+            # "chosen_runs" since replicates; older files name one run in "chosen".
+            chosen = m.get("chosen_runs")
+            if chosen is None:
+                chosen = [{"hash": m.get("chosen"), "learning_rate": m.get("learning_rate")}]
+            out += [(m["model"], c["hash"], c["learning_rate"]) for c in chosen if (m.get("model"), c["hash"]) in runs]
+        return out
 
     def plan_lines(self) -> list[str]:
         """The plan of a --dry-run: jobs per stage, dropped grid points, resources."""
@@ -367,13 +393,16 @@ class Pipeline:
             lines.append(f"    {s.split:10s} {n} images, field {s.stimulus.field_size}, crops {s.stimulus.num_scales}"
                          f"x{s.stimulus.crop_size}^2, random_shifts={s.random_shifts}, key {datasets.dataset_key(s, self.spec.source)}")
         runs = self.spec.train_runs()
+        seeds = self.spec.seeds
         lines.append(f"[train] {len(runs)} jobs ({len(self.spec.models)} models x {len(self.spec.learning_rates)} "
-                     f"learning rates {list(self.spec.learning_rates)}):")
+                     f"learning rates {list(self.spec.learning_rates)}"
+                     + (f" x {len(seeds)} seeds {list(seeds)}" if len(seeds) > 1 else "") + "):")
         for r in runs:
             c = r.config
-            lines.append(f"    {r.model} lr={c.learning_rate:g}: {c.num_epochs} epochs, batch {c.batch_size}, "
+            lines.append(f"    {r.model} lr={c.learning_rate:g}" + (f" seed={r.seed}" if len(seeds) > 1 else "")
+                         + f": {c.num_epochs} epochs, batch {c.batch_size}, "
                          f"train_images={c.train_images or 'all'}  -> {r.dir}")
-        lines.append("[select] per model, the learning rate with the highest final val/acc (ties: lowest val/loss)")
+        lines.append(f"[select] per model: {self.spec.rule_text}")
         total = 0
         for name, _ in self.spec.models:
             conds, dropped = self.spec.conditions(name)
@@ -389,7 +418,13 @@ class Pipeline:
         per_job = self.spec.conditions_per_job
         lines.append(f"[eval] {total} conditions in total for the selected models, {per_job} per job "
                      f"-> {sum(math.ceil(len(self.spec.conditions(n)[0]) / per_job) for n, _ in self.spec.models)} jobs, "
-                     f"{self.spec.grid.test_images or 'all'} test images each")
+                     f"{self.spec.grid.test_images or 'all'} test images each"
+                     + (f"; per seed of the chosen learning rate ({len(self.spec.seeds)} seeds: x{len(self.spec.seeds)})"
+                        if len(self.spec.seeds) > 1 else "")
+                     + ("; per learning rate (selection 'all')" if self.spec.selection == "all" else ""))
+        if self.spec.claims:
+            lines.append(f"[collect] findings.md tests {len(self.spec.claims)} claims: "
+                         + ", ".join(c.name for c in self.spec.claims))
         for stage in STAGES:
             lines.append(f"[resources] {stage}: {_describe(self.resources.stage(stage))}")
         return lines
@@ -398,7 +433,7 @@ class Pipeline:
         plan = {"experiment": self.spec.name, "train": [], "eval": []}
         for u in train:
             r: TrainRun = u.payload
-            plan["train"].append({"hash": r.hash, "dir": r.dir, "model": r.model,
+            plan["train"].append({"hash": r.hash, "dir": r.dir, "model": r.model, "seed": r.seed,
                                   "learning_rate": r.config.learning_rate, "config": to_jsonable(r.config)})
         seen = set()
         for u in evals:
@@ -407,7 +442,8 @@ class Pipeline:
                 continue
             seen.add(e.hash)
             plan["eval"].append({"hash": e.hash, "dir": e.dir, "model": e.model, "model_hash": e.model_hash,
-                                 "learning_rate": e.learning_rate, "condition": to_jsonable(e.condition),
+                                 "learning_rate": e.learning_rate, "seed": e.seed,
+                                 "condition": to_jsonable(e.condition),
                                  "test_images": e.test_images})
         atomic_write_json(self.exp / "plan.json", plan)
 
@@ -438,8 +474,9 @@ def _write_config(u: Unit) -> None:
         atomic_write_json(path, cfg)
 
 
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def _states(candidates: Sequence[dict[str, Any]], lr: float) -> str:
+    """The states of a learning rate's runs, for a log line: `failed`, or `done, failed` with seeds."""
+    return ", ".join(dict.fromkeys(c["state"] for c in candidates if c["learning_rate"] == lr))
 
 
 def _fmt(x: Any) -> str:

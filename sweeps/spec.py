@@ -1,4 +1,5 @@
-"""What a sweep runs: models x learning rates, the selection rule, the evaluation grid, resources.
+"""What a sweep runs: models x learning rates x seeds, the selection rule, the evaluation grid, the
+claims it tests, resources.
 
 A sweep is plain Python (see sweeps/demo.py): a frozen SweepSpec. Everything the stages need is
 derived from it here, in one place: the training runs, the datasets they need, and the valid
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cluster.resources import Resources
 from ecc.datasets import DatasetSpec
@@ -21,9 +24,25 @@ from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import FigureSpec
+from results.findings import Claim, Term
+
+__all__ = ["Claim", "EvalGrid", "EvalRun", "FigureSpec", "SpecError", "StageResources", "SweepSpec", "Term",
+           "TrainRun", "choose"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*\Z")  # \Z: `$` would also accept a final newline
-SELECTION_RULES = ("val/acc",)
+
+# Selection rules: which learning rate(s) of a model are evaluated. Every rule scores a learning rate
+# on the MEAN over its seeds' final metrics (the runs that finished), and evaluates every seed of the
+# chosen learning rate: the replicates are replicates of one configuration, so the interval across
+# them measures seed-to-seed variation alone (a per-seed choice would mix in the selection's noise
+# and could compare different learning rates as if they were one model).
+SELECTION_RULES = ("val/acc", "train/loss", "all")
+RULE_TEXT = {
+    "val/acc": "highest val/acc, ties broken by lowest val/loss",
+    "train/loss": "lowest final train/loss, ties to the smaller learning rate (the original's rule, which read "
+                  "the last training loss from the log)",
+    "all": "every learning rate is evaluated (no selection)",
+}
 
 
 class SpecError(ValueError):
@@ -71,7 +90,7 @@ class StageResources:
 
 @dataclass(frozen=True)
 class TrainRun:
-    """One training job: a model of the sweep at one learning rate."""
+    """One training job: a model of the sweep at one learning rate and one seed."""
 
     model: str
     config: TrainConfig
@@ -79,6 +98,10 @@ class TrainRun:
     @property
     def hash(self) -> str:
         return config_hash(self.config)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
 
     @property
     def dir(self) -> str:
@@ -94,6 +117,7 @@ class EvalRun:
     learning_rate: float
     condition: Condition
     test_images: int
+    seed: int = 0  # the trained run's seed (part of its model_hash already)
 
     @property
     def hash(self) -> str:
@@ -106,14 +130,18 @@ class EvalRun:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """One experiment: models x learning rates, selection, evaluation grid, per-stage resources."""
+    """One experiment: models x learning rates x seeds, selection, evaluation grid, claims, per-stage
+    resources."""
 
     name: str
     models: tuple[tuple[str, TrainConfig], ...]  # (display name, config); the learning rate is the sweep's
     learning_rates: tuple[float, ...]
     grid: EvalGrid
-    selection: str = "val/acc"  # highest final validation accuracy, ties by lowest validation loss
+    selection: str = "val/acc"  # one of SELECTION_RULES (see RULE_TEXT), on the mean over seeds
+    seeds: tuple[int, ...] = (0,)  # replicates: seeds of the initial weights and the batch order
+    data_seed: int | None = 0  # seed of the training positions, shared by the replicates; None: each its own
     figures: FigureSpec = field(default_factory=FigureSpec)
+    claims: tuple[Claim, ...] = ()  # what the experiment tests (results.findings): findings.md
     resources: StageResources = field(default_factory=StageResources)
     source: SourceConfig = field(default_factory=SourceConfig)
     conditions_per_job: int = 1
@@ -137,6 +165,16 @@ class SweepSpec:
             raise SpecError(f"learning rates repeat: {self.learning_rates}")
         if self.selection not in SELECTION_RULES:
             raise SpecError(f"selection {self.selection!r} is not one of {', '.join(SELECTION_RULES)}")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise SpecError(f"seeds must be integers >= 0, at least one, got {self.seeds}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise SpecError(f"seeds repeat: {self.seeds}")
+        if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int)
+                                           or self.data_seed < 0):
+            raise SpecError(f"data_seed must be an integer >= 0 or None, got {self.data_seed!r}")
+        claim_names = [c.name for c in self.claims]
+        if len(set(claim_names)) != len(claim_names):
+            raise SpecError(f"claim names repeat: {claim_names}")
         if self.conditions_per_job < 1:
             raise SpecError(f"conditions_per_job must be >= 1, got {self.conditions_per_job}")
         if self.grid.test_images < 0:
@@ -150,8 +188,12 @@ class SweepSpec:
 
     # ------------------------------------------------------------------ derived plans
     def train_runs(self) -> list[TrainRun]:
-        return [TrainRun(name, replace(cfg, learning_rate=lr)) for name, cfg in self.models
-                for lr in self.learning_rates]
+        """Every (model, learning rate, seed). Replicates share the training positions of data_seed
+        (one training dataset) unless data_seed is None; seed 0 with data_seed 0 is the run of a
+        sweep without replicates (same identity)."""
+        return [TrainRun(name, replace(cfg, learning_rate=lr, seed=seed,
+                                       data_seed=seed if self.data_seed is None else self.data_seed))
+                for name, cfg in self.models for lr in self.learning_rates for seed in self.seeds]
 
     def datasets(self) -> list[DatasetSpec]:
         """The training and validation datasets of every run, each once."""
@@ -169,11 +211,55 @@ class SweepSpec:
 
     def eval_runs(self, selected: Iterable[tuple[str, str, float]]) -> list[EvalRun]:
         """Eval jobs for the selected (model name, train hash, learning rate) triples."""
-        return [EvalRun(name, h, lr, cond, self.grid.test_images)
+        seeds = {r.hash: r.seed for r in self.train_runs()}
+        return [EvalRun(name, h, lr, cond, self.grid.test_images, seeds.get(h, 0))
                 for name, h, lr in selected for cond in self.conditions(name)[0]]
+
+    @property
+    def rule_text(self) -> str:
+        """The selection rule in words (selection.json, --dry-run)."""
+        text = RULE_TEXT[self.selection]
+        if len(self.seeds) > 1 and self.selection != "all":
+            text += f", on the mean over seeds {list(self.seeds)}"
+        return text
 
     def to_json(self) -> dict:
         return to_jsonable(self)
+
+
+def _mean(values: Sequence[Any]) -> float:
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def choose(rule: str, candidates: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[dict[str, Any]]]:
+    """The learning rates a rule chooses among one model's candidates, and each learning rate's score.
+
+    A candidate is a dict with learning_rate, seed, state and the final metrics (train/loss, val/acc,
+    val/loss; None or NaN when unknown). Only finished runs ("done") count; a learning rate's score
+    is the mean of its finished seeds' metrics (a diverged run's NaN is left out of the mean, and a
+    learning rate with no finite score is not eligible). val/acc: the highest mean val/acc, ties by
+    the lowest mean val/loss, then the smaller learning rate. train/loss: the lowest mean train/loss,
+    ties to the smaller learning rate. all: every learning rate with a finished run."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"selection rule {rule!r} is not one of {', '.join(SELECTION_RULES)}")
+    lrs = list(dict.fromkeys(float(c["learning_rate"]) for c in candidates))
+    scores = []
+    for lr in lrs:
+        done = [c for c in candidates if float(c["learning_rate"]) == lr and c.get("state") == "done"]
+        scores.append({"learning_rate": lr, "seeds_done": sorted(int(c.get("seed", 0)) for c in done),
+                       **{k: _mean([c.get(k) for c in done]) for k in ("train/loss", "val/loss", "val/acc")}})
+    if rule == "all":
+        return [s["learning_rate"] for s in scores if s["seeds_done"]], scores
+    if rule == "val/acc":
+        ok = [s for s in scores if math.isfinite(s["val/acc"])]
+        key = lambda s: (-s["val/acc"], s["val/loss"] if math.isfinite(s["val/loss"]) else math.inf,  # noqa: E731
+                         s["learning_rate"])
+    else:
+        ok = [s for s in scores if math.isfinite(s["train/loss"])]
+        key = lambda s: (s["train/loss"], s["learning_rate"])  # noqa: E731
+    return ([min(ok, key=key)["learning_rate"]] if ok else []), scores
 
 
 def override_resources(res: Resources, **changes) -> Resources:

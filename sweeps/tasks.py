@@ -16,7 +16,7 @@ from filelock import FileLock
 
 from cluster.runs import read_result, write_error, write_result
 from ecc import datasets
-from ecc.evaluate import Condition, Evaluator
+from ecc.evaluate import HITS, Condition, Evaluator
 from ecc.sources import SourceConfig
 from ecc.train import RunOptions, TrainConfig, train
 
@@ -55,7 +55,7 @@ def eval_chunk(model_dir: str, items: Sequence[tuple[Condition, str]], test_imag
                 done += 1
                 continue
             try:
-                result = evaluator(condition, test_images=test_images)
+                result = evaluator(condition, test_images=test_images, hits_out=run / HITS)
             except Exception as e:  # recorded per condition; the chunk goes on
                 logger.exception("condition %s failed", condition)
                 write_error(run, e)

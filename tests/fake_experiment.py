@@ -3,6 +3,9 @@ layout (docs/architecture.md), for the results tests and the notebook's stored o
 
 Accuracies come from a made-up crowding-like function (not from any model): they only have to look
 plausible and be known exactly. Helpers break single runs afterwards (failed, missing, corrupt).
+With `seeds`, every training run is replicated; with `per_image`, every evaluation keeps which test
+images it got right (correct.npy), drawn so that two conditions are correlated image by image (as
+two conditions on the same digits are) and each condition's expected accuracy is the synthetic one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from cluster.runs import record_submission, write_error, write_result
 from ecc.atomic import append_jsonl, atomic_write_json
+from ecc.evaluate import HITS, write_hits
 from ecc.identity import digest, to_jsonable
 from ecc.model import ModelConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
@@ -104,7 +108,7 @@ def synthetic_accuracy(cond: dict[str, Any], model: FakeModel, chance: float = 0
     return chance + (base - chance) * (1 - hit)
 
 
-def train_config(model: FakeModel, learning_rate: float, epochs: int) -> dict[str, Any]:
+def train_config(model: FakeModel, learning_rate: float, epochs: int, seed: int = 0) -> dict[str, Any]:
     """A TrainConfig as JSON (docs/architecture.md: stimulus, model, then the training fields)."""
     return {
         "stimulus": to_jsonable(StimulusConfig(num_scales=int(model.pm.split("-")[0]))),
@@ -112,14 +116,15 @@ def train_config(model: FakeModel, learning_rate: float, epochs: int) -> dict[st
         "random_shifts": True, "target_ecc": 0.0, "flanker_type": 0, "flanker_ecc": 0.0,
         "flanker_dset": "MNIST", "contrast_norm": model.contrast_norm, "place": "None",
         "validation_size": 5000, "train_images": 0, "learning_rate": learning_rate,
-        "num_epochs": epochs, "batch_size": 128, "seed": 0,
+        "num_epochs": epochs, "batch_size": 128, "seed": seed,
     }
 
 
 def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGrid = FakeGrid(),
                           models: Sequence[FakeModel] = DEFAULT_MODELS,
                           learning_rates: Sequence[float] = (0.1, 0.01, 0.001), n_images: int = 4926,
-                          epochs: int = 5, seed: int = 0) -> FakeExperiment:
+                          epochs: int = 5, seed: int = 0, seeds: Sequence[int] = (0,),
+                          per_image: bool = False) -> FakeExperiment:
     """Write a complete, all-done experiment folder `root/name` and return it with its plan."""
     exp = Path(root) / name
     if exp.exists():
@@ -132,16 +137,16 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
     job = 1000
     for model in models:
         candidates = []
-        for lr in learning_rates:
-            cfg = train_config(model, lr, epochs)
+        for lr, run_seed in ((lr, sd) for lr in learning_rates for sd in seeds):
+            cfg = train_config(model, lr, epochs, run_seed)
             h = digest(cfg)
             run = exp / "train" / h
             atomic_write_json(run / "config.json", cfg)
             record_submission(run, executor="local", job_id=str(job), stage="train")
             job += 1
             plan["train"].append({"hash": h, "dir": f"train/{h}", "model": model.name, "learning_rate": lr,
-                                  "config": cfg})
-            cand = {"hash": h, "learning_rate": lr, "state": "done", "error": ""}
+                                  "seed": run_seed, "config": cfg})
+            cand = {"hash": h, "learning_rate": lr, "seed": run_seed, "state": "done", "error": ""}
             if model.train_fails:
                 write_error(run, message=f"CUDA out of memory (lr {lr})", kind="RuntimeError")
                 cand.update(state="failed", error=f"RuntimeError: CUDA out of memory (lr {lr})")
@@ -164,25 +169,38 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
             candidates.append(cand)
         done = [c for c in candidates if c["state"] == "done"]
         best = max(done, key=lambda c: (c["val/acc"], -c["val/loss"])) if done else None
+        chosen = [c for c in done if best and c["learning_rate"] == best["learning_rate"]]
         selection["models"].append({"model": model.name, "chosen": best["hash"] if best else None,
                                     "learning_rate": best["learning_rate"] if best else None,
+                                    "chosen_runs": [{k: c[k] for k in ("hash", "learning_rate", "seed")}
+                                                    for c in chosen],
                                     "candidates": candidates})
-        if best is None:
-            continue
-        for cond in grid_conditions(grid, StimulusConfig()):
-            h = digest({"model": best["hash"], "condition": cond})
-            run = exp / "eval" / h
-            atomic_write_json(run / "config.json", {"model_hash": best["hash"], "condition": cond})
-            record_submission(run, executor="local", job_id=str(job), stage="eval")
-            job += 1
-            acc = synthetic_accuracy(cond, model)
-            k = int(rng.binomial(n_images, acc))
-            write_result(run, {"kind": "eval", "hash": h, "model_hash": best["hash"], "condition": cond,
-                               "n_images": n_images, "n_correct": k, "accuracy": round(k / n_images, 4),
-                               "wall_time_s": 1.0})
-            fake.accuracy[h] = acc
-            plan["eval"].append({"hash": h, "dir": f"eval/{h}", "model": model.name, "model_hash": best["hash"],
-                                 "learning_rate": best["learning_rate"], "condition": cond})
+        for run in chosen:
+            shared = np.random.default_rng([seed, run["seed"], len(plan["eval"])]).random(n_images)
+            for cond in grid_conditions(grid, StimulusConfig()):
+                h = digest({"model": run["hash"], "condition": cond})
+                path = exp / "eval" / h
+                atomic_write_json(path / "config.json", {"model_hash": run["hash"], "condition": cond})
+                record_submission(path, executor="local", job_id=str(job), stage="eval")
+                job += 1
+                acc = synthetic_accuracy(cond, model)
+                result = {"kind": "eval", "hash": h, "model_hash": run["hash"], "condition": cond,
+                          "n_images": n_images, "wall_time_s": 1.0}
+                if per_image:
+                    # Half of the images share one draw across conditions (paired), half draw afresh.
+                    u = np.where(rng.random(n_images) < 0.5, shared, rng.random(n_images))
+                    hits = u < acc
+                    k = int(hits.sum())
+                    write_hits(path / HITS, hits)
+                    result["per_image"] = {"file": HITS, "n": n_images, "test_images": {
+                        "split": "test", "parity": "even", "first": n_images, "labels_sha1": "fake"}}
+                else:
+                    k = int(rng.binomial(n_images, acc))
+                result.update(n_correct=k, accuracy=round(k / n_images, 4))
+                write_result(path, result)
+                fake.accuracy[h] = acc
+                plan["eval"].append({"hash": h, "dir": f"eval/{h}", "model": model.name, "model_hash": run["hash"],
+                                     "learning_rate": run["learning_rate"], "seed": run["seed"], "condition": cond})
     atomic_write_json(exp / "plan.json", plan)
     atomic_write_json(exp / "selection.json", selection)
     return fake

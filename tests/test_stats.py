@@ -1,0 +1,257 @@
+"""Statistics and findings: the summary over seeds, paired comparisons against values computed by
+hand, and the findings report on fake experiments whose effects are known."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_experiment import FakeGrid, FakeModel, synthetic_accuracy, write_fake_experiment
+
+from results import findings, stats, table
+from results.findings import Claim, Term
+from sweeps import demo
+
+Z = 1.959963984540054
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z / (1 + Z * Z / n) * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return centre - half, centre + half
+
+
+# ------------------------------------------------------------------ across seeds
+def test_t_interval_by_hand() -> None:
+    mean, lo, hi = stats.t_interval([0.80, 0.86, 0.83])
+    sd = math.sqrt(((0.80 - 0.83) ** 2 + (0.86 - 0.83) ** 2 + 0) / 2)  # 0.03
+    half = 4.302652729911275 * sd / math.sqrt(3)  # t(0.975, 2)
+    assert (mean, lo, hi) == pytest.approx((0.83, 0.83 - half, 0.83 + half))
+    assert math.isnan(stats.t_interval([0.8])[1]) and stats.t_interval([0.8])[0] == 0.8
+
+
+def results_rows(accs: dict[int, tuple[int, int]], label: str = "a", state: dict[int, str] | None = None) -> list[dict]:
+    rows = []
+    for seed, (k, n) in accs.items():
+        s = (state or {}).get(seed, "done")
+        rows.append({"experiment": "e", "model": "m", "model_hash": f"h{seed}", "learning_rate": 0.1, "seed": seed,
+                     "flanker_type": 0 if label == "a" else 2, "label": label, "target_ecc": 0.0,
+                     "flanker_ecc": math.nan if label == "a" else 120.0, "spacing": math.nan if label == "a" else 120.0,
+                     "flanker_dset": "MNIST", "n_images": n if s == "done" else None,
+                     "n_correct": k if s == "done" else None, "accuracy": k / n if s == "done" else math.nan,
+                     "state": s})
+    return rows
+
+
+def test_summary_table_mean_seed_interval_and_pooled_wilson_by_hand() -> None:
+    rows = results_rows({0: (80, 100), 1: (86, 100), 2: (83, 100)})
+    rows += results_rows({0: (50, 100), 1: (60, 100), 2: (0, 100)}, label="xax", state={2: "failed"})
+    s = stats.summary_table(pd.DataFrame(rows))
+    a, xax = s.iloc[0], s.iloc[1]
+    assert (a["label"], a["seeds_done"], a["seeds"], a["n_images"], a["n_correct"]) == ("a", 3, "0,1,2", 300, 249)
+    assert a["mean_accuracy"] == pytest.approx(0.83) and a["pooled_accuracy"] == pytest.approx(0.83)
+    half = 4.302652729911275 * 0.03 / math.sqrt(3)
+    assert (a["seed_ci_low"], a["seed_ci_high"]) == pytest.approx((0.83 - half, 0.83 + half))
+    assert (a["ci_low"], a["ci_high"]) == pytest.approx(wilson(249, 300))
+    # A failed seed is planned but not done: the mean is over the done ones.
+    assert (xax["seeds_planned"], xax["seeds_done"], xax["n_images"]) == (3, 2, 200)
+    assert xax["mean_accuracy"] == pytest.approx(0.55) and xax["sd_accuracy"] == pytest.approx(math.sqrt(0.005))
+
+
+def test_figure_table_draws_the_mean_and_the_interval_across_seeds() -> None:
+    one = pd.DataFrame(results_rows({0: (80, 100)}))
+    assert stats.figure_table(one) is one  # one seed: the table as it is (Wilson intervals)
+    t = stats.figure_table(pd.DataFrame(results_rows({0: (80, 100), 1: (86, 100), 2: (83, 100)})))
+    assert len(t) == 1 and t.iloc[0]["model_hash"] == "h0+h1+h2"
+    half = 4.302652729911275 * 0.03 / math.sqrt(3)
+    assert (t.iloc[0]["accuracy"], t.iloc[0]["ci_low"], t.iloc[0]["ci_high"]) == \
+        pytest.approx((0.83, 0.83 - half, 0.83 + half))
+
+
+# ------------------------------------------------------------------ paired comparisons
+def test_newcombe_paired_interval_by_hand() -> None:
+    # 2x2 table of 50 images: both right 36, only A 12, only B 2, neither 0 (Newcombe 1998's example).
+    a, b, c, d = 36, 12, 2, 0
+    n = 50
+    p1, p2 = 48 / 50, 38 / 50
+    l1, u1 = wilson(48, 50)
+    l2, u2 = wilson(38, 50)
+    phi = (a * d - b * c) / math.sqrt((a + b) * (c + d) * (a + c) * (b + d))
+    lo = (p1 - p2) - math.sqrt((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2)
+    hi = (p1 - p2) + math.sqrt((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2)
+    assert stats.newcombe_paired(a, b, c, d) == pytest.approx((0.2, lo, hi))
+    assert (round(lo, 4), round(hi, 4)) == (0.0569, 0.3404)
+    assert n == a + b + c + d
+
+
+def test_exact_mcnemar_by_hand() -> None:
+    # 12 vs 2 discordant images: p = 2 * P(X <= 2), X ~ Binomial(14, 1/2) = 2 * (1 + 14 + 91) / 2^14
+    assert stats.mcnemar_exact(12, 2) == pytest.approx(2 * (1 + 14 + 91) / 2 ** 14)
+    assert stats.mcnemar_exact(2, 12) == stats.mcnemar_exact(12, 2)
+    assert stats.mcnemar_exact(0, 0) == 1.0
+
+
+def test_paired_difference_one_seed_uses_the_2x2_table() -> None:
+    a = np.array([1] * 36 + [1] * 12 + [0] * 2, dtype=bool)
+    b = np.array([1] * 36 + [0] * 12 + [1] * 2, dtype=bool)
+    c = stats.paired_difference(a, b)
+    assert (c.a_only, c.b_only, c.n_images, c.n_seeds) == (12, 2, 50, 1)
+    assert (c.difference, c.low, c.high) == pytest.approx(stats.newcombe_paired(36, 12, 2, 0))
+    assert c.p_value == pytest.approx(stats.mcnemar_exact(12, 2)) and "McNemar" in c.method
+
+
+def test_paired_bootstrap_over_seeds_and_images() -> None:
+    rng = np.random.default_rng(1)
+    n = 2000
+    base = rng.random((3, n))
+    a, b = base < 0.8, base < 0.7  # A right whenever B is: a paired difference of ~0.1 per seed
+    c = stats.paired_difference(a, b)
+    assert c.difference == pytest.approx(a.mean() - b.mean())
+    assert c.n_seeds == 3 and "bootstrap" in c.method
+    assert c.low < c.difference < c.high and c.low > 0.07 and c.high < 0.13
+    # Paired, one seed's interval is much narrower than treating A and B as independent samples.
+    p1, p2 = a[0].mean(), b[0].mean()
+    _, lo, hi = stats.bootstrap_mean(a[0].astype(float) - b[0].astype(float))
+    assert hi - lo < 0.7 * 2 * Z * math.sqrt(p1 * (1 - p1) / n + p2 * (1 - p2) / n)
+    # Resampling the seeds too adds their spread: never narrower than one seed's image-level interval
+    # of the same total size (conservative: the seeds' means already hold image noise).
+    assert c.high - c.low >= (hi - lo) / math.sqrt(3) * 0.9
+    # A constant per-image effect has a zero-width interval at that constant.
+    assert stats.bootstrap_mean(np.full((2, 10), 0.25)) == pytest.approx((0.25, 0.25, 0.25))
+    with pytest.raises(ValueError, match="same shape"):
+        stats.paired_difference(a, b[:2])
+
+
+# ------------------------------------------------------------------ findings
+GRID = FakeGrid(target_eccs=(0.0, 120.0, 240.0, 720.0), flanker_eccs=(0.0, 120.0, 240.0, 360.0, 600.0, 840.0))
+MODEL = FakeModel("None", robustness=0.35)
+# Far target 240: the fake's drop a - xax is 21 points larger there than at the centre. (At 720 its
+# unflanked accuracy is near chance, so its drop is smaller than at the centre: -1.6 points.)
+CLAIMS = demo.claims(demo.FigureSpec(spacings=(120, 240), center_target=0, far_target=240))
+AT_720 = demo.claims(demo.FigureSpec(spacings=(120, 240), center_target=0, far_target=720))[1]
+
+
+def known_effect(claim: Claim, xs: list[float]) -> float:
+    """The claim's effect from the synthetic accuracies (what the fake experiment was drawn from)."""
+    total = 0.0
+    for x in xs:
+        for t in claim.terms:
+            te = t.target_ecc if t.target_ecc is not None else x
+            fe = None if t.spacing is None else te - t.spacing if t.label == "xa" else te + t.spacing
+            cond = {"target_ecc": te, "flanker_ecc": fe, "flanker_type": {"a": 0, "xa": 1, "ax": 1, "xax": 2}[t.label]}
+            total += t.weight * synthetic_accuracy(cond, MODEL)
+    return total / len(xs)
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_findings_on_a_fake_experiment_with_known_effects(tmp_path: Path, seeds: tuple[int, ...]) -> None:
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=1500,
+                                 seeds=seeds, per_image=True)
+    df = table.collect(fake.path)
+    reverse = Claim("flankers help", "Two flankers raise accuracy (false here).", (Term("xax", 120.0), Term("a", weight=-1)))
+    single = Claim("one pair", "a beats xax at 720.", (Term("a", target_ecc=720.0), Term("xax", 120.0, weight=-1,
+                                                                                     target_ecc=720.0)))
+    at_720 = Claim("robust at the centre, 720", AT_720.statement, AT_720.terms)
+    paths = findings.write(fake.path, df, (*CLAIMS, reverse, single, at_720), "fake")
+    out = pd.read_csv(fake.path / "findings.csv", dtype={"seeds": str, "target_eccs": str}).set_index("claim")
+    assert [p.name for p in paths] == ["findings.md", "findings.csv"]
+
+    crowd = out.loc["crowding"]
+    assert crowd["target_eccs"] == "0,120,240,720" and crowd["seeds"] == ",".join(map(str, seeds))
+    assert crowd["effect"] == pytest.approx(known_effect(CLAIMS[0], [0, 120, 240, 720]), abs=0.03)
+    assert crowd["ci_low"] > 0 and crowd["verdict"] == "supported"
+    robust = out.loc["robust at the centre"]
+    assert robust["effect"] == pytest.approx(known_effect(CLAIMS[1], [0]), abs=0.04)
+    assert robust["verdict"] == "supported"
+    far = out.loc["robust at the centre, 720"]
+    assert far["effect"] == pytest.approx(known_effect(AT_720, [0]), abs=0.04) and far["verdict"] == "inconclusive"
+    # The fake has no inner/outer asymmetry (xa and ax are drawn from the same accuracy): the effect
+    # is 0 up to noise and the interval says so.
+    inner = out.loc["inner flanker worse"]
+    assert known_effect(CLAIMS[2], [120, 240, 720]) == 0.0
+    assert inner["target_eccs"] == "120,240,720" and inner["ci_low"] < 0 < inner["ci_high"]
+    assert inner["verdict"] == "inconclusive"
+    assert out.loc["flankers help", "verdict"] == "contradicted"
+    assert out.loc["flankers help", "effect"] == pytest.approx(-crowd["effect"])
+    one = out.loc["one pair"]
+    if len(seeds) == 1:  # two conditions, one seed: Newcombe's interval and the exact McNemar p
+        assert "McNemar" in one["method"] and one["p_value"] < 1e-6
+    else:
+        assert "bootstrap over 3 seed(s)" in one["method"] and math.isnan(one["p_value"])
+    md = (fake.path / "findings.md").read_text()
+    assert "| crowding | 11-1-1-1-1_total_pool_contrast_None | 0.01 |" in md and "**supported**" in md
+    assert "**inconclusive**" in md and "**contradicted**" in md
+
+
+def test_findings_without_per_image_records_fall_back_to_counts(tmp_path: Path) -> None:
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=1500)
+    out = findings.findings(fake.path, table.collect(fake.path), CLAIMS[:1])
+    row = out.iloc[0]
+    assert "no per-image record" in row["method"] and row["verdict"] == "supported"
+    assert row["effect"] == pytest.approx(known_effect(CLAIMS[0], [0, 120, 240, 720]), abs=0.03)
+
+
+def test_a_claim_without_data_is_inconclusive_with_a_note(tmp_path: Path) -> None:
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=100,
+                                 per_image=True)
+    far = Claim("far", "at 9000", (Term("a", target_ecc=9000.0), Term("xax", 120.0, weight=-1, target_ecc=9000.0)))
+    row = findings.findings(fake.path, table.collect(fake.path), (far,)).iloc[0]
+    assert row["verdict"] == "inconclusive" and "no seed" in row["note"]
+    with pytest.raises(ValueError, match="a spacing is needed"):
+        Term("xax")
+
+
+def test_the_readme_example_of_replicates_and_claims_runs(capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "Claim(" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == \
+        "9 ['crowding', 'robust at the centre', 'inner flanker worse', 'two flankers worse than one']"
+
+
+def test_launch_report_writes_summary_and_findings(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from results import plots
+    from sweeps import launch
+
+    drawn: list[pd.DataFrame] = []
+    monkeypatch.setattr(plots, "draw_all", lambda exp, t, *a, **k: drawn.append(t) or [])  # minutes to draw
+    fake = write_fake_experiment(tmp_path, name="demo", grid=GRID, models=(MODEL,), learning_rates=(0.01,),
+                                 n_images=300, seeds=(0, 1), per_image=True)
+    assert launch.main(["demo", "--report", "--out", str(tmp_path)]) == 0
+    assert "findings.md" in capsys.readouterr().out
+    found = pd.read_csv(fake.path / "findings.csv").set_index("claim")
+    assert list(found.index) == ["crowding", "robust at the centre", "inner flanker worse"]  # the demo's claims
+    assert found.loc["crowding", "verdict"] == "supported"
+    summary = pd.read_parquet(fake.path / "summary.parquet")
+    assert set(summary["seeds_done"]) == {2} and len(summary) == len(fake.plan["eval"]) // 2
+    # The figures get the mean over the two seeds per condition, not one row per seed.
+    assert len(drawn[0]) == len(summary) and drawn[0]["model_hash"].str.contains("+", regex=False).all()
+
+
+def test_the_interval_across_seeds_stays_within_0_and_1() -> None:
+    s = stats.summary_table(pd.DataFrame(results_rows({0: (98, 100), 1: (100, 100), 2: (90, 100)})))
+    _, lo, hi = stats.t_interval([0.98, 1.0, 0.9])
+    assert hi > 1 and s.iloc[0]["seed_ci_high"] == 1.0 and s.iloc[0]["seed_ci_low"] == pytest.approx(lo)
+
+
+@pytest.mark.slow
+def test_the_figures_of_several_seeds_draw_the_mean_and_the_interval_across_seeds(tmp_path: Path) -> None:
+    from results import plots
+
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=200,
+                                 seeds=(0, 1, 2), per_image=True)
+    df = table.collect(fake.path)
+    drawn = stats.figure_table(df)
+    fig = plots.spacing_figure(drawn, MODEL.name, 120.0)
+    line = next(ln for ln in fig.axes[0].lines if ln.get_gid() == "a")
+    means = df[df["label"] == "a"].groupby("target_ecc")["accuracy"].mean()
+    assert np.allclose(line.get_ydata(), means.to_numpy())  # the mean over the 3 seeds, not one seed
+    paths = plots.draw_all(fake.path, drawn, table.selection_table(fake.path), formats=("png",))
+    assert {p.stem for p in paths} >= {"spacing_120", "target_0", "target_720", "heatmap", "training"}
