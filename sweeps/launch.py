@@ -6,7 +6,9 @@
     python -m sweeps.launch demo --status          # per stage: done, running, pending, failed
     python -m sweeps.launch demo --report          # redraw the figures from the results table
 
-A sweep NAME is a module sweeps/NAME.py with a function `sweep(quick: bool) -> SweepSpec`.
+A sweep NAME is a module sweeps/NAME.py with a function `sweep(quick: bool) -> SweepSpec`; a file
+path/to/my_sweep.py or an importable module package.module with that function works the same way
+(the experiment folder is named by the spec's name).
 Relaunching the same command submits nothing that is done, reruns what failed or is missing
 (--retry-failed=false keeps failures), re-attaches to jobs still running, and continues.
 Exit status: 0 all done, 1 some jobs failed (they are rows in the results table), 2 usage error,
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import logging
 import os
 import pkgutil
@@ -28,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.executors import KINDS
+from cluster.resources import split_sbatch
 from ecc import sources
 from ecc.cli import Parser, add_arguments, arg, from_namespace
 
 from .spec import SpecError, StageResources, SweepSpec, override_resources
 
-NOT_SWEEPS = {"spec", "pipeline", "launch", "tasks", "__main__"}
+NOT_SWEEPS = {"spec", "pipeline", "launch", "tasks", "control", "driver", "__main__"}
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class LaunchConfig:
             raise ValueError("use at most one of --status, --dry-run, --report")
 
     def resources(self, base: StageResources) -> StageResources:
-        extra = tuple(self.sbatch.split()) if self.sbatch else None
+        extra = split_sbatch(self.sbatch) or None
         everywhere = dict(partition=self.partition, time_min=self.time, array_parallelism=self.array_parallelism)
         compute = dict(gpus=self.gpus, cpus=self.cpus, mem_gb=self.mem)
 
@@ -87,6 +91,46 @@ class LaunchConfig:
         return StageResources(datasets=apply(base.datasets, **everywhere),
                               train=apply(base.train, **everywhere, **compute),
                               eval=apply(base.eval, **everywhere, **compute))
+
+
+def load_sweep(name: str) -> Callable[[bool], SweepSpec]:
+    """The `sweep(quick)` function a launch names: a built-in NAME (sweeps/NAME.py), a file
+    path/to/my_sweep.py, or an importable module package.module. Raises ValueError naming the choices."""
+    builtin = available_sweeps()
+    if name in builtin:
+        return builtin[name]
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ValueError(f"sweep file {name!r} does not exist")
+        module_name = f"_sweep_file_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"sweep file {name!r} cannot be imported (a Python file with sweep(quick) is needed)")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses defined in the file need their module registered
+        spec.loader.exec_module(module)
+    elif "." in name:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # `python -m` puts the working folder first; a driver job too
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            raise ValueError(f"sweep module {name!r} cannot be imported: {e}") from None
+    else:
+        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sorted(builtin))}, "
+                         "or a file path/to/sweep.py, or a module package.module")
+    fn = getattr(module, "sweep", None)
+    if not callable(fn):
+        raise ValueError(f"{name!r} has no function sweep(quick: bool) -> SweepSpec")
+    return fn
+
+
+def sweep_reference(name: str) -> str:
+    """The sweep name as another process (a detached driver) must see it: a file path made absolute."""
+    if name not in available_sweeps() and (name.endswith(".py") or os.sep in name):
+        return str(Path(name).expanduser().resolve())
+    return name
 
 
 def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
@@ -126,12 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if cfg.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s" if cfg.verbose else "%(message)s")
 
-    sweeps = available_sweeps()
-    if ns.name is None or ns.name not in sweeps:
-        what = "no sweep given" if ns.name is None else f"unknown sweep {ns.name!r}"
-        parser.error(f"{what}; available: {', '.join(sorted(sweeps))}")
+    if ns.name is None:
+        parser.error(f"no sweep given; available: {', '.join(sorted(available_sweeps()))}")
     try:
-        spec = sweeps[ns.name](cfg.quick)
+        spec = load_sweep(ns.name)(cfg.quick)
+        if not isinstance(spec, SweepSpec):
+            raise ValueError(f"sweep({cfg.quick}) of {ns.name!r} returned {type(spec).__name__}, not a SweepSpec")
         if cfg.conditions_per_job:
             spec = dataclasses.replace(spec, conditions_per_job=cfg.conditions_per_job)
         resources = cfg.resources(spec.resources)

@@ -75,7 +75,8 @@ def test_an_unknown_sweep_lists_the_available_ones() -> None:
     proc = cli("nope", "--dry-run")
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "python -m sweeps.launch: error: unknown sweep 'nope'; available: demo, smoke (see --help)"]
+        "python -m sweeps.launch: error: unknown sweep 'nope'; available: demo, smoke, or a file "
+        "path/to/sweep.py, or a module package.module (see --help)"]
     assert proc.stdout == ""
 
 
