@@ -204,8 +204,9 @@ def test_status_lists_failures_and_lost_results(copy: Path, capsys: pytest.Captu
     assert launch.main(["smoke", "--status", "--executor", "debug", "--out", str(copy.parent)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "eval       24 jobs: 22 done, 1 failed, 1 missing"
-    assert len(lines) == 4 and lines[3].startswith("    failed: ")
+    assert len(lines) == 5 and lines[3].startswith("    failed: ")
     assert lines[3].endswith(": ValueError: the last line")
+    assert lines[4] == f"        logs: none (see {failed / 'error.json'})"  # debug jobs have no log files
 
 
 # ------------------------------------------------------------------ --report
