@@ -91,8 +91,7 @@ def cancel_command(jobs: Sequence[ActiveJob]) -> str:
 def orphans(pipeline: Pipeline, active: Sequence[ActiveJob] | None = None) -> list[ActiveJob]:
     """Jobs the scheduler still runs for run folders that the current plan no longer has (the spec
     was edited: another learning rate, grid, model...)."""
-    planned = {u.run_dir for u in [*pipeline.dataset_units(), *pipeline.train_units(),
-                                   *pipeline.eval_units(pipeline.earlier_selection())]}
+    planned = {u.run_dir for _, units in pipeline.planned() for u in units}
     jobs = active_jobs(pipeline.exp) if active is None else active
     return [j for j in jobs if j.run_dir not in planned]
 
@@ -179,9 +178,7 @@ def status_lines(pipeline: Pipeline) -> list[str]:
     from .pipeline import REQUIRED
 
     lines = []
-    stages = (("datasets", pipeline.dataset_units()), ("train", pipeline.train_units()),
-              ("eval", pipeline.eval_units(pipeline.earlier_selection())))
-    for stage, units in stages:
+    for stage, units in pipeline.planned():
         states = pipeline.states(units, REQUIRED.get(stage, ()))
         report = pipeline.report(stage, units, states)
         lines.append(report.line())
@@ -202,7 +199,7 @@ def status_lines(pipeline: Pipeline) -> list[str]:
 
 def find_units(pipeline: Pipeline, key: str) -> list[Unit]:
     """The planned runs a --logs argument names: a label exactly, else a run folder name prefix."""
-    units = [*pipeline.dataset_units(), *pipeline.train_units(), *pipeline.eval_units(pipeline.earlier_selection())]
+    units = [u for _, stage_units in pipeline.planned() for u in stage_units]
     exact = [u for u in units if u.label == key]
     return exact or [u for u in units if key and u.run_dir.name.startswith(key)]
 

@@ -353,10 +353,14 @@ class Pipeline:
                 rep.failed.append((u.label, s.error))
         return rep
 
+    def planned(self) -> list[tuple[str, list[Unit]]]:
+        """Each stage's run folders as planned now (eval: for the last selection)."""
+        return [("datasets", self.dataset_units()), ("train", self.train_units()),
+                ("eval", self.eval_units(self.earlier_selection()))]
+
     def status(self) -> list[StageReport]:
         """Per stage: pending, running, done, failed (with errors), from disk + batched scheduler queries."""
-        return [self.report("datasets", self.dataset_units()), self.report("train", self.train_units()),
-                self.report("eval", self.eval_units(self.earlier_selection()))]
+        return [self.report(stage, units) for stage, units in self.planned()]
 
     def earlier_selection(self) -> list[tuple[str, str, float]]:
         """The (model, train hash, learning rate) chosen by the last select stage (selection.json),
