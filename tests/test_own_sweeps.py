@@ -70,15 +70,17 @@ def test_a_spec_refuses_a_non_sequence_naming_it() -> None:
 # ------------------------------------------------------------------ file path, module
 
 
-def test_a_sweep_file_outside_the_package_launches_like_a_builtin(tmp_path: Path) -> None:
+def test_a_sweep_file_outside_the_package_launches_like_a_builtin(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "mine.py").write_text(WRAPPER.format(name="my-smoke"))
-    proc = cli(str(tmp_path / "mine.py"), "--dry-run", "--executor", "local", "--out", "exps", cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    assert "experiment folder: exps/my-smoke" in proc.stdout
-    assert "[train] 2 jobs (2 models x 1 learning rates [0.1])" in proc.stdout
+    assert launch.main([str(tmp_path / "mine.py"), "--dry-run", "--executor", "local", "--out", "exps"]) == 0
+    out = capsys.readouterr().out
+    assert "experiment folder: exps/my-smoke" in out
+    assert "[train] 2 jobs (2 models x 1 learning rates [0.1])" in out
 
 
 def test_a_sweep_module_launches_like_a_builtin(tmp_path: Path) -> None:
+    """In a fresh interpreter, as a user types it: the module is found from the working folder."""
     (tmp_path / "mylab").mkdir()
     (tmp_path / "mylab" / "__init__.py").write_text("")
     (tmp_path / "mylab" / "pooling.py").write_text(WRAPPER.format(name="lab-pooling"))
@@ -93,10 +95,15 @@ def test_a_sweep_module_launches_like_a_builtin(tmp_path: Path) -> None:
     ("no_such_pkg.mod", "sweep module 'no_such_pkg.mod' cannot be imported"),
     ("json.decoder", "'json.decoder' has no function sweep(quick: bool) -> SweepSpec"),
 ])
-def test_a_bad_sweep_reference_exits_2_naming_it(name: str, message: str, tmp_path: Path) -> None:
-    proc = cli(name, "--dry-run", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert message in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+def test_a_bad_sweep_reference_exits_2_naming_it(name: str, message: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        launch.main([name, "--dry-run"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1, err
 
 
 # ------------------------------------------------------------------ --sbatch
@@ -116,12 +123,12 @@ def test_sbatch_options_split_by_shell_rules(tmp_path: Path, capsys: pytest.Capt
 # ------------------------------------------------------------------ the README's example
 
 
-def test_the_readme_sweep_plans_and_its_spec_goes_to_json(tmp_path: Path) -> None:
+def test_the_readme_sweep_plans_and_its_spec_goes_to_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_readme_sweep(tmp_path)
-    proc = cli(str(path), "--dry-run", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "experiment folder: experiments/pooling" in proc.stdout
-    assert "[train] 6 jobs (3 models x 2 learning rates [0.1, 0.01])" in proc.stdout
+    assert launch.main([str(path), "--dry-run", "--executor", "local"]) == 0
+    out = capsys.readouterr().out
+    assert "experiment folder: experiments/pooling" in out
+    assert "[train] 6 jobs (3 models x 2 learning rates [0.1, 0.01])" in out
     spec = launch.load_sweep(str(path))(True)
     assert json.loads(json.dumps(spec.to_json()))["grid"]["target_eccs"] == [0, 40, 80]
 
