@@ -93,6 +93,13 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     return {j: states[j] for j in wanted if j in states}
 
 
+def slurm_queue() -> set[str]:
+    """The job ids squeue lists, whatever their state (completing ones too), array tasks by their
+    array's id: one squeue call; empty when squeue fails."""
+    out = _run(["squeue", "-h", "-r", "-o", "%A"])
+    return set(out.stdout.split()) if out is not None and out.returncode == 0 else set()
+
+
 def local_controller_alive(pid: int | str) -> bool:
     """True when `pid` is a live submitit local controller (pids are reused, so the command line is checked)."""
     try:

@@ -20,7 +20,7 @@ from submitit.core.utils import JobPaths
 
 from cluster import submission
 from cluster.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
-from cluster.scheduler import cancel_local_jobs
+from cluster.scheduler import cancel_local_jobs, slurm_queue
 from ecc.atomic import CorruptFileError, read_json
 from ecc.train import METRICS, PROGRESS
 
@@ -279,9 +279,3 @@ def _wait_gone(arrays: Sequence[str], wait_s: float) -> None:
             return
         time.sleep(1.0)
     logger.warning("jobs %s are still listed by squeue %.0f s after scancel", " ".join(arrays), wait_s)
-
-
-def slurm_queue() -> set[str]:
-    """The (array) job ids squeue lists, whatever their state; empty when squeue fails."""
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%A"], capture_output=True, text=True, timeout=60)
-    return set(out.stdout.split()) if out.returncode == 0 else set()

@@ -25,7 +25,7 @@ import submitit
 from cluster import executors
 from cluster.resources import Resources
 from cluster.runs import ACTIVE_STATES
-from cluster.scheduler import slurm_states
+from cluster.scheduler import slurm_queue, slurm_states
 from ecc.atomic import CorruptFileError, atomic_write_json, read_json
 
 DRIVER_JSON = "driver.json"
@@ -184,7 +184,7 @@ def cancel(exp: Path, wait_s: float = 60.0) -> list[str]:
     deadline = time.monotonic() + wait_s
     if rec["executor"] == "slurm":
         subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
-        while time.monotonic() < deadline and is_active(driver_state(rec)):
+        while time.monotonic() < deadline and job_id in slurm_queue():  # until squeue lets it go (KillWait)
             time.sleep(1.0)
     else:
         with contextlib.suppress(ProcessLookupError):
