@@ -96,7 +96,7 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
 def slurm_queue() -> set[str]:
     """The job ids squeue lists, whatever their state (completing ones too), array tasks by their
     array's id: one squeue call; empty when squeue fails."""
-    out = _run(["squeue", "-h", "-r", "-o", "%A"])
+    out = _run(["squeue", "-h", "-r", "-o", "%F"])  # %F: the array id for every task (%A is the task's own id once it runs)
     return set(out.stdout.split()) if out is not None and out.returncode == 0 else set()
 
 
