@@ -13,8 +13,11 @@ from typing import Any
 import pandas as pd
 import pytest
 from filelock import FileLock
+from helpers import wait_until
 
 from cluster import submission
+from cluster.runs import record_submission
+from cluster.scheduler import LOCAL_CONTROLLER, local_controller_alive
 from results import table
 from sweeps import launch
 
@@ -246,3 +249,23 @@ def test_a_second_launcher_exits_3_naming_the_first(copy: Path, submitted: list[
     err = capsys.readouterr().err
     assert "experiment 'smoke' is already being run by pid 4242 on elsewhere since today" in err
     assert submitted == []
+
+
+def test_a_launch_lists_orphaned_jobs_with_the_command_to_cancel_them(copy: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A job still running for a run folder that the spec no longer plans (it was edited)."""
+    orphan = copy / "train" / "0123456789ab"
+    orphan.mkdir()
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", LOCAL_CONTROLLER])
+    try:
+        wait_until(lambda: local_controller_alive(job.pid), 30, "the stand-in job")
+        record_submission(orphan, executor="local", job_id=str(job.pid), stage="train")
+        assert launch.main(["smoke", "--executor", "debug", "--out", str(copy.parent)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        i = out.index("[orphans] 1 job(s) still run for run folders the current spec no longer plans (the spec "
+                      "was edited); they are not waited for. Cancel them with:")
+        assert out[i + 1] == f"    kill -INT {job.pid}"
+        assert job.poll() is None  # listed, not touched
+    finally:
+        job.kill()
+        job.wait()
