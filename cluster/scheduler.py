@@ -50,14 +50,19 @@ def _expand(job_id: str) -> list[str]:
 def parse_states(text: str) -> dict[str, str]:
     """`ID|STATE` lines (sacct -P -n / squeue -h) -> {task id: STATE}; "CANCELLED by 0" -> CANCELLED."""
     states: dict[str, str] = {}
+    ranged: dict[str, str] = {}
     for line in text.splitlines():
         job_id, sep, state = line.strip().partition("|")
         if not sep or not job_id or "." in job_id or "+" in job_id:
             continue  # job steps (12.batch) and heterogeneous components
         state = state.split()[0].rstrip("+") if state.strip() else "UNKNOWN"
-        for task in _expand(job_id):
-            states[task] = state
-    return states
+        if _ARRAY_RANGE.match(job_id):
+            ranged.update(dict.fromkeys(_expand(job_id), state))
+        else:
+            states[job_id] = state
+    # sacct keeps a pending range ("55_[1-2%3] PENDING") beside a task that has started since
+    # ("55_1 RUNNING"): a task's own line wins, whatever the order.
+    return {**ranged, **states}
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
