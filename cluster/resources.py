@@ -32,6 +32,15 @@ _RESERVED = {
 _OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
+def split_sbatch(text: str) -> tuple[str, ...]:
+    """Extra sbatch options as typed on a command line, split by shell rules (the one place that
+    does): "qos=high constraint='a100|h100'" -> ("qos=high", "constraint=a100|h100")."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:  # an unbalanced quote
+        raise ValueError(f"extra sbatch options {text!r} cannot be split ({e}); e.g. qos=high constraint='a|b'") from None
+
+
 def _sbatch_key(key: str) -> str:
     key = key.strip().lstrip("-")
     return key if len(key) == 1 else key.replace("_", "-")
@@ -56,7 +65,7 @@ class Resources:
 
     def __post_init__(self) -> None:
         if isinstance(self.extra_sbatch, str):  # from a command line: "qos=high constraint='a|b'"
-            object.__setattr__(self, "extra_sbatch", tuple(shlex.split(self.extra_sbatch)))
+            object.__setattr__(self, "extra_sbatch", split_sbatch(self.extra_sbatch))
         if not isinstance(self.extra_sbatch, tuple):
             object.__setattr__(self, "extra_sbatch", tuple(self.extra_sbatch))
         if self.partition is not None and (not isinstance(self.partition, str) or not self.partition.strip()

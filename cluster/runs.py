@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 RESULT, ERROR, SUBMISSION, CONFIG = "result.json", "error.json", "submission.json", "config.json"
 STATES = ("done", "failed", "running", "pending", "missing")
+CANCELLED = "Cancelled"  # error.json type of a run whose job a user cancelled (--cancel): resubmitted on relaunch
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")  # 123, 123_4, a local pid, DEBUG_140..., pid-42
 
 # Scheduler states (sacct/squeue, and submitit's local states) grouped by what they mean for us.
@@ -42,6 +43,12 @@ class RunState:
     state: str            # one of STATES
     error: str = ""       # last line of the error, for failed runs
     job_id: str = ""      # scheduler job id of the last submission, if any
+    kind: str = ""        # the error's type, for failed runs
+
+    @property
+    def cancelled(self) -> bool:
+        """Failed because a user cancelled its job (not a failure of the run: a relaunch reruns it)."""
+        return self.state == "failed" and self.kind == CANCELLED
 
 
 def result_path(run_dir: Path) -> Path:
@@ -127,7 +134,7 @@ def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None,
     if sched in ACTIVE_STATES and (error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0)):
         return RunState(ACTIVE_STATES[sched], job_id=job_id)
     if error is not None:
-        return RunState("failed", error_line(error), job_id)
+        return RunState("failed", error_line(error), job_id, kind=str(error.get("type", "")))
     if sched in FAILED_STATES or sched == "COMPLETED":
         # The job ended without a result or an error of its own: killed, out of memory, node lost...
         why = f"scheduler state {sched} and no result" if sched != "COMPLETED" else "job ended without a result"

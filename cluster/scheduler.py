@@ -50,14 +50,19 @@ def _expand(job_id: str) -> list[str]:
 def parse_states(text: str) -> dict[str, str]:
     """`ID|STATE` lines (sacct -P -n / squeue -h) -> {task id: STATE}; "CANCELLED by 0" -> CANCELLED."""
     states: dict[str, str] = {}
+    ranged: dict[str, str] = {}
     for line in text.splitlines():
         job_id, sep, state = line.strip().partition("|")
         if not sep or not job_id or "." in job_id or "+" in job_id:
             continue  # job steps (12.batch) and heterogeneous components
         state = state.split()[0].rstrip("+") if state.strip() else "UNKNOWN"
-        for task in _expand(job_id):
-            states[task] = state
-    return states
+        if _ARRAY_RANGE.match(job_id):
+            ranged.update(dict.fromkeys(_expand(job_id), state))
+        else:
+            states[job_id] = state
+    # sacct keeps a pending range ("55_[1-2%3] PENDING") beside a task that has started since
+    # ("55_1 RUNNING"): a task's own line wins, whatever the order.
+    return {**ranged, **states}
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
@@ -91,6 +96,13 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
             queued = parse_states(out.stdout)
             states.update({j: queued[j] for j in missing if j in queued})
     return {j: states[j] for j in wanted if j in states}
+
+
+def slurm_queue() -> set[str]:
+    """The job ids squeue lists, whatever their state (completing ones too), array tasks by their
+    array's id: one squeue call; empty when squeue fails."""
+    out = _run(["squeue", "-h", "-r", "-o", "%F"])  # %F: the array id for every task (%A is the task's own id once it runs)
+    return set(out.stdout.split()) if out is not None and out.returncode == 0 else set()
 
 
 def local_controller_alive(pid: int | str) -> bool:

@@ -52,6 +52,7 @@ from .stimuli import (
 logger = logging.getLogger(__name__)
 
 CONFIG, RESULT, METRICS, CHECKPOINT = "config.json", "result.json", "metrics.jsonl", "checkpoint.pt"
+PROGRESS = "progress.json"  # the latest step, epoch, images/s and val/acc of a running training
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "hash", "model", "optimizer", "epoch", "batch", "step", "sums", "metrics",
                    "wall_time_s", "train_time_s", "epoch_time_s", "images")
@@ -427,10 +428,15 @@ def evaluate_set(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
 
 # -------------------------------------------------------------------------------- progress
 class _Progress:
-    """A tqdm bar on a terminal, else a line every `interval` seconds; epoch summaries either way."""
+    """A tqdm bar on a terminal, else a line every `interval` seconds; epoch summaries either way.
 
-    def __init__(self, enabled: bool, interval: float, total: int, initial: int) -> None:
-        self.enabled, self.interval = enabled, interval
+    A job's log is never a terminal, so it gets the lines: step, epoch, images/s, latest val/acc.
+    The same figures go to `path` (the run's progress.json, atomically), where a launcher's
+    --status reads them without touching the checkpoint."""
+
+    def __init__(self, enabled: bool, interval: float, total: int, initial: int,
+                 path: Path | None = None) -> None:
+        self.enabled, self.interval, self.total, self.path = enabled, interval, total, path
         self.bar = None
         self.last = time.monotonic()
         if enabled and sys.stderr.isatty():
@@ -443,14 +449,25 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(1)
             return time.monotonic() - self.last > 1.0
-        return self.enabled and time.monotonic() - self.last >= self.interval
+        return (self.enabled or self.path is not None) and time.monotonic() - self.last >= self.interval
 
-    def status(self, step: int, total: int, text: str) -> None:
+    def status(self, step: int, epoch: int, num_epochs: int, text: str, images_per_s: float,
+               val_acc: float | None) -> None:
+        """A status line: `step 120/900 epoch 1/8 loss 2.1 acc 0.31, 512 img/s, last val/acc 0.42`."""
+        self.record(step=step, epoch=epoch, num_epochs=num_epochs, images_per_s=images_per_s, val_acc=val_acc)
+        full = (f"epoch {epoch}/{num_epochs} {text}, {images_per_s:.0f} img/s, last val/acc "
+                + ("-" if val_acc is None else f"{val_acc:.4f}"))
         if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
-        else:
-            print(f"step {step}/{total} {text}", flush=True)
+            self.bar.set_postfix_str(full, refresh=False)
+        elif self.enabled:
+            print(f"step {step}/{self.total} {full}", flush=True)
         self.last = time.monotonic()
+
+    def record(self, *, step: int, epoch: int, num_epochs: int, images_per_s: float, val_acc: float | None) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, {"step": step, "total_steps": self.total, "epoch": epoch,
+                                          "num_epochs": num_epochs, "images_per_s": images_per_s,
+                                          "val/acc": val_acc, "time": time.time()})
 
     def line(self, text: str) -> None:
         if self.bar is not None:
@@ -547,8 +564,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
 
     device = apply_run_options(options)
     bf16 = options.precision == "bf16"
-    train_set = datasets.load(cfg.train_spec(), data_root, source, progress=options.progress, device=device)
-    val_set = datasets.load(cfg.validation_spec(), data_root, source, progress=options.progress, device=device)
+    bars = options.progress and sys.stderr.isatty()  # in a job's log a bar is thousands of carriage returns
+    train_set = datasets.load(cfg.train_spec(), data_root, source, progress=bars, device=device)
+    val_set = datasets.load(cfg.validation_spec(), data_root, source, progress=bars, device=device)
     images = _Images(train_set, device)
     n = images.n
     per_epoch = math.ceil(n / cfg.batch_size)
@@ -567,7 +585,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
         state["wall_time_s"] = wall_before + time.time() - t_call
         save_checkpoint(ckpt_path, {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
 
-    progress = _Progress(options.progress, options.progress_interval, total_steps, state["step"])
+    progress = _Progress(options.progress, options.progress_interval, total_steps, state["step"],
+                         run_dir / PROGRESS)
     model.train()
     try:
         with DeferredSignals() as signals:
@@ -591,8 +610,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
                     if on_step is not None:
                         on_step(state["step"])
                     if progress.update():
-                        progress.status(state["step"], total_steps, f"epoch {epoch + 1}/{cfg.num_epochs} "
-                                        f"loss {loss_sum.item() / count:.4f} acc {correct.item() / count:.3f}")
+                        progress.status(state["step"], epoch + 1, cfg.num_epochs,
+                                        f"loss {loss_sum.item() / count:.4f} acc {correct.item() / count:.3f}",
+                                        count / max(state["epoch_time_s"], 1e-9),
+                                        state["metrics"][-1]["val/acc"] if state["metrics"] else None)
                     last = b + 1 == per_epoch  # the epoch-end checkpoint follows validation
                     if signals.pending is not None and not last:
                         checkpoint()
@@ -617,6 +638,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
                 count = 0
                 checkpoint()
                 append_jsonl(run_dir / METRICS, record)
+                progress.record(step=state["step"], epoch=epoch + 1, num_epochs=cfg.num_epochs,
+                                images_per_s=record["images_per_s"], val_acc=record["val/acc"])
                 progress.line(
                     f"epoch {epoch + 1}/{cfg.num_epochs} step {state['step']}: train/loss {record['train/loss']:.4f} "
                     f"train/acc {record['train/acc']:.4f} val/loss {record['val/loss']:.4f} "

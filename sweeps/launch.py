@@ -7,7 +7,9 @@
     python -m sweeps.launch demo --report          # redraw figures, tables and findings.md from the runs
     python -m sweeps.launch demo --quick --seeds 3 # 3 replicates (seeds 0, 1, 2) of every training run
 
-A sweep NAME is a module sweeps/NAME.py with a function `sweep(quick: bool) -> SweepSpec`.
+A sweep NAME is a module sweeps/NAME.py with a function `sweep(quick: bool) -> SweepSpec`; a file
+path/to/my_sweep.py or an importable module package.module with that function works the same way
+(the experiment folder is named by the spec's name).
 Relaunching the same command submits nothing that is done, reruns what failed or is missing
 (--retry-failed=false keeps failures), re-attaches to jobs still running, and continues.
 Exit status: 0 all done, 1 some jobs failed (they are rows in the results table), 2 usage error,
@@ -19,23 +21,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import json
 import logging
 import os
 import pkgutil
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.executors import KINDS
+from cluster.resources import Resources, split_sbatch
 from ecc import sources
 from ecc.cli import Parser, add_arguments, arg, from_namespace
 
+from .driver import DRIVER_MEM_GB
 from .spec import SpecError, StageResources, SweepSpec, override_resources
 
-NOT_SWEEPS = {"spec", "pipeline", "launch", "tasks", "__main__"}
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+ONE_SHOT = {"executor", "out", "status", "dry_run", "report", "detach", "cancel", "logs"}  # not passed to a driver
+NOT_SWEEPS = {"spec", "pipeline", "launch", "tasks", "control", "driver", "__main__"}
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,16 @@ class LaunchConfig:
     time: int | None = arg(None, "time limit per job in minutes, every stage (default: the sweep's)")
     array_parallelism: int | None = arg(None, "most jobs of a stage running at once (default: the sweep's)",
                                         aliases=("array-parallelism",))
-    sbatch: str = arg("", "extra sbatch options for every stage, e.g. 'qos=high constraint=a100'")
+    sbatch: str = arg("", "extra sbatch options for every stage (and the driver), split by shell rules, "
+                      "e.g. \"qos=high constraint='a100|h100'\"")
+    detach: bool = arg(False, "run the pipeline itself as a job (SLURM: 1 CPU, no GPU, --driver-time; local: a "
+                       "background process) and return at once, printing how to follow it")
+    driver_time: int = arg(4320, "time limit of the --detach driver job in minutes (it is requeued at its limit "
+                           "and resumes)", aliases=("driver-time",))
+    cancel: bool = arg(False, "cancel every queued or running job of this experiment (all stages and the driver); "
+                       "what is done is kept, a relaunch resubmits the rest")
+    logs: str | None = arg(None, "print the log files and their tails of one run: its label (as --status shows) or "
+                           "the start of its folder name; `driver` for the --detach driver")
     verbose: bool = arg(False, "log details and show tracebacks")
 
     def __post_init__(self) -> None:
@@ -78,11 +98,13 @@ class LaunchConfig:
             raise ValueError(f"--seeds must be >= 1 (or 0 for the sweep's), got {self.seeds}")
         if self.conditions_per_job < 0:
             raise ValueError(f"--conditions-per-job must be >= 1 (or 0 for the sweep's), got {self.conditions_per_job}")
-        if sum((self.status, self.dry_run, self.report)) > 1:
-            raise ValueError("use at most one of --status, --dry-run, --report")
+        if self.driver_time < 1:
+            raise ValueError(f"--driver-time must be >= 1 minute, got {self.driver_time}")
+        if sum((self.status, self.dry_run, self.report, self.detach, self.cancel, self.logs is not None)) > 1:
+            raise ValueError("use at most one of --status, --dry-run, --report, --detach, --cancel, --logs")
 
     def resources(self, base: StageResources) -> StageResources:
-        extra = tuple(self.sbatch.split()) if self.sbatch else None
+        extra = split_sbatch(self.sbatch) or None
         everywhere = dict(partition=self.partition, time_min=self.time, array_parallelism=self.array_parallelism)
         compute = dict(gpus=self.gpus, cpus=self.cpus, mem_gb=self.mem)
 
@@ -93,6 +115,62 @@ class LaunchConfig:
         return StageResources(datasets=apply(base.datasets, **everywhere),
                               train=apply(base.train, **everywhere, **compute),
                               eval=apply(base.eval, **everywhere, **compute))
+
+    def driver_resources(self, base: StageResources) -> Resources:
+        """The --detach driver job: 1 CPU, no GPU, a long time limit; partition and extras as the stages'."""
+        stages = self.resources(base)
+        return dataclasses.replace(stages.datasets, cpus=1, gpus=0, mem_gb=DRIVER_MEM_GB, time_min=self.driver_time,
+                                   array_parallelism=1, signal_delay_s=None)
+
+    def driver_argv(self, sweep: str, kind: str) -> list[str]:
+        """The options a detached driver runs with: this launch's, minus the one-shot actions."""
+        argv = [sweep_reference(sweep)]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ONE_SHOT or value is None or value == f.default:
+                continue
+            argv.append(f"--{f.name}={str(value).lower() if isinstance(value, bool) else value}")
+        return [*argv, f"--executor={kind}", f"--out={Path(self.out).expanduser().resolve()}"]
+
+
+def load_sweep(name: str) -> Callable[[bool], SweepSpec]:
+    """The `sweep(quick)` function a launch names: a built-in NAME (sweeps/NAME.py), a file
+    path/to/my_sweep.py, or an importable module package.module. Raises ValueError naming the choices."""
+    builtin = available_sweeps()
+    if name in builtin:
+        return builtin[name]
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ValueError(f"sweep file {name!r} does not exist")
+        module_name = f"_sweep_file_{path.stem}_{abs(hash(str(path.resolve()))):x}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"sweep file {name!r} cannot be imported (a Python file with sweep(quick) is needed)")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses defined in the file need their module registered
+        spec.loader.exec_module(module)
+    elif "." in name:
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # `python -m` puts the working folder first; a driver job too
+        try:
+            module = importlib.import_module(name)
+        except ImportError as e:
+            raise ValueError(f"sweep module {name!r} cannot be imported: {e}") from None
+    else:
+        raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sorted(builtin))}, "
+                         "or a file path/to/sweep.py, or a module package.module")
+    fn = getattr(module, "sweep", None)
+    if not callable(fn):
+        raise ValueError(f"{name!r} has no function sweep(quick: bool) -> SweepSpec")
+    return fn
+
+
+def sweep_reference(name: str) -> str:
+    """The sweep name as another process (a detached driver) must see it: a file path made absolute."""
+    if name not in available_sweeps() and (name.endswith(".py") or os.sep in name):
+        return str(Path(name).expanduser().resolve())
+    return name
 
 
 def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
@@ -142,12 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if cfg.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s" if cfg.verbose else "%(message)s")
 
-    sweeps = available_sweeps()
-    if ns.name is None or ns.name not in sweeps:
-        what = "no sweep given" if ns.name is None else f"unknown sweep {ns.name!r}"
-        parser.error(f"{what}; available: {', '.join(sorted(sweeps))}")
+    if ns.name is None:
+        parser.error(f"no sweep given; available: {', '.join(sorted(available_sweeps()))}")
     try:
-        spec = sweeps[ns.name](cfg.quick)
+        spec = load_sweep(ns.name)(cfg.quick)
+        if not isinstance(spec, SweepSpec):
+            raise ValueError(f"sweep({cfg.quick}) of {ns.name!r} returned {type(spec).__name__}, not a SweepSpec")
         if cfg.conditions_per_job:
             spec = dataclasses.replace(spec, conditions_per_job=cfg.conditions_per_job)
         exp_dir = Path(cfg.out).expanduser() / spec.name
@@ -160,15 +238,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cfg.report and not (exp_dir / "plan.json").is_file():
             raise ValueError(f"nothing to report in {exp_dir} (no plan.json): launch the sweep first, "
                              "or point --out at the folder that holds it")
-        if not (cfg.status or cfg.dry_run):
+        if not (cfg.status or cfg.dry_run or cfg.cancel or cfg.logs is not None):
             _check_writable(exp_dir)
             # The data source before anything runs: a missing or damaged MNIST file is a usage error,
             # named in one line, and no job is submitted (every dataset key needs its fingerprint).
             sources.fingerprint(spec.source)
+        from . import control
         from .pipeline import LauncherBusy, Pipeline
 
         pipeline = Pipeline(spec, exp_dir, executor=cfg.executor, resources=resources,
-                            retry_failed=cfg.retry_failed, device=cfg.device, progress=sys.stderr.isatty())
+                            retry_failed=cfg.retry_failed, device=cfg.device)
+        if cfg.detach and pipeline.kind == "debug":
+            raise ValueError("--detach needs --executor slurm or local (debug jobs run inside the launcher)")
     except (SpecError, ValueError, sources.MissingDataError) as e:
         parser.error(str(e))
 
@@ -177,11 +258,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n".join(pipeline.plan_lines()))
             return 0
         if cfg.status:
-            for report in pipeline.status():
-                print(report.line())
-                for label, err in report.failed:
-                    print(f"    failed: {label}: {err}")
+            print("\n".join(control.status_lines(pipeline)))
             return 0
+        if cfg.logs is not None:
+            try:
+                lines = control.logs_lines(pipeline, cfg.logs)
+            except ValueError as e:
+                parser.error(str(e))
+            print("\n".join(lines))
+            return 0
+        if cfg.cancel:
+            print("\n".join(control.cancel(pipeline)))
+            return 0
+        if cfg.detach:
+            return _detach(pipeline, cfg, ns.name)
         if cfg.report:
             pipeline.collect()
             return 0
@@ -198,6 +288,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {type(e).__name__}: {e} (--verbose for the traceback)", file=sys.stderr)
         return 1
+
+
+def _detach(pipeline: Pipeline, cfg: LaunchConfig, sweep: str) -> int:
+    """Start the driver and print how to follow it; exit 3 when the experiment is busy."""
+    from . import driver
+
+    with pipeline._lock():  # exit 3 when a launcher or a driver runs this experiment now
+        pass
+    argv = cfg.driver_argv(sweep, pipeline.kind)
+    rec = driver.detach(pipeline.exp, pipeline.kind, argv, resources=cfg.driver_resources(pipeline.spec.resources),
+                        name=pipeline.spec.name, cwd=os.getcwd())
+    follow = ["python", "-m", "sweeps.launch", sweep_reference(sweep), *(["--quick"] if cfg.quick else []),
+              f"--out={Path(cfg.out).expanduser().resolve()}"]
+    cmd = " ".join(shlex.quote(a) for a in follow)
+    print(f"detached: driver job {rec['job_id']} ({rec['executor']}) runs {pipeline.spec.name} in {pipeline.exp}\n"
+          f"  log:     {rec['log']}\n"
+          f"  status:  {cmd} --status\n"
+          f"  logs:    {cmd} --logs driver     (or: tail -f {rec['log']})\n"
+          f"  cancel:  {cmd} --cancel\n"
+          "  relaunching (detached or not) continues where it stopped")
+    return 0
 
 
 if __name__ == "__main__":

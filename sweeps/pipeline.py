@@ -72,7 +72,7 @@ class StageReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (label, last error line)
 
     def _counts(self) -> str:
-        parts = [f"{self.counts.get(s, 0)} {s}" for s in ("done", "running", "pending", "failed", "missing")
+        parts = [f"{self.counts.get(s, 0)} {s}" for s in ("done", "running", "pending", "failed", "cancelled", "missing")
                  if self.counts.get(s, 0)]
         return ", ".join(parts) or "none"
 
@@ -131,6 +131,10 @@ class Pipeline:
         with self._lock():
             atomic_write_json(self.exp / "spec.json", self.spec.to_json())
             self.echo(f"experiment {self.spec.name} in {self.exp} (executor: {self.kind})")
+            from .control import orphan_lines
+
+            for line in orphan_lines(self):
+                self.echo(line)
             # Until this launch's selection, the plan keeps the earlier one's evaluations: a launcher
             # stopped before then must not leave a plan (and --report a table) without them.
             self._write_plan(self.train_units(), self.eval_units(self.earlier_selection()))
@@ -146,6 +150,8 @@ class Pipeline:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Hold the experiment: a second launch refuses, naming the first (which holds the lock)."""
+        from . import driver
+
         lock = FileLock(str(self.exp / "launch.lock"), timeout=0)
         try:
             lock.acquire()
@@ -153,12 +159,15 @@ class Pipeline:
             holder = read_json(self.exp / "launch.json") or {}
             raise LauncherBusy(
                 f"experiment {self.spec.name!r} is already being run by pid {holder.get('pid', '?')} on "
-                f"{holder.get('host', '?')} since {holder.get('started', '?')} ({holder.get('command', '?')}); "
+                f"{holder.get('host', '?')}{' in SLURM job ' + holder['job'] if holder.get('job') else ''} since {holder.get('started', '?')} ({holder.get('command', '?')}); "
                 "wait for it to finish, or watch it with --status") from None
         try:
+            why = driver.busy(self.exp)  # a detached driver still queued holds no lock yet
+            if why:
+                raise LauncherBusy(why)
             atomic_write_json(self.exp / "launch.json", {
                 "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+                "job": os.environ.get("SLURM_JOB_ID", ""), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
             yield
         finally:
             lock.release()
@@ -173,7 +182,7 @@ class Pipeline:
         """Submit what a stage still needs as one array, wait, and report. True if all done."""
         required = REQUIRED.get(stage, ())
         states = self.states(units, required)
-        todo = [u for u in units if states[u.run_dir].state == "missing"
+        todo = [u for u in units if states[u.run_dir].state == "missing" or states[u.run_dir].cancelled
                 or (states[u.run_dir].state == "failed" and self.retry_failed)]
         active = [u for u in units if states[u.run_dir].state in ("running", "pending")]
         n_done = sum(s.state == "done" for s in states.values())
@@ -358,15 +367,20 @@ class Pipeline:
         rep = StageReport(stage, total=len(units))
         for u in units:
             s = states[u.run_dir]
-            rep.counts[s.state] = rep.counts.get(s.state, 0) + 1
-            if s.state == "failed":
+            state = "cancelled" if s.cancelled else s.state
+            rep.counts[state] = rep.counts.get(state, 0) + 1
+            if state == "failed":
                 rep.failed.append((u.label, s.error))
         return rep
 
+    def planned(self) -> list[tuple[str, list[Unit]]]:
+        """Each stage's run folders as planned now (eval: for the last selection)."""
+        return [("datasets", self.dataset_units()), ("train", self.train_units()),
+                ("eval", self.eval_units(self.earlier_selection()))]
+
     def status(self) -> list[StageReport]:
         """Per stage: pending, running, done, failed (with errors), from disk + batched scheduler queries."""
-        return [self.report("datasets", self.dataset_units()), self.report("train", self.train_units()),
-                self.report("eval", self.eval_units(self.earlier_selection()))]
+        return [self.report(stage, units) for stage, units in self.planned()]
 
     def earlier_selection(self) -> list[tuple[str, str, float]]:
         """The (model, train hash, learning rate) chosen by the last select stage (selection.json),

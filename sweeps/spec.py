@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from cluster.resources import Resources
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
@@ -49,6 +51,14 @@ class SpecError(ValueError):
     """A sweep that cannot run; raised before anything is submitted."""
 
 
+def as_tuple(name: str, values: Any) -> tuple:
+    """Any sequence a sweep may be written with (tuple, list, range, numpy array) as a tuple of plain
+    Python values (numpy scalars become int/float/str), so that specs compare, hash and go to JSON alike."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise SpecError(f"{name} must be a sequence (tuple, list, range, numpy array), got {values!r}")
+    return tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+
+
 @dataclass(frozen=True)
 class EvalGrid:
     """Test conditions: every (flanker type, target eccentricity, flanker eccentricity, flanker set)."""
@@ -58,6 +68,12 @@ class EvalGrid:
     flanker_types: tuple[int, ...] = (0, 1, 2)
     flanker_dsets: tuple[str, ...] = ("MNIST",)
     test_images: int = 0  # test targets per condition (0 = all ~4,900 even test digits)
+
+    def __post_init__(self) -> None:
+        for name in ("target_eccs", "flanker_eccs", "flanker_types", "flanker_dsets"):
+            object.__setattr__(self, name, as_tuple(name, getattr(self, name)))
+        if isinstance(self.test_images, np.generic):
+            object.__setattr__(self, "test_images", self.test_images.item())
 
     def expand(self, stimulus: StimulusConfig) -> tuple[list[Condition], dict[str, int]]:
         """Valid, distinct conditions for a geometry, and how many grid points were dropped why."""
@@ -148,6 +164,10 @@ class SweepSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "models", tuple(as_tuple("each of models", m) for m in as_tuple("models", self.models)))
+        object.__setattr__(self, "learning_rates", as_tuple("learning_rates", self.learning_rates))
+        if any(len(m) != 2 for m in self.models):
+            raise SpecError(f"models must be (name, TrainConfig) pairs, got {self.models!r}")
         if not NAME_RE.match(self.name):
             raise SpecError(f"sweep name {self.name!r} must be letters, digits and ._=+- (it names a folder)")
         if not self.models:

@@ -8,6 +8,7 @@ science in `ecc`; they know nothing about schedulers.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ EVAL_REQUIRED = ("n_images", "n_correct", "accuracy")
 
 def build_dataset(spec: datasets.DatasetSpec, root: str, source: SourceConfig, options: RunOptions) -> dict[str, Any]:
     """Build (or verify) one dataset; the result names its folder."""
-    folder = datasets.ensure(spec, root, source, progress=options.progress)
+    # a bar only on a terminal: in a job's log it would be thousands of carriage returns
+    folder = datasets.ensure(spec, root, source, progress=options.progress and sys.stderr.isatty())
     meta = datasets.read_meta(folder)
     return {"kind": "dataset", "key": folder.name, "dir": str(folder), "n": meta["n"], "shape": meta["shape"]}
 

@@ -360,6 +360,12 @@ def test_parse_states_expands_array_ranges() -> None:
                                   "12_7": "PENDING", "12_4": "CANCELLED", "13": "RUNNING"}
 
 
+def test_a_started_task_is_not_hidden_by_its_arrays_stale_pending_range() -> None:
+    """As sacct printed it here while task 55_1 ran: the range's line comes after the task's own."""
+    text = "55_0|COMPLETED\n55_1|RUNNING\n55_[1-2%3]|PENDING\n"
+    assert parse_states(text) == {"55_0": "COMPLETED", "55_1": "RUNNING", "55_2": "PENDING"}
+
+
 def test_run_state_from_a_recorded_local_job(tmp_path: Path) -> None:
     record_submission(tmp_path, executor="local", job_id="999999999", stage="train")
     assert run_state(tmp_path, scheduler_states("local", ["999999999"])).state == "missing"

@@ -13,8 +13,11 @@ from typing import Any
 import pandas as pd
 import pytest
 from filelock import FileLock
+from helpers import wait_until
 
 from cluster import submission
+from cluster.runs import record_submission
+from cluster.scheduler import LOCAL_CONTROLLER, local_controller_alive
 from results import table
 from sweeps import launch
 
@@ -75,7 +78,8 @@ def test_an_unknown_sweep_lists_the_available_ones() -> None:
     proc = cli("nope", "--dry-run")
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "python -m sweeps.launch: error: unknown sweep 'nope'; available: demo, smoke (see --help)"]
+        "python -m sweeps.launch: error: unknown sweep 'nope'; available: demo, smoke, or a file "
+        "path/to/sweep.py, or a module package.module (see --help)"]
     assert proc.stdout == ""
 
 
@@ -203,8 +207,9 @@ def test_status_lists_failures_and_lost_results(copy: Path, capsys: pytest.Captu
     assert launch.main(["smoke", "--status", "--executor", "debug", "--out", str(copy.parent)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "eval       24 jobs: 22 done, 1 failed, 1 missing"
-    assert len(lines) == 4 and lines[3].startswith("    failed: ")
+    assert len(lines) == 5 and lines[3].startswith("    failed: ")
     assert lines[3].endswith(": ValueError: the last line")
+    assert lines[4] == f"        logs: none (see {failed / 'error.json'})"  # debug jobs have no log files
 
 
 # ------------------------------------------------------------------ --report
@@ -244,3 +249,23 @@ def test_a_second_launcher_exits_3_naming_the_first(copy: Path, submitted: list[
     err = capsys.readouterr().err
     assert "experiment 'smoke' is already being run by pid 4242 on elsewhere since today" in err
     assert submitted == []
+
+
+def test_a_launch_lists_orphaned_jobs_with_the_command_to_cancel_them(copy: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A job still running for a run folder that the spec no longer plans (it was edited)."""
+    orphan = copy / "train" / "0123456789ab"
+    orphan.mkdir()
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", LOCAL_CONTROLLER])
+    try:
+        wait_until(lambda: local_controller_alive(job.pid), 30, "the stand-in job")
+        record_submission(orphan, executor="local", job_id=str(job.pid), stage="train")
+        assert launch.main(["smoke", "--executor", "debug", "--out", str(copy.parent)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        i = out.index("[orphans] 1 job(s) still run for run folders the current spec no longer plans (the spec "
+                      "was edited); they are not waited for. Cancel them with:")
+        assert out[i + 1] == f"    kill -INT {job.pid}"
+        assert job.poll() is None  # listed, not touched
+    finally:
+        job.kill()
+        job.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -323,3 +324,24 @@ def test_cli_help_lists_the_original_flags(capsys: pytest.CaptureFixture) -> Non
                  "flanker_ecc", "flanker_type", "validation_size", "conv_kernel", "pool_kernel", "feats_per_layer",
                  "pool_stride", "train_images", "seed", "device", "precision", "checkpoint_every", "mnist"):
         assert f"--{flag}" in out, flag
+
+
+def test_progress_lines_and_progress_json_without_a_terminal(tmp_path: Path, data_root: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A job's log is no terminal: it still gets a status line per interval (step, epoch, img/s,
+    last val/acc) and one per epoch, and progress.json holds the latest figures for --status."""
+    cfg = tiny_config(num_epochs=2)
+    options = replace(QUIET, progress=True, progress_interval=1e-6)  # a status line every step
+    train(cfg, tmp_path, data_root=data_root, options=options)
+    lines = capsys.readouterr().out.splitlines()
+    metrics = read_jsonl(tmp_path / METRICS)
+    total = metrics[-1]["step"]
+    status = [line for line in lines if line.startswith("step ")]
+    assert len(status) == total, lines
+    assert re.fullmatch(r"step 1/\d+ epoch 1/2 loss [\d.]+ acc [\d.]+, \d+ img/s, last val/acc -", status[0])
+    assert status[-1].startswith(f"step {total}/{total} epoch 2/2 ")
+    assert status[-1].endswith(f", last val/acc {metrics[0]['val/acc']:.4f}")
+    assert sum(line.startswith("epoch ") and " val/acc " in line for line in lines) == 2
+    progress = json.loads((tmp_path / "progress.json").read_text())
+    assert (progress["step"], progress["total_steps"], progress["epoch"], progress["num_epochs"]) == (total, total, 2, 2)
+    assert progress["val/acc"] == metrics[-1]["val/acc"] and progress["images_per_s"] > 0

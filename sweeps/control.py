@@ -1,0 +1,281 @@
+"""A running experiment seen from a login node: --status with progress and log files, --logs RUN,
+--cancel, and the jobs a spec edit left behind (orphans).
+
+Everything here reads the experiment folder (run folders, driver.json) plus batched scheduler
+queries; nothing is kept anywhere else, so these commands work from any shell, any time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from submitit.core.utils import JobPaths
+
+from cluster import submission
+from cluster.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
+from cluster.scheduler import cancel_local_jobs, slurm_queue
+from ecc.atomic import CorruptFileError, read_json
+from ecc.train import METRICS, PROGRESS
+
+from . import driver
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline, Unit
+
+logger = logging.getLogger(__name__)
+
+TAIL_LINES = 20
+
+
+# ------------------------------------------------------------------ jobs of this experiment
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A run folder whose last job the scheduler still runs (or holds queued)."""
+
+    run_dir: Path
+    stage: str
+    executor: str
+    job_id: str
+    state: str  # pending or running
+
+    @property
+    def array(self) -> str:
+        """What one cancel call names: the array job (123 for task 123_4), a local job's pid."""
+        return self.job_id.split("_")[0]
+
+
+def run_folders(exp: Path) -> list[Path]:
+    """Every run folder of the experiment that was ever submitted, planned now or not."""
+    return sorted({p.parent for pattern in ("datasets/jobs/*/submission.json", "train/*/submission.json",
+                                            "eval/*/submission.json") for p in exp.glob(pattern)})
+
+
+def active_jobs(exp: Path) -> list[ActiveJob]:
+    """Queued or running jobs of the experiment's run folders (one batched query per executor),
+    leaving out runs that are done already."""
+    subs = {d: read_submission(d) for d in run_folders(exp)}
+    subs = {d: s for d, s in subs.items() if s and s["executor"] in ("slurm", "local")}
+    by_kind: dict[str, list[str]] = {}
+    for s in subs.values():
+        by_kind.setdefault(s["executor"], []).append(str(s["job_id"]))
+    states: dict[str, str] = {}
+    for kind, ids in by_kind.items():
+        states.update(submission.scheduler_states(kind, ids))
+    out = []
+    for d, s in subs.items():
+        state = ACTIVE_STATES.get((states.get(str(s["job_id"])) or "").split(" ")[0].rstrip("+"))
+        if state and read_result(d) is None:
+            out.append(ActiveJob(d, str(s.get("stage", "?")), s["executor"], str(s["job_id"]), state))
+    return out
+
+
+def cancel_command(jobs: Sequence[ActiveJob]) -> str:
+    """The shell command that cancels these jobs (scancel of their arrays; SIGINT to local controllers)."""
+    parts = []
+    for kind, tool in (("slurm", "scancel"), ("local", "kill -INT")):
+        ids = sorted({j.array for j in jobs if j.executor == kind}, key=lambda i: (len(i), i))
+        if ids:
+            parts.append(f"{tool} {' '.join(ids)}")
+    return "; ".join(parts)
+
+
+def orphans(pipeline: Pipeline, active: Sequence[ActiveJob] | None = None) -> list[ActiveJob]:
+    """Jobs the scheduler still runs for run folders that the current plan no longer has (the spec
+    was edited: another learning rate, grid, model...)."""
+    planned = {u.run_dir for _, units in pipeline.planned() for u in units}
+    jobs = active_jobs(pipeline.exp) if active is None else active
+    return [j for j in jobs if j.run_dir not in planned]
+
+
+def orphan_lines(pipeline: Pipeline, active: Sequence[ActiveJob] | None = None) -> list[str]:
+    found = orphans(pipeline, active)
+    if not found:
+        return []
+    lines = [f"[orphans] {len(found)} job(s) still run for run folders the current spec no longer plans "
+             "(the spec was edited); they are not waited for. Cancel them with:", f"    {cancel_command(found)}"]
+    lines += [f"    {j.stage} {j.run_dir.relative_to(pipeline.exp)}: job {j.job_id} ({j.executor}, {j.state})"
+              for j in found]
+    return lines
+
+
+# ------------------------------------------------------------------ logs and progress
+
+
+def log_files(exp: Path, run_dir: Path) -> list[Path]:
+    """stdout and stderr files of a run's last job (submitit's names), those that exist."""
+    sub = read_submission(run_dir)
+    if not sub or sub["executor"] == "debug":
+        return []
+    paths = JobPaths(exp / "logs" / str(sub.get("stage", "")), job_id=str(sub["job_id"]), task_id=0)
+    return [p for p in (paths.stdout, paths.stderr) if p.is_file()]
+
+
+def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
+    """The last n lines of a file (a bar's carriage returns keep only their last state)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 64 * 1024))
+        text = f.read().decode(errors="replace")
+    return [line.rsplit("\r", 1)[-1] for line in text.splitlines()[-n:]]
+
+
+def training_progress(run_dir: Path, batch_size: int) -> str:
+    """`epoch 3/8, step 1200/3000, last val/acc 0.4123, 512 img/s, ~3 min left` for a running training,
+    from its progress.json (written by the job every progress interval) or its metrics.jsonl."""
+    try:
+        prog = read_json(run_dir / PROGRESS) or {}
+    except CorruptFileError:
+        prog = {}
+    last: dict = {}
+    if (run_dir / METRICS).is_file():
+        lines = [line for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
+        try:
+            last = json.loads(lines[-1]) if lines else {}
+        except json.JSONDecodeError:  # a line being written
+            last = json.loads(lines[-2]) if len(lines) > 1 else {}
+    if not prog and not last:
+        return "starting (no step recorded yet)"
+    step, total = prog.get("step", last.get("step")), prog.get("total_steps")
+    val_acc = prog.get("val/acc", last.get("val/acc"))
+    rate = prog.get("images_per_s") or last.get("images_per_s")
+    parts = [f"epoch {prog.get('epoch', last.get('epoch'))}/{prog.get('num_epochs', '?')}",
+             f"step {step}/{total if total else '?'}",
+             "last val/acc " + (f"{val_acc:.4f}" if isinstance(val_acc, (int, float)) else "-")]
+    if rate:
+        parts.append(f"{rate:.0f} img/s")
+    if rate and total and step is not None:
+        left = (total - step) * batch_size / rate
+        parts.append(f"~{_duration(left)} left")
+    if prog.get("time"):
+        parts.append(f"updated {_duration(time.time() - prog['time'])} ago")
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------ --status, --logs
+
+
+def status_lines(pipeline: Pipeline) -> list[str]:
+    """Per stage: counts, each failed run with its error and log files, each running training's
+    progress; then the driver (when detached) and orphaned jobs."""
+    from .pipeline import REQUIRED
+
+    lines = []
+    for stage, units in pipeline.planned():
+        states = pipeline.states(units, REQUIRED.get(stage, ()))
+        report = pipeline.report(stage, units, states)
+        lines.append(report.line())
+        for u in units:
+            s: RunState = states[u.run_dir]
+            if s.state == "failed" and not s.cancelled:
+                lines.append(f"    failed: {u.label}: {s.error}")
+                logs = log_files(pipeline.exp, u.run_dir)
+                lines.append("        logs: " + (", ".join(str(p) for p in logs) if logs else
+                                                 f"none (see {u.run_dir / 'error.json'})"))
+            elif s.state == "running" and stage == "train":
+                lines.append(f"    running: {u.label} (job {s.job_id}): "
+                             f"{training_progress(u.run_dir, u.payload.config.batch_size)}")
+    lines += driver.status_lines(pipeline.exp)
+    lines += orphan_lines(pipeline)
+    return lines
+
+
+def find_units(pipeline: Pipeline, key: str) -> list[Unit]:
+    """The planned runs a --logs argument names: a label exactly, else a run folder name prefix."""
+    units = [u for _, stage_units in pipeline.planned() for u in stage_units]
+    exact = [u for u in units if u.label == key]
+    return exact or [u for u in units if key and u.run_dir.name.startswith(key)]
+
+
+def logs_lines(pipeline: Pipeline, key: str, n: int = TAIL_LINES) -> list[str]:
+    """Paths and tails of one run's stdout/stderr (or the driver's log for `driver`). ValueError when
+    `key` names no run or several."""
+    if key == "driver":
+        return driver.logs_lines(pipeline.exp, n)
+    found = find_units(pipeline, key)
+    if not found:
+        raise ValueError(f"no run of {pipeline.spec.name!r} is labelled {key!r} or has a folder starting with it; "
+                         "--status lists the runs, e.g. --logs 'LABEL' or --logs HASH_PREFIX, or --logs driver")
+    if len(found) > 1:
+        raise ValueError(f"{key!r} names {len(found)} runs: "
+                         + ", ".join(f"{u.run_dir.name} ({u.label})" for u in found[:8])
+                         + (" ..." if len(found) > 8 else "") + "; give a longer prefix")
+    (u,) = found
+    (state,) = pipeline.states([u]).values()
+    sub = read_submission(u.run_dir) or {}
+    lines = [f"{u.label}: {'cancelled' if state.cancelled else state.state}"
+             + (f", job {sub['job_id']} ({sub['executor']})" if sub else ", never submitted"),
+             f"run folder: {u.run_dir}"]
+    if state.error:
+        lines.append(f"error: {state.error}")
+    logs = log_files(pipeline.exp, u.run_dir)
+    if not logs:
+        lines.append("no log files" + (" (the debug executor runs jobs inside the launcher)"
+                                       if sub.get("executor") == "debug" else ""))
+    for path in logs:
+        lines.append(f"==> {path} (last {n} lines) <==")
+        lines += tail(path, n)
+    return lines
+
+
+# ------------------------------------------------------------------ --cancel
+
+
+def cancel(pipeline: Pipeline, wait_s: float = 120.0) -> list[str]:
+    """Cancel every queued or running job of the experiment: the driver first (so that it submits
+    nothing more), then each stage's jobs, one scheduler call per job array (one call for all local
+    jobs). The runs they left without a result get an error.json of type Cancelled, which --status
+    shows as cancelled and a later launch resubmits. Runs that are done are not touched."""
+    lines = driver.cancel(pipeline.exp)
+    jobs = active_jobs(pipeline.exp)
+    if not jobs:
+        return [*lines, "no queued or running stage job to cancel"]
+    slurm = sorted({j.array for j in jobs if j.executor == "slurm"}, key=lambda i: (len(i), i))
+    for array in slurm:
+        out = subprocess.run(["scancel", array], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            lines.append(f"scancel {array} failed: {out.stderr.strip()}")
+    local = sorted({j.array for j in jobs if j.executor == "local"})
+    if local:
+        cancel_local_jobs(local)
+    if slurm:
+        _wait_gone(slurm, wait_s)  # a job killed while writing its own error.json must not overwrite ours
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    by_array: dict[tuple[str, str, str], list[ActiveJob]] = {}
+    for j in jobs:
+        if read_result(j.run_dir) is None:
+            write_error(j.run_dir, message=f"job {j.job_id} cancelled by --cancel at {stamp}", kind=CANCELLED)
+        by_array.setdefault((j.stage, j.executor, j.array), []).append(j)
+    for (stage, kind, array), group in sorted(by_array.items()):
+        what = f"array {array}" if kind == "slurm" else f"local job {array}"
+        lines.append(f"cancelled [{stage}] {what} ({kind}): {len(group)} run(s), "
+                     + ", ".join(sorted({j.state for j in group})))
+    lines.append(f"cancelled {len(jobs)} run(s) in {len(by_array)} job(s); relaunch the same command to resubmit them")
+    return lines
+
+
+def _wait_gone(arrays: Sequence[str], wait_s: float) -> None:
+    """Until squeue lists none of these jobs (a cancelled job holds on for the cluster's KillWait)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not set(arrays) & slurm_queue():
+            return
+        time.sleep(1.0)
+    logger.warning("jobs %s are still listed by squeue %.0f s after scancel", " ".join(arrays), wait_s)

@@ -1,0 +1,197 @@
+"""--detach: the launcher itself as one small job (a SLURM job of 1 CPU and no GPU, or a background
+process on this machine), recorded in <experiment>/driver.json so that --status shows it, --cancel
+stops it, and a second launch refuses while it runs (exit 3, naming it).
+
+The driver runs `python -m sweeps.launch` with the same options, so it resumes, re-attaches and
+holds the launch lock exactly as a launcher in a terminal would. Killed, preempted or requeued, it
+loses nothing: a relaunch (detached or not) continues from the run folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from cluster import executors
+from cluster.resources import Resources
+from cluster.runs import ACTIVE_STATES
+from cluster.scheduler import slurm_queue, slurm_states
+from ecc.atomic import CorruptFileError, atomic_write_json, read_json
+
+DRIVER_JSON = "driver.json"
+DRIVER_MEM_GB = 4  # the driver collects the results table and draws the figures at the end
+LOCAL_LOG = "driver.log"
+
+
+class DriverJob(submitit.helpers.Checkpointable):
+    """What the SLURM driver job runs: `python -m sweeps.launch ARGV` in `cwd`. Checkpointable: on
+    its time limit or a preemption, submitit requeues it as is, and it resumes from the run folders."""
+
+    def __init__(self, argv: Sequence[str], cwd: str) -> None:
+        self.argv, self.cwd = list(argv), cwd
+
+    def __call__(self) -> int:
+        from .launch import main
+
+        os.chdir(self.cwd)
+        code = main(self.argv)
+        if code not in (0, 1):  # 1: some runs failed, which the table shows; anything else is the driver's failure
+            raise RuntimeError(f"python -m sweeps.launch {' '.join(self.argv)} exited with status {code}")
+        return code
+
+
+# ------------------------------------------------------------------ driver.json
+
+
+def read_driver(exp: Path) -> dict[str, Any] | None:
+    try:
+        return read_json(exp / DRIVER_JSON, ("executor", "job_id"))
+    except CorruptFileError:
+        return None
+
+
+def _local_alive(pid: str) -> bool:
+    try:
+        return b"sweeps.launch" in Path(f"/proc/{int(pid)}/cmdline").read_bytes()  # pids are reused
+    except (OSError, ValueError):
+        return False
+
+
+def driver_state(rec: dict[str, Any]) -> str:
+    """The scheduler's state of the driver (RUNNING, PENDING, COMPLETED, CANCELLED...; locally RUNNING
+    or ENDED)."""
+    job_id = str(rec["job_id"])
+    if rec["executor"] == "local":
+        return "RUNNING" if _local_alive(job_id) else "ENDED"
+    state = slurm_states([job_id]).get(job_id, "UNKNOWN")
+    return state.split(" ")[0].rstrip("+")
+
+
+def is_active(state: str) -> bool:
+    return state in ACTIVE_STATES
+
+
+def _is_self(rec: dict[str, Any]) -> bool:
+    """True inside the driver itself (its SLURM job, or its local process)."""
+    if rec["executor"] == "slurm":
+        return os.environ.get("SLURM_JOB_ID") == str(rec["job_id"])
+    return str(os.getpid()) == str(rec["job_id"])
+
+
+def busy(exp: Path) -> str:
+    """Why a launch must not start now: a detached driver of this experiment is queued or running
+    (and this process is not it). Empty when free."""
+    rec = read_driver(exp)
+    if rec is None or _is_self(rec):
+        return ""
+    state = driver_state(rec)
+    if not is_active(state):
+        return ""
+    return (f"experiment {exp.name!r} is being run by its detached driver, job {rec['job_id']} "
+            f"({rec['executor']}, {state}) since {rec.get('started', '?')}; follow it with --status or "
+            "--logs driver, stop it with --cancel")
+
+
+# ------------------------------------------------------------------ --detach
+
+
+def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, name: str,
+           cwd: str) -> dict[str, Any]:
+    """Start the driver (`python -m sweeps.launch ARGV`, which must name `--executor kind`) and record
+    it in driver.json; returns that record. The caller has checked that the experiment is free."""
+    exp.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    command = "python -m sweeps.launch " + " ".join(argv)
+    if kind == "slurm":
+        executor = executors.make_executor("slurm", exp / "logs" / "driver", resources, name=f"{name}-driver")
+        job = executor.submit(DriverJob(argv, cwd))
+        rec = {"executor": "slurm", "job_id": str(job.job_id), "log": str(job.paths.stdout),
+               "err": str(job.paths.stderr)}
+    elif kind == "local":
+        log = exp / LOCAL_LOG
+        with open(log, "a") as f:
+            f.write(f"---- {started}: {command}\n")
+            f.flush()
+            proc = subprocess.Popen([sys.executable, "-m", "sweeps.launch", *argv], cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        rec = {"executor": "local", "job_id": str(proc.pid), "log": str(log)}
+    else:
+        raise ValueError(f"--detach needs the slurm or local executor, not {kind!r} (debug jobs run inside "
+                         "the launcher)")
+    rec.update(command=command, cwd=cwd, started=started, host=socket.gethostname())
+    atomic_write_json(exp / DRIVER_JSON, rec)
+    return rec
+
+
+# ------------------------------------------------------------------ --status, --logs, --cancel
+
+
+def status_lines(exp: Path) -> list[str]:
+    rec = read_driver(exp)
+    if rec is None:
+        return []
+    state = driver_state(rec)
+    lines = [f"driver   job {rec['job_id']} ({rec['executor']}): {state}, started {rec.get('started', '?')}, "
+             f"log {rec.get('log', '?')}"]
+    if not is_active(state):
+        from .control import tail
+
+        with contextlib.suppress(OSError):
+            last = [line for line in tail(Path(rec["log"]), 5) if line.strip()]
+            if last:
+                lines.append(f"    last log line: {last[-1]}")
+    return lines
+
+
+def logs_lines(exp: Path, n: int) -> list[str]:
+    from .control import tail
+
+    rec = read_driver(exp)
+    if rec is None:
+        raise ValueError(f"{exp} has no driver.json: this experiment was never launched with --detach")
+    lines = [f"driver job {rec['job_id']} ({rec['executor']}): {driver_state(rec)}, started {rec.get('started', '?')}"]
+    for key in ("log", "err"):
+        path = Path(rec[key]) if rec.get(key) else None
+        if path is not None and path.is_file():
+            lines.append(f"==> {path} (last {n} lines) <==")
+            lines += tail(path, n)
+        elif path is not None:
+            lines.append(f"{path}: not written yet")
+    return lines
+
+
+def cancel(exp: Path, wait_s: float = 60.0) -> list[str]:
+    """Stop the driver if it is queued or running (scancel; locally SIGTERM, then SIGKILL), and wait
+    until it is gone, so that it submits nothing more."""
+    rec = read_driver(exp)
+    if rec is None or _is_self(rec):
+        return []
+    state = driver_state(rec)
+    if not is_active(state):
+        return []
+    job_id = str(rec["job_id"])
+    deadline = time.monotonic() + wait_s
+    if rec["executor"] == "slurm":
+        subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+        while time.monotonic() < deadline and job_id in slurm_queue():  # until squeue lets it go (KillWait)
+            time.sleep(1.0)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(job_id), signal.SIGTERM)
+        while time.monotonic() < deadline and _local_alive(job_id):
+            if time.monotonic() > deadline - wait_s + 10:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(job_id), signal.SIGKILL)
+            time.sleep(0.1)
+    return [f"cancelled the driver: job {job_id} ({rec['executor']}, was {state})"]
