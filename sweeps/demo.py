@@ -19,6 +19,7 @@ from cluster.resources import Resources
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
+from results.figspec import Comparison
 
 from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
 
@@ -33,6 +34,12 @@ def _models(stimulus: StimulusConfig, **train) -> tuple[tuple[str, TrainConfig],
                  for c in CONTRASTS)
 
 
+def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
+    """The demo's models on one axis: xax vs target eccentricity, and centre vs off centre."""
+    return (Comparison(kind="spacing", label="xax", spacing=spacing),
+            Comparison(kind="center", label="xax", spacing=spacing, off_target=off_target))
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
@@ -40,7 +47,8 @@ def sweep(quick: bool = False) -> SweepSpec:
             models=_models(StimulusConfig(), num_epochs=20, batch_size=128),
             learning_rates=LEARNING_RATES,
             grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
-            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720),
+            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720,
+                               comparisons=comparisons(120, 720)),
             resources=StageResources(
                 datasets=Resources(cpus=4, mem_gb=8, time_min=60),
                 train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
@@ -57,7 +65,7 @@ def sweep(quick: bool = False) -> SweepSpec:
         learning_rates=LEARNING_RATES,
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=400),
-        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288),
+        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48, 288)),
         resources=StageResources(
             datasets=Resources(cpus=1, mem_gb=2, time_min=15),
             train=Resources(cpus=1, mem_gb=2, time_min=30),

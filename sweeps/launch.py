@@ -90,7 +90,7 @@ class LaunchConfig:
 
 
 def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
-    """Every module sweeps/NAME.py that defines `sweep(quick)`."""
+    """Every module sweeps/NAME.py that defines `sweep(quick)`, by NAME with "_" written "-"."""
     import sweeps
 
     out = {}
@@ -99,7 +99,7 @@ def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
             continue
         module = importlib.import_module(f"sweeps.{info.name}")
         if callable(getattr(module, "sweep", None)):
-            out[info.name] = module.sweep
+            out[info.name.replace("_", "-")] = module.sweep  # sweeps/flanker_training.py is "flanker-training"
     return out
 
 
