@@ -12,7 +12,7 @@ positions): pm 11-1-1-1-1 (scales pooled at the first layer), 11-7-5-3-1 (progre
 needs the full budget to train at all; see sweeps/demo.py).
 
 `--quick`: the demo-quick geometry (field 768, digits 48, crops 24), one learning rate (0.1),
-36,000 training samples per model, a 96 px target grid. 11-11-11-11-1 costs 7.6x the forward
+48,000 training samples per model, a 96 px target grid. 11-11-11-11-1 costs 7.6x the forward
 FLOPs of 11-1-1-1-1 (156 vs 21 MFLOP per image at crops 24), which sets the quick budget.
 Numbers measured here are in docs/experiments.md.
 """
@@ -62,7 +62,7 @@ def sweep(quick: bool = False) -> SweepSpec:
     small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
     return SweepSpec(
         name="pooling-quick",
-        models=models(small, num_epochs=3, batch_size=32, train_images=12000, validation_size=1000),
+        models=models(small, num_epochs=4, batch_size=32, train_images=12000, validation_size=1000),
         learning_rates=(0.1,),
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 96)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=300),
@@ -73,4 +73,4 @@ def sweep(quick: bool = False) -> SweepSpec:
             eval=Resources(cpus=1, mem_gb=2, time_min=15)),
         conditions_per_job=16,
         description="pm 11-1-1-1-1 / 11-7-5-3-1 / 11-11-11-11-1 at the quick demo's geometry, lr 0.1, "
-                    "36,000 training samples each, a 96 px target grid")
+                    "48,000 training samples each, a 96 px target grid")

@@ -161,7 +161,7 @@ PLANS = {  # (quick, sweep) -> lines the plan must hold
     (True, "similarity"): ["[train] 1 jobs", "[eval] 11-1-1-1-1_isolated: 176 conditions"],
     (False, "flanker-training"): ["[datasets] 8 datasets", "[train] 12 jobs (4 models x 3 learning rates",
                                   "[eval] train_xax: 154 conditions"],
-    (True, "flanker-training"): ["[train] 4 jobs", "train_xa lr=0.1", "[eval] 368 conditions in total"],
+    (True, "flanker-training"): ["[train] 4 jobs", "train_xa lr=0.1", "[eval] 192 conditions in total"],
 }
 
 
@@ -303,3 +303,41 @@ def test_figure_spec_round_trips_comparisons() -> None:
     with pytest.raises(ValueError, match="spacing, center, matrix"):
         Comparison(kind="bars")
     assert EvalGrid((0,), (0,)).flanker_dsets == ("MNIST",)
+
+
+def test_notebook_shows_the_experiments_comparisons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from jupyter_client import KernelManager
+
+    from ecc.atomic import atomic_write_json
+    from ecc.identity import to_jsonable
+
+    fake = write_fake_experiment(tmp_path, name="cmp", grid=GRID, models=(A, B), learning_rates=(0.01,),
+                                 n_images=100, epochs=2)
+    comps = (Comparison(kind="spacing", label="xax", spacing=120), Comparison(kind="matrix", spacing=240))
+    atomic_write_json(fake.path / "spec.json", {"figures": to_jsonable(dataclasses.replace(SPEC, comparisons=comps))})
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "summary.ipynb"
+    nb = nbformat.read(notebook, as_version=4)
+    monkeypatch.setenv("CROWDING_EXPERIMENT", str(fake.path))
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
+    nbclient.NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "comparison_figure" in c.source)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in cell.outputs)
+    assert [c.stem for c in comps] == printed.split()
+    assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == 2
+
+
+def test_docs_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/experiments.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "53541" in out and "['spacing_xax_spacing_120', 'matrix_spacing_240']" in out
+    assert Path("/tmp/letters-sheet.png").is_file()
