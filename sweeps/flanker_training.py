@@ -18,8 +18,8 @@ Where the paper is silent: S = 120 px (the nearest spacing without overlap; quic
 unseen spacing 2S, and the flankers' side being fixed per model (a parameter of the sweep,
 `SIDES`).
 
-`--quick`: the quick demo's geometry, one learning rate (0.1), 96,000 training samples per
-model (the quick demo's), a 96 px target grid, 300 test images per condition. Numbers measured here are in docs/experiments.md.
+`--quick`: the quick demo's geometry, one learning rate (0.1), 48,000 training samples per
+model (half the quick demo's: four models), a 96 px target grid, 300 test images per condition. Numbers measured here are in docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def sweep(quick: bool = False) -> SweepSpec:
     small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
     return SweepSpec(
         name="flanker-training-quick",
-        models=models(small, 48.0, num_epochs=8, batch_size=32, train_images=12000, validation_size=1000),
+        models=models(small, 48.0, num_epochs=4, batch_size=32, train_images=12000, validation_size=1000),
         learning_rates=(0.1,),
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 96)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=300),
@@ -78,5 +78,5 @@ def sweep(quick: bool = False) -> SweepSpec:
             train=Resources(cpus=1, mem_gb=2, time_min=30),
             eval=Resources(cpus=1, mem_gb=2, time_min=15)),
         conditions_per_job=16,
-        description="the quick demo's model trained on a, ax, xa, xax (spacing 48), lr 0.1, 96,000 samples each; "
+        description="the quick demo's model trained on a, ax, xa, xax (spacing 48), lr 0.1, 48,000 samples each; "
                     "tested at 48 and the unseen 96")
