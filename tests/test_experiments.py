@@ -342,3 +342,18 @@ def test_docs_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     out = capsys.readouterr().out
     assert "53541" in out and "['spacing_xax_spacing_120', 'matrix_spacing_240']" in out
     assert Path("/tmp/letters-sheet.png").is_file()
+
+
+def test_random_shifts_at_the_minimum_spacing_render() -> None:
+    """Flankers at exactly the minimum spacing, on either side (flanker-training's train_xa):
+    target + spacing in floating point may fall a rounding error short of it."""
+    from ecc.stimuli import check_placement, sample_random_shifts
+
+    cfg = flanker_training.sweep(quick=True).models[0][1].stimulus
+    short = 0
+    for spacing in (-48.0, 48.0):
+        t, f = sample_random_shifts(cfg, 5000, np.random.default_rng(0), 1, spacing)
+        short += int((np.abs(f - t) < 48).sum())
+        for a, b in zip(t, f, strict=True):
+            check_placement(cfg, a, 1, b)  # accepted, rounding or not
+    assert short  # the rounding does happen
