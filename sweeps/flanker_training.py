@@ -19,7 +19,16 @@ unseen spacing 2S, and the flankers' side being fixed per model (a parameter of 
 `SIDES`).
 
 `--quick`: the quick demo's geometry, one learning rate (0.1), 48,000 training samples per
-model (half the quick demo's: four models), a 96 px target grid, 300 test images per condition. Numbers measured here are in docs/experiments.md.
+model (half the quick demo's: four models), a 96 px target grid, 300 test images per condition.
+Numbers measured here are in docs/experiments.md.
+
+The quick budget cannot show the claim. Measured here (2 shared CPU cores, load 8: 27 min 45 s
+wall, 665 s CPU): isolated target at the centre train_a 0.753, train_ax 0.607, train_xa 0.617,
+train_xax 0.183 (chance: 48,000 samples with two flankers are not enough to learn); the
+matrices (accuracy pooled over target eccentricities 0-288, where off-centre points are at
+chance for every model) are flat: at the trained spacing 48 train_a a/xa/ax/xax 0.43 / 0.20 /
+0.38 / 0.33, train_ax 0.33 / 0.21 / 0.32 / 0.30, train_xa 0.33 / 0.21 / 0.33 / 0.32; at the
+unseen 96 train_ax 0.33 / 0.18 / 0.38 / 0.32. It needs the full sweep.
 """
 
 from __future__ import annotations
