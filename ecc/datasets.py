@@ -64,7 +64,7 @@ class DatasetSpec:
     split: str = arg("train", "MNIST split: train (55,000 images), validation (first 5,000 of train) or test", choices=SPLITS)
     stimulus: StimulusConfig = field(default_factory=StimulusConfig)
     parity: str = arg("even", "targets: even digits (5 classes), odd, or none (all 10)", choices=PARITIES)
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), notMNIST or omniglot")
+    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot")
     random_shifts: bool = arg(False, "target eccentricity uniform over the field (training data)")
     target_ecc: float = arg(0.0, "target eccentricity in pixels (without random_shifts)")
     flanker_type: int = arg(0, "0 no flanker, 1 one flanker, 2 two (mirrored about the target)", choices=FLANKER_TYPES)

@@ -61,7 +61,7 @@ class Condition:
     flanker_ecc: float | None = arg(None, "flanker eccentricity in pixels (none for --flanker_type 0)")
     flanker_type: int = arg(0, "0 no flanker, 1 one flanker at --flanker_ecc, 2 two (also its mirror about "
                             "the target)", choices=FLANKER_TYPES)
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), notMNIST or omniglot",
+    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot",
                             choices=FLANKER_DSETS)
 
     def __post_init__(self) -> None:
@@ -80,10 +80,11 @@ class Condition:
             raise InvalidPlacement(f"flanker_type {self.flanker_type} needs a flanker_ecc")
 
     def canonical(self) -> Condition:
-        """The same images, written one way: type 0 has no flanker_ecc; type 2 names the flanker
-        farther from the centre (its mirror about the target gives the same image)."""
+        """The same images, written one way: type 0 has no flanker_ecc and no flanker set (MNIST);
+        type 2 names the flanker farther from the centre (its mirror about the target gives the
+        same image)."""
         if self.flanker_type == 0:
-            return replace(self, flanker_ecc=None)
+            return replace(self, flanker_ecc=None, flanker_dset="MNIST")
         if self.flanker_type == 2:
             mirror = 2 * self.target_ecc - self.flanker_ecc  # type: ignore[operator]
             far = max(self.flanker_ecc, mirror, key=lambda e: (abs(e), e))  # type: ignore[type-var]

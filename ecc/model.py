@@ -180,6 +180,30 @@ class ModelConfig:
         return flops + 2 * self.features(crop_size) * self.num_classes
 
 
+# ---------------------------------------------------------------------------- the paper's DCNN baselines
+# The paper's DCNN (3 convolutions 5x5 stride 1 with 32 features, 3x3 spatial max-pools with a
+# stride, one linear layer, 60x60 input) IS an EccNet with one scale: with pm "1-1-1-1" every
+# scale max-pool has window 1 (a no-op), and a one-scale stimulus's only crop is the whole field
+# resized to crop_size (ecc/stimuli.py). Its three pooling configurations are settings of
+# pool_stride and total_pool. On 60x60 crops (tests/test_experiments.py, docs/experiments.md):
+#   no_total_pool  maps 56->54, 50->48, 44->42; linear 42*42*32 = 56,448 -> 5; 334,341 parameters
+#   progressive    maps 56->27, 23->11, 7->3;   linear 3*3*32 = 288 -> 5;       53,541 parameters
+#   at_end         maps 56->54, 50->48, 44->1;  linear 32 -> 5;                 52,261 parameters
+DCNN_POOLINGS = {
+    "no_total_pool": {"pool_stride": 1, "total_pool": False},  # maps shrink only by VALID borders
+    "progressive": {"pool_stride": 2, "total_pool": False},  # every pool halves the maps
+    "at_end": {"pool_stride": 1, "total_pool": True},  # the last maps pooled over their whole extent
+}
+DCNN_PM = "1-1-1-1"
+
+
+def dcnn(pooling: str, parity: str = "even", feats_per_layer: int = 32) -> ModelConfig:
+    """The paper's DCNN with one of its pooling configurations (DCNN_POOLINGS), as a one-scale EccNet."""
+    if pooling not in DCNN_POOLINGS:
+        raise ValueError(f"DCNN pooling {pooling!r} is not one of {', '.join(DCNN_POOLINGS)}")
+    return ModelConfig(pm=DCNN_PM, parity=parity, feats_per_layer=feats_per_layer, **DCNN_POOLINGS[pooling])
+
+
 # ---------------------------------------------------------------------------- the model
 class ScaleSharedConv(nn.Module):
     """One k x k convolution (VALID, + bias) applied to every scale with the same weights."""

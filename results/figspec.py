@@ -13,6 +13,59 @@ from ecc.atomic import CorruptFileError, read_json
 logger = logging.getLogger(__name__)
 
 
+COMPARISON_KINDS = ("spacing", "center", "matrix")
+COMPARISON_BY = ("model", "flanker_dset")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A figure that puts several models (or flanker sets) on one axis, with Wilson intervals and
+    the chance line (results.plots.comparison_figure). kind:
+
+    * spacing: x = target eccentricity, accuracy of `label` at `spacing` (label a: no flanker),
+      one curve per model (by="model") or per flanker set (by="flanker_dset");
+    * center: per model, accuracy of `label` at `spacing` with the target at the centre
+      (FigureSpec.center_target) and off centre (`off_target`, default FigureSpec.far_target),
+      next to the isolated target (a) at the centre;
+    * matrix: train configuration (one row per model) x test configuration (a, xa, ax, xax) at
+      `spacing`, accuracy pooled over the target eccentricities where the condition was tested."""
+
+    kind: str
+    label: str = "xax"
+    spacing: float = 120.0
+    by: str = "model"
+    off_target: float | None = None
+    flanker_dset: str = "MNIST"  # the flanker set of the compared rows (by="model")
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in COMPARISON_KINDS:
+            raise ValueError(f"comparison kind {self.kind!r} is not one of {', '.join(COMPARISON_KINDS)}")
+        if self.by not in COMPARISON_BY:
+            raise ValueError(f"comparison by {self.by!r} is not one of {', '.join(COMPARISON_BY)}")
+        if self.label not in ("a", "xa", "ax", "xax"):
+            raise ValueError(f"comparison label {self.label!r} is not one of a, xa, ax, xax")
+        object.__setattr__(self, "spacing", float(self.spacing))
+        if self.off_target is not None:
+            object.__setattr__(self, "off_target", float(self.off_target))
+
+    @property
+    def stem(self) -> str:
+        """File name of the figure (under figures/compare/)."""
+        what = "matrix" if self.kind == "matrix" else f"{self.kind}_{self.label}"
+        by = "" if self.by == "model" else f"_by_{self.by}"
+        dset = "" if self.flanker_dset == "MNIST" or self.by == "flanker_dset" else f"_{self.flanker_dset}"
+        return f"{what}_spacing_{self.spacing:g}{by}{dset}"
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Comparison:
+        known = {f.name for f in fields(cls)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ValueError(f"unknown Comparison fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**obj)
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     """Where the paper's four figures cut the evaluation grid (the demo's values by default; the
@@ -21,6 +74,7 @@ class FigureSpec:
     spacings: tuple[float, ...] = (120.0, 240.0)  # one spacing figure each
     center_target: float = 0.0                    # target eccentricity of the "target at the centre" figure
     far_target: float = 720.0                     # target eccentricity of the "target far out" figure
+    comparisons: tuple[Comparison, ...] = ()      # figures comparing models (figures/compare/)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FigureSpec:
@@ -34,6 +88,9 @@ class FigureSpec:
         for key in ("center_target", "far_target"):
             if key in kw:
                 kw[key] = float(kw[key])
+        if "comparisons" in kw:
+            kw["comparisons"] = tuple(c if isinstance(c, Comparison) else Comparison.from_json(c)
+                                      for c in kw["comparisons"])
         return cls(**kw)
 
     @classmethod

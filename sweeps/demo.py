@@ -23,6 +23,7 @@ from cluster.resources import Resources
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
+from results.figspec import Comparison
 from results.findings import Claim, demo_claims
 
 from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
@@ -43,9 +44,16 @@ def claims(figures: FigureSpec) -> tuple[Claim, ...]:
     return demo_claims(min(figures.spacings), figures.center_target, figures.far_target)
 
 
+def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
+    """The demo's models on one axis: xax vs target eccentricity, and centre vs off centre."""
+    return (Comparison(kind="spacing", label="xax", spacing=spacing),
+            Comparison(kind="center", label="xax", spacing=spacing, off_target=off_target))
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
-        figures = FigureSpec(spacings=(120, 240), center_target=0, far_target=720)
+        figures = FigureSpec(spacings=(120, 240), center_target=0, far_target=720,
+                             comparisons=comparisons(120, 720))
         return SweepSpec(
             name="demo",
             models=_models(StimulusConfig(), num_epochs=20, batch_size=128),
@@ -63,7 +71,7 @@ def sweep(quick: bool = False) -> SweepSpec:
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True, parity="even")
     quick_model = TrainConfig(stimulus=small, model=model, random_shifts=True, contrast_norm="None", num_epochs=8,
                               batch_size=32, train_images=12000, validation_size=1000)
-    figures = FigureSpec(spacings=(48, 96), center_target=0, far_target=288)
+    figures = FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48, 288))
     return SweepSpec(
         name="demo-quick",
         models=((f"{model.pm}_total_pool_contrast_None", quick_model),),

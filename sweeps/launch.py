@@ -174,7 +174,7 @@ def sweep_reference(name: str) -> str:
 
 
 def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
-    """Every module sweeps/NAME.py that defines `sweep(quick)`."""
+    """Every module sweeps/NAME.py that defines `sweep(quick)`, by NAME with "_" written "-"."""
     import sweeps
 
     out = {}
@@ -183,7 +183,7 @@ def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
             continue
         module = importlib.import_module(f"sweeps.{info.name}")
         if callable(getattr(module, "sweep", None)):
-            out[info.name] = module.sweep
+            out[info.name.replace("_", "-")] = module.sweep  # sweeps/flanker_training.py is "flanker-training"
     return out
 
 

@@ -90,6 +90,7 @@ class Pipeline:
     def __init__(self, spec: SweepSpec, exp_dir: str | os.PathLike, *, executor: str = "auto",
                  resources: StageResources | None = None, retry_failed: bool = True,
                  device: str = "auto", echo: Callable[[str], None] = print, progress: bool = True) -> None:
+        spec.check_data()  # a missing flanker set or background folder: nothing is submitted
         self.spec = spec
         self.exp = Path(exp_dir)
         self.kind = executors.resolve_kind(executor)

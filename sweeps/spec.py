@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cluster.resources import Resources
+from ecc import sources
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
 from ecc.identity import config_hash, to_jsonable
@@ -222,6 +223,12 @@ class SweepSpec:
             out.setdefault(run.config.train_spec(), None)
             out.setdefault(run.config.validation_spec(), None)
         return list(out)
+
+    def check_data(self) -> None:
+        """Raise sources.MissingDataError when a flanker set or the backgrounds that the sweep
+        needs must be fetched by hand and are not there (before anything is submitted)."""
+        dsets = [*self.grid.flanker_dsets, *(cfg.flanker_dset for _, cfg in self.models if cfg.flanker_type)]
+        sources.require(dsets, places=any(cfg.place != "None" for _, cfg in self.models), source=self.source)
 
     def model_config(self, name: str) -> TrainConfig:
         return dict(self.models)[name]

@@ -111,8 +111,8 @@ def test_pairs_odd_cycles_flankers_and_none_shifts_by_one():
     assert np.array_equal(none.flankers[0], images[1]) and np.array_equal(none.flankers[-1], images[0])
     with pytest.raises(ValueError, match="parity 'all' is not one of even, odd, none"):
         sources.pairs("test", "all")
-    with pytest.raises(ValueError, match="flanker_dset 'letters' is not one of MNIST, notMNIST, omniglot"):
-        sources.pairs("test", "even", "letters")
+    with pytest.raises(ValueError, match="flanker_dset 'kanji' is not one of MNIST, letters, notMNIST, omniglot"):
+        sources.pairs("test", "even", "kanji")
 
 
 # ---------------------------------------------------------------------------- IDX files
