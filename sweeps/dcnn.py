@@ -43,7 +43,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
+from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
 
 DCNN_FIELD_DIGITS = 3  # the DCNN's field, in digit heights
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -74,6 +74,23 @@ def comparisons(spacing: float) -> tuple[Comparison, ...]:
                        title=f"xax vs target eccentricity, spacing {spacing:g}"))
 
 
+
+def claims(spacing: float) -> tuple[Claim, ...]:
+    """DCNNs crowd at the centre where the eccentricity model does not (results.findings): for each
+    DCNN, its drop a - xax (target at the centre, the closest spacing) minus the eccentricity
+    model's drop there. Positive when the claim holds."""
+    ecc = "ecc_11-1-1-1-1"
+    return tuple(
+        Claim(f"{name} crowds more than {ecc} at the centre",
+              f"The eccentricity-dependent model recognises a target at the centre between flankers; the "
+              f"DCNN ({name}) does not.",
+              (Term("a", target_ecc=0), Term("xax", spacing, weight=-1, target_ecc=0),
+               Term("a", weight=-1, target_ecc=0, model=ecc), Term("xax", spacing, target_ecc=0, model=ecc)),
+              measure=f"(a - xax at spacing {spacing:g}, target 0) of {name} minus the same of {ecc}",
+              models=(name,))
+        for name in (f"dcnn_{p}" for p in DCNN_POOLINGS))
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
@@ -82,6 +99,7 @@ def sweep(quick: bool = False) -> SweepSpec:
             learning_rates=LEARNING_RATES,
             grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
             figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons(120)),
+            claims=claims(120),
             resources=StageResources(
                 datasets=Resources(cpus=4, mem_gb=8, time_min=60),
                 train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
@@ -97,6 +115,7 @@ def sweep(quick: bool = False) -> SweepSpec:
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=400),
         figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48)),
+        claims=claims(48),
         resources=StageResources(
             datasets=Resources(cpus=1, mem_gb=2, time_min=15),
             train=Resources(cpus=1, mem_gb=2, time_min=30),

@@ -39,7 +39,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
+from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
 SIDES = {"a": (0, 0.0), "ax": (1, 1.0), "xa": (1, -1.0), "xax": (2, 1.0)}  # name -> (flanker_type, sign of S)
@@ -59,6 +59,28 @@ def comparisons(spacing: float) -> tuple[Comparison, ...]:
             Comparison(kind="spacing", label="xax", spacing=2 * spacing))
 
 
+
+def claims(spacing: float) -> tuple[Claim, ...]:
+    """Training with flankers helps only where it was trained (results.findings). Each claim is a
+    difference of gains over the model trained on isolated targets (train_a): the gain on the
+    trained configuration minus the gain on an unseen one (the unseen spacing 2S for train_xax;
+    the other side of the target for train_ax and train_xa), averaged over target
+    eccentricities. Positive when training with flankers does not carry over."""
+    base, unseen = "train_a", 2 * spacing
+
+    def gain_gap(model: str, seen: Term, other: Term, what: str) -> Claim:
+        flip = lambda t, w: Term(t.label, t.spacing, weight=w, model=base)  # noqa: E731
+        return Claim(f"{model}: no robustness to {what}",
+                     f"Training with flankers ({model}) does not give robustness to {what} not seen in training.",
+                     (seen, flip(seen, -1.0), Term(other.label, other.spacing, weight=-1.0), flip(other, 1.0)),
+                     measure=f"gain of {model} over {base} on {seen.describe()} minus its gain on "
+                             f"{other.describe()}, mean over target eccentricities", models=(model,))
+
+    return (gain_gap("train_xax", Term("xax", spacing), Term("xax", unseen), f"a spacing ({unseen:g})"),
+            gain_gap("train_ax", Term("ax", spacing), Term("xa", spacing), "a flanker on the other side (xa)"),
+            gain_gap("train_xa", Term("xa", spacing), Term("ax", spacing), "a flanker on the other side (ax)"))
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
@@ -67,6 +89,7 @@ def sweep(quick: bool = False) -> SweepSpec:
             learning_rates=LEARNING_RATES,
             grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
             figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons(120)),
+            claims=claims(120),
             resources=StageResources(
                 datasets=Resources(cpus=4, mem_gb=8, time_min=60),
                 train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
@@ -82,6 +105,7 @@ def sweep(quick: bool = False) -> SweepSpec:
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 96)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=300),
         figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48)),
+        claims=claims(48),
         resources=StageResources(
             datasets=Resources(cpus=1, mem_gb=2, time_min=15),
             train=Resources(cpus=1, mem_gb=2, time_min=30),

@@ -33,7 +33,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
+from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
 
 PMS = ("11-1-1-1-1", "11-7-5-3-1", "11-11-11-11-1")
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -54,6 +54,24 @@ def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
             Comparison(kind="center", label="xax", spacing=spacing, off_target=off_target))
 
 
+
+def claims(spacing: float, pms: tuple[str, ...]) -> tuple[Claim, ...]:
+    """Pooling early crowds more (results.findings): the crowding of the early (or progressive)
+    model, a - xax at the closest spacing averaged over target eccentricities, minus that of the
+    model that pools at the end. Positive when the claim holds."""
+    early, progressive, late = (f"pm_{pm}" for pm in pms)
+
+    def more_crowding(name: str, model: str, how: str) -> Claim:
+        return Claim(name, f"Pooling across scales {how} ({model}) crowds more than pooling at the end ({late}).",
+                     (Term("a"), Term("xax", spacing, weight=-1),
+                      Term("a", weight=-1, model=late), Term("xax", spacing, model=late)),
+                     measure=f"(a - xax at spacing {spacing:g}) of {model} minus the same of {late}, mean over "
+                             "target eccentricities", models=(model,))
+
+    return (more_crowding("early pooling crowds more", early, "early"),
+            more_crowding("progressive pooling crowds more", progressive, "progressively"))
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
@@ -63,6 +81,7 @@ def sweep(quick: bool = False) -> SweepSpec:
             grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
             figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720,
                                comparisons=comparisons(120, 720)),
+            claims=claims(120, PMS),
             resources=StageResources(
                 datasets=Resources(cpus=4, mem_gb=8, time_min=60),
                 train=Resources(cpus=8, gpus=1, mem_gb=32, time_min=720),
@@ -78,6 +97,7 @@ def sweep(quick: bool = False) -> SweepSpec:
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 96)), flanker_eccs=tuple(range(0, 408, 48)),
                       test_images=300),
         figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48, 288)),
+        claims=claims(48, QUICK_PMS),
         resources=StageResources(
             datasets=Resources(cpus=1, mem_gb=2, time_min=15),
             train=Resources(cpus=1, mem_gb=3, time_min=30),

@@ -39,7 +39,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
+from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
 
 BUILTIN_FLANKERS = ("MNIST", "letters")
 OPTIONAL_FLANKERS = ("notMNIST", "omniglot")
@@ -66,6 +66,20 @@ def comparisons(spacing: float) -> tuple[Comparison, ...]:
             Comparison(kind="spacing", label="ax", spacing=spacing, by="flanker_dset"))
 
 
+
+def claims(spacing: float, dsets: tuple[str, ...]) -> tuple[Claim, ...]:
+    """Flankers similar to the target crowd more (results.findings): xax accuracy with each
+    dissimilar flanker set minus with odd MNIST digits, at the closest spacing, averaged over
+    target eccentricities. Positive when the claim holds."""
+    return tuple(
+        Claim(f"MNIST flankers crowd more than {dset}",
+              f"Flankers that resemble the target (odd digits) crowd more than dissimilar ones ({dset}).",
+              (Term("xax", spacing, flanker_dset=dset), Term("xax", spacing, weight=-1, flanker_dset="MNIST")),
+              measure=f"xax accuracy at spacing {spacing:g} with {dset} flankers minus with MNIST flankers, mean "
+                      "over target eccentricities")
+        for dset in dsets if dset != "MNIST")
+
+
 def sweep(quick: bool = False) -> SweepSpec:
     source = SourceConfig()
     dsets = flanker_sets(source)
@@ -77,6 +91,7 @@ def sweep(quick: bool = False) -> SweepSpec:
             grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120)),
                           flanker_dsets=dsets),
             figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons(120)),
+            claims=claims(120, dsets),
             resources=StageResources(
                 datasets=Resources(cpus=4, mem_gb=8, time_min=60),
                 train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
@@ -92,6 +107,7 @@ def sweep(quick: bool = False) -> SweepSpec:
         grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
                       flanker_dsets=dsets, test_images=400),
         figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48)),
+        claims=claims(48, dsets),
         resources=StageResources(
             datasets=Resources(cpus=1, mem_gb=2, time_min=15),
             train=Resources(cpus=1, mem_gb=2, time_min=30),
