@@ -127,7 +127,7 @@ def test_the_readme_sweep_plans_and_its_spec_goes_to_json(tmp_path: Path, capsys
     path = write_readme_sweep(tmp_path)
     assert launch.main([str(path), "--dry-run", "--executor", "local"]) == 0
     out = capsys.readouterr().out
-    assert "experiment folder: experiments/pooling" in out
+    assert "experiment folder: experiments/my-pooling" in out
     assert "[train] 6 jobs (3 models x 2 learning rates [0.1, 0.01])" in out
     spec = launch.load_sweep(str(path))(True)
     assert json.loads(json.dumps(spec.to_json()))["grid"]["target_eccs"] == [0, 40, 80]
@@ -139,6 +139,6 @@ def test_the_readme_sweep_runs_as_written(tmp_path: Path) -> None:
     path = write_readme_sweep(tmp_path)
     proc = cli(path.name, "--quick", "--executor", "debug", "--out", "exps", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    exp = tmp_path / "exps" / "pooling-quick"
+    exp = tmp_path / "exps" / "my-pooling-quick"
     assert json.loads((exp / "spec.json").read_text())["grid"]["target_eccs"] == [0, 40, 80]
     assert "[eval] 24 jobs: 24 done" in proc.stdout.splitlines()

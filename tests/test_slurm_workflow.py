@@ -154,5 +154,5 @@ def test_the_readme_sweep_file_outside_the_package_on_slurm(tmp_path: Path) -> N
                     cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[eval] 24 jobs: 24 done" in proc.stdout.splitlines()
-    assert (tmp_path / "exps" / "pooling-quick" / "results.csv").is_file()
-    assert not control.active_jobs(tmp_path / "exps" / "pooling-quick")
+    assert (tmp_path / "exps" / "my-pooling-quick" / "results.csv").is_file()
+    assert not control.active_jobs(tmp_path / "exps" / "my-pooling-quick")
