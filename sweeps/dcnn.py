@@ -37,13 +37,26 @@ this budget the DCNNs, which see a small 3-digit field, stay above the eccentric
 
 from __future__ import annotations
 
-from cluster.resources import Resources
 from ecc.model import DCNN_POOLINGS, ModelConfig, dcnn
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
+from .settings import (
+    PAPER_GRID,
+    PAPER_RESOURCES,
+    PAPER_SPACING,
+    PAPER_STIMULUS,
+    PAPER_TRAINING,
+    QUICK_RESOURCES,
+    QUICK_SPACING,
+    QUICK_STIMULUS,
+    QUICK_TRAINING,
+    paper_figures,
+    quick_figures,
+    quick_grid,
+)
+from .spec import Claim, SweepSpec, Term
 
 DCNN_FIELD_DIGITS = 3  # the DCNN's field, in digit heights
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -95,31 +108,23 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="dcnn",
-            models=models(StimulusConfig(), 60, num_epochs=20, batch_size=128),
+            models=models(PAPER_STIMULUS, 60, **PAPER_TRAINING),
             learning_rates=LEARNING_RATES,
-            grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
-            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons(120)),
-            claims=claims(120),
-            resources=StageResources(
-                datasets=Resources(cpus=4, mem_gb=8, time_min=60),
-                train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
-                eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
+            grid=PAPER_GRID,
+            figures=paper_figures(comparisons(PAPER_SPACING)),
+            claims=claims(PAPER_SPACING),
+            resources=PAPER_RESOURCES,
             conditions_per_job=8,
             description="the paper's DCNN (3 pooling configurations, one-scale EccNet) next to the 11-1-1-1-1 "
                         "eccentricity model, all trained on isolated digits")
-    small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
     return SweepSpec(
         name="dcnn-quick",
-        models=models(small, 32, dcnn_epochs=4, num_epochs=8, batch_size=32, train_images=12000, validation_size=1000),
+        models=models(QUICK_STIMULUS, 32, dcnn_epochs=4, num_epochs=8, **QUICK_TRAINING),
         learning_rates=(0.1,),
-        grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
-                      test_images=400),
-        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48)),
-        claims=claims(48),
-        resources=StageResources(
-            datasets=Resources(cpus=1, mem_gb=2, time_min=15),
-            train=Resources(cpus=1, mem_gb=2, time_min=30),
-            eval=Resources(cpus=1, mem_gb=2, time_min=15)),
+        grid=quick_grid(),
+        figures=quick_figures(comparisons(QUICK_SPACING)),
+        claims=claims(QUICK_SPACING),
+        resources=QUICK_RESOURCES,
         conditions_per_job=16,
         description="DCNNs (3 poolings, 32x32 input of a 144 px field) and the 11-1-1-1-1 model at the quick "
                     "demo's geometry, lr 0.1, 96,000 / 48,000 training samples")

@@ -19,14 +19,27 @@ far out minus at the centre), and the inner/outer asymmetry (ax minus xa at the 
 
 from __future__ import annotations
 
-from cluster.resources import Resources
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 from results.findings import Claim, demo_claims
 
-from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
+from .settings import (
+    PAPER_GRID,
+    PAPER_RESOURCES,
+    PAPER_SPACING,
+    PAPER_STIMULUS,
+    PAPER_TRAINING,
+    QUICK_RESOURCES,
+    QUICK_SPACING,
+    QUICK_STIMULUS,
+    QUICK_TRAINING,
+    paper_figures,
+    quick_figures,
+    quick_grid,
+)
+from .spec import FigureSpec, SweepSpec
 
 CONTRASTS = ("areafactor", "None")
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -52,38 +65,29 @@ def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
 
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
-        figures = FigureSpec(spacings=(120, 240), center_target=0, far_target=720,
-                             comparisons=comparisons(120, 720))
+        figures = paper_figures(comparisons(PAPER_SPACING, 720))
         return SweepSpec(
             name="demo",
-            models=_models(StimulusConfig(), num_epochs=20, batch_size=128),
+            models=_models(PAPER_STIMULUS, **PAPER_TRAINING),
             learning_rates=LEARNING_RATES,
-            grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
+            grid=PAPER_GRID,
             figures=figures,
             claims=claims(figures),
-            resources=StageResources(
-                datasets=Resources(cpus=4, mem_gb=8, time_min=60),
-                train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
-                eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
+            resources=PAPER_RESOURCES,
             conditions_per_job=8,
             description=" ".join(__doc__.split("\n\n")[0].split()))
-    small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True, parity="even")
-    quick_model = TrainConfig(stimulus=small, model=model, random_shifts=True, contrast_norm="None", num_epochs=8,
-                              batch_size=32, train_images=12000, validation_size=1000)
-    figures = FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48, 288))
+    quick_model = TrainConfig(stimulus=QUICK_STIMULUS, model=model, random_shifts=True, contrast_norm="None",
+                              num_epochs=8, **QUICK_TRAINING)
+    figures = quick_figures(comparisons(QUICK_SPACING, 288))
     return SweepSpec(
         name="demo-quick",
         models=((f"{model.pm}_total_pool_contrast_None", quick_model),),
         learning_rates=LEARNING_RATES,
-        grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
-                      test_images=400),
+        grid=quick_grid(),
         figures=figures,
         claims=claims(figures),
-        resources=StageResources(
-            datasets=Resources(cpus=1, mem_gb=2, time_min=15),
-            train=Resources(cpus=1, mem_gb=2, time_min=30),
-            eval=Resources(cpus=1, mem_gb=2, time_min=15)),
+        resources=QUICK_RESOURCES,
         conditions_per_job=16,
         description="the demo's pipeline in minutes on a laptop: model 11-1-1-1-1, contrast None, field 768 "
                     "(0.4 scale), 3 learning rates x 96,000 training samples, a 48 px grid")

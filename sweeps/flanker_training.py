@@ -33,13 +33,26 @@ unseen 96 train_ax 0.33 / 0.18 / 0.38 / 0.32. It needs the full sweep.
 
 from __future__ import annotations
 
-from cluster.resources import Resources
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
+from .settings import (
+    PAPER_GRID,
+    PAPER_RESOURCES,
+    PAPER_SPACING,
+    PAPER_STIMULUS,
+    PAPER_TRAINING,
+    QUICK_RESOURCES,
+    QUICK_SPACING,
+    QUICK_STIMULUS,
+    QUICK_TRAINING,
+    paper_figures,
+    quick_figures,
+    quick_grid,
+)
+from .spec import Claim, SweepSpec, Term
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
 SIDES = {"a": (0, 0.0), "ax": (1, 1.0), "xa": (1, -1.0), "xax": (2, 1.0)}  # name -> (flanker_type, sign of S)
@@ -85,31 +98,23 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="flanker-training",
-            models=models(StimulusConfig(), 120.0, num_epochs=20, batch_size=128),
+            models=models(PAPER_STIMULUS, float(PAPER_SPACING), **PAPER_TRAINING),
             learning_rates=LEARNING_RATES,
-            grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
-            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons(120)),
-            claims=claims(120),
-            resources=StageResources(
-                datasets=Resources(cpus=4, mem_gb=8, time_min=60),
-                train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
-                eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
+            grid=PAPER_GRID,
+            figures=paper_figures(comparisons(PAPER_SPACING)),
+            claims=claims(PAPER_SPACING),
+            resources=PAPER_RESOURCES,
             conditions_per_job=8,
             description="11-1-1-1-1 trained on isolated targets, one flanker (ax, xa) or two (xax) at spacing "
                         "120; tested on every configuration at 120 and at the unseen 240")
-    small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
     return SweepSpec(
         name="flanker-training-quick",
-        models=models(small, 48.0, num_epochs=4, batch_size=32, train_images=12000, validation_size=1000),
+        models=models(QUICK_STIMULUS, float(QUICK_SPACING), num_epochs=4, **QUICK_TRAINING),
         learning_rates=(0.1,),
-        grid=EvalGrid(target_eccs=tuple(range(0, 360, 96)), flanker_eccs=tuple(range(0, 408, 48)),
-                      test_images=300),
-        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48)),
-        claims=claims(48),
-        resources=StageResources(
-            datasets=Resources(cpus=1, mem_gb=2, time_min=15),
-            train=Resources(cpus=1, mem_gb=2, time_min=30),
-            eval=Resources(cpus=1, mem_gb=2, time_min=15)),
+        grid=quick_grid(target_step=96, test_images=300),
+        figures=quick_figures(comparisons(QUICK_SPACING)),
+        claims=claims(QUICK_SPACING),
+        resources=QUICK_RESOURCES,
         conditions_per_job=16,
         description="the quick demo's model trained on a, ax, xa, xax (spacing 48), lr 0.1, 48,000 samples each; "
                     "tested at 48 and the unseen 96")

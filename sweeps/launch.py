@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 ONE_SHOT = {"executor", "out", "status", "dry_run", "report", "detach", "cancel", "logs"}  # not passed to a driver
-NOT_SWEEPS = {"spec", "pipeline", "launch", "tasks", "control", "driver", "__main__"}
+NOT_SWEEPS = {"spec", "settings", "pipeline", "launch", "tasks", "control", "driver", "__main__"}
 
 
 @dataclass(frozen=True)

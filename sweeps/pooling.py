@@ -27,13 +27,28 @@ without flankers, so there is no crowding to compare. It needs the full sweep.
 
 from __future__ import annotations
 
-from cluster.resources import Resources
+from dataclasses import replace
+
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
+from .settings import (
+    PAPER_GRID,
+    PAPER_RESOURCES,
+    PAPER_SPACING,
+    PAPER_STIMULUS,
+    PAPER_TRAINING,
+    QUICK_RESOURCES,
+    QUICK_SPACING,
+    QUICK_STIMULUS,
+    QUICK_TRAINING,
+    paper_figures,
+    quick_figures,
+    quick_grid,
+)
+from .spec import Claim, SweepSpec, Term
 
 PMS = ("11-1-1-1-1", "11-7-5-3-1", "11-11-11-11-1")
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -74,34 +89,27 @@ def claims(spacing: float, pms: tuple[str, ...]) -> tuple[Claim, ...]:
 
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
+        # Pooling at the end keeps 11 scales through 3 layers: 7.6x the compute of 11-1-1-1-1.
+        train = replace(PAPER_RESOURCES.train, mem_gb=32, time_min=720)
         return SweepSpec(
             name="pooling",
-            models=models(StimulusConfig(), num_epochs=20, batch_size=128),
+            models=models(PAPER_STIMULUS, **PAPER_TRAINING),
             learning_rates=LEARNING_RATES,
-            grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
-            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720,
-                               comparisons=comparisons(120, 720)),
-            claims=claims(120, PMS),
-            resources=StageResources(
-                datasets=Resources(cpus=4, mem_gb=8, time_min=60),
-                train=Resources(cpus=8, gpus=1, mem_gb=32, time_min=720),
-                eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
+            grid=PAPER_GRID,
+            figures=paper_figures(comparisons(PAPER_SPACING, 720)),
+            claims=claims(PAPER_SPACING, PMS),
+            resources=replace(PAPER_RESOURCES, train=train),
             conditions_per_job=8,
             description="pooling across scales early (11-1-1-1-1), progressively (11-7-5-3-1) or at the end "
                         "(11-11-11-11-1); else as the demo (contrast None)")
-    small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=5)
     return SweepSpec(
         name="pooling-quick",
-        models=models(small, QUICK_PMS, num_epochs=4, batch_size=32, train_images=12000, validation_size=1000),
+        models=models(replace(QUICK_STIMULUS, num_scales=5), QUICK_PMS, num_epochs=4, **QUICK_TRAINING),
         learning_rates=(0.1,),
-        grid=EvalGrid(target_eccs=tuple(range(0, 360, 96)), flanker_eccs=tuple(range(0, 408, 48)),
-                      test_images=300),
-        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48, 288)),
-        claims=claims(48, QUICK_PMS),
-        resources=StageResources(
-            datasets=Resources(cpus=1, mem_gb=2, time_min=15),
-            train=Resources(cpus=1, mem_gb=3, time_min=30),
-            eval=Resources(cpus=1, mem_gb=2, time_min=15)),
+        grid=quick_grid(target_step=96, test_images=300),
+        figures=quick_figures(comparisons(QUICK_SPACING, 288)),
+        claims=claims(QUICK_SPACING, QUICK_PMS),
+        resources=replace(QUICK_RESOURCES, train=replace(QUICK_RESOURCES.train, mem_gb=3)),
         conditions_per_job=16,
         description="pm 5-1-1-1-1 / 5-4-3-2-1 / 5-5-5-5-1 (5 scales) at the quick demo's geometry, lr 0.1, "
                     "48,000 training samples each, a 96 px target grid")

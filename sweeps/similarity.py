@@ -29,9 +29,8 @@ model is near chance with either set, so the comparison rests on the few central
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import replace
 
-from cluster.resources import Resources
 from ecc import sources
 from ecc.model import ModelConfig
 from ecc.sources import SourceConfig
@@ -39,7 +38,21 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .spec import Claim, EvalGrid, FigureSpec, StageResources, SweepSpec, Term
+from .settings import (
+    PAPER_GRID,
+    PAPER_RESOURCES,
+    PAPER_SPACING,
+    PAPER_STIMULUS,
+    PAPER_TRAINING,
+    QUICK_RESOURCES,
+    QUICK_SPACING,
+    QUICK_STIMULUS,
+    QUICK_TRAINING,
+    paper_figures,
+    quick_figures,
+    quick_grid,
+)
+from .spec import Claim, SweepSpec, Term
 
 BUILTIN_FLANKERS = ("MNIST", "letters")
 OPTIONAL_FLANKERS = ("notMNIST", "omniglot")
@@ -56,7 +69,7 @@ def models(stimulus: StimulusConfig, source: SourceConfig, **train) -> tuple[tup
     base = TrainConfig(stimulus=stimulus, model=model, random_shifts=True, contrast_norm="None", **train)
     out = [(f"{model.pm}_isolated", base)]
     if sources.places_present(source):  # the paper's backgrounds: a model trained and tested on them
-        out.append((f"{model.pm}_isolated_places", dataclasses.replace(base, place="random")))
+        out.append((f"{model.pm}_isolated_places", replace(base, place="random")))
     return tuple(out)
 
 
@@ -86,32 +99,23 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="similarity",
-            models=models(StimulusConfig(), source, num_epochs=20, batch_size=128),
+            models=models(PAPER_STIMULUS, source, **PAPER_TRAINING),
             learning_rates=LEARNING_RATES,
-            grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120)),
-                          flanker_dsets=dsets),
-            figures=FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons(120)),
-            claims=claims(120, dsets),
-            resources=StageResources(
-                datasets=Resources(cpus=4, mem_gb=8, time_min=60),
-                train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
-                eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
+            grid=replace(PAPER_GRID, flanker_dsets=dsets),
+            figures=paper_figures(comparisons(PAPER_SPACING)),
+            claims=claims(PAPER_SPACING, dsets),
+            resources=PAPER_RESOURCES,
             source=source,
             conditions_per_job=8,
             description=f"one model trained on isolated digits, tested with flankers {', '.join(dsets)}")
-    small = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
     return SweepSpec(
         name="similarity-quick",
-        models=models(small, source, num_epochs=8, batch_size=32, train_images=12000, validation_size=1000),
+        models=models(QUICK_STIMULUS, source, num_epochs=8, **QUICK_TRAINING),
         learning_rates=(0.1,),
-        grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)),
-                      flanker_dsets=dsets, test_images=400),
-        figures=FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons(48)),
-        claims=claims(48, dsets),
-        resources=StageResources(
-            datasets=Resources(cpus=1, mem_gb=2, time_min=15),
-            train=Resources(cpus=1, mem_gb=2, time_min=30),
-            eval=Resources(cpus=1, mem_gb=2, time_min=15)),
+        grid=quick_grid(flanker_dsets=dsets),
+        figures=quick_figures(comparisons(QUICK_SPACING)),
+        claims=claims(QUICK_SPACING, dsets),
+        resources=QUICK_RESOURCES,
         source=source,
         conditions_per_job=16,
         description=f"the quick demo's model (lr 0.1, 96,000 samples) tested with flankers {', '.join(dsets)}")
