@@ -42,20 +42,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .settings import (
-    PAPER_GRID,
-    PAPER_RESOURCES,
-    PAPER_SPACING,
-    PAPER_STIMULUS,
-    PAPER_TRAINING,
-    QUICK_RESOURCES,
-    QUICK_SPACING,
-    QUICK_STIMULUS,
-    QUICK_TRAINING,
-    paper_figures,
-    quick_figures,
-    quick_grid,
-)
+from .settings import PAPER, QUICK
 from .spec import Claim, SweepSpec, Term
 
 DCNN_FIELD_DIGITS = 3  # the DCNN's field, in digit heights
@@ -108,23 +95,23 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="dcnn",
-            models=models(PAPER_STIMULUS, 60, **PAPER_TRAINING),
+            models=models(PAPER.stimulus, 60, **PAPER.training),
             learning_rates=LEARNING_RATES,
-            grid=PAPER_GRID,
-            figures=paper_figures(comparisons(PAPER_SPACING)),
-            claims=claims(PAPER_SPACING),
-            resources=PAPER_RESOURCES,
+            grid=PAPER.grid,
+            figures=PAPER.figures(comparisons(PAPER.spacing)),
+            claims=claims(PAPER.spacing),
+            resources=PAPER.resources,
             conditions_per_job=8,
             description="the paper's DCNN (3 pooling configurations, one-scale EccNet) next to the 11-1-1-1-1 "
                         "eccentricity model, all trained on isolated digits")
     return SweepSpec(
         name="dcnn-quick",
-        models=models(QUICK_STIMULUS, 32, dcnn_epochs=4, num_epochs=8, **QUICK_TRAINING),
+        models=models(QUICK.stimulus, 32, dcnn_epochs=4, num_epochs=8, **QUICK.training),
         learning_rates=(0.1,),
-        grid=quick_grid(),
-        figures=quick_figures(comparisons(QUICK_SPACING)),
-        claims=claims(QUICK_SPACING),
-        resources=QUICK_RESOURCES,
+        grid=QUICK.grid,
+        figures=QUICK.figures(comparisons(QUICK.spacing)),
+        claims=claims(QUICK.spacing),
+        resources=QUICK.resources,
         conditions_per_job=16,
         description="DCNNs (3 poolings, 32x32 input of a 144 px field) and the 11-1-1-1-1 model at the quick "
                     "demo's geometry, lr 0.1, 96,000 / 48,000 training samples")

@@ -25,20 +25,7 @@ from ecc.train import TrainConfig
 from results.figspec import Comparison
 from results.findings import Claim, demo_claims
 
-from .settings import (
-    PAPER_GRID,
-    PAPER_RESOURCES,
-    PAPER_SPACING,
-    PAPER_STIMULUS,
-    PAPER_TRAINING,
-    QUICK_RESOURCES,
-    QUICK_SPACING,
-    QUICK_STIMULUS,
-    QUICK_TRAINING,
-    paper_figures,
-    quick_figures,
-    quick_grid,
-)
+from .settings import PAPER, QUICK
 from .spec import FigureSpec, SweepSpec
 
 CONTRASTS = ("areafactor", "None")
@@ -65,29 +52,29 @@ def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
 
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
-        figures = paper_figures(comparisons(PAPER_SPACING, 720))
+        figures = PAPER.figures(comparisons(PAPER.spacing, 720))
         return SweepSpec(
             name="demo",
-            models=_models(PAPER_STIMULUS, **PAPER_TRAINING),
+            models=_models(PAPER.stimulus, **PAPER.training),
             learning_rates=LEARNING_RATES,
-            grid=PAPER_GRID,
+            grid=PAPER.grid,
             figures=figures,
             claims=claims(figures),
-            resources=PAPER_RESOURCES,
+            resources=PAPER.resources,
             conditions_per_job=8,
             description=" ".join(__doc__.split("\n\n")[0].split()))
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True, parity="even")
-    quick_model = TrainConfig(stimulus=QUICK_STIMULUS, model=model, random_shifts=True, contrast_norm="None",
-                              num_epochs=8, **QUICK_TRAINING)
-    figures = quick_figures(comparisons(QUICK_SPACING, 288))
+    quick_model = TrainConfig(stimulus=QUICK.stimulus, model=model, random_shifts=True, contrast_norm="None",
+                              num_epochs=8, **QUICK.training)
+    figures = QUICK.figures(comparisons(QUICK.spacing, 288))
     return SweepSpec(
         name="demo-quick",
         models=((f"{model.pm}_total_pool_contrast_None", quick_model),),
         learning_rates=LEARNING_RATES,
-        grid=quick_grid(),
+        grid=QUICK.grid,
         figures=figures,
         claims=claims(figures),
-        resources=QUICK_RESOURCES,
+        resources=QUICK.resources,
         conditions_per_job=16,
         description="the demo's pipeline in minutes on a laptop: model 11-1-1-1-1, contrast None, field 768 "
                     "(0.4 scale), 3 learning rates x 96,000 training samples, a 48 px grid")

@@ -38,20 +38,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .settings import (
-    PAPER_GRID,
-    PAPER_RESOURCES,
-    PAPER_SPACING,
-    PAPER_STIMULUS,
-    PAPER_TRAINING,
-    QUICK_RESOURCES,
-    QUICK_SPACING,
-    QUICK_STIMULUS,
-    QUICK_TRAINING,
-    paper_figures,
-    quick_figures,
-    quick_grid,
-)
+from .settings import PAPER, QUICK
 from .spec import Claim, SweepSpec, Term
 
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -98,23 +85,23 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="flanker-training",
-            models=models(PAPER_STIMULUS, float(PAPER_SPACING), **PAPER_TRAINING),
+            models=models(PAPER.stimulus, float(PAPER.spacing), **PAPER.training),
             learning_rates=LEARNING_RATES,
-            grid=PAPER_GRID,
-            figures=paper_figures(comparisons(PAPER_SPACING)),
-            claims=claims(PAPER_SPACING),
-            resources=PAPER_RESOURCES,
+            grid=PAPER.grid,
+            figures=PAPER.figures(comparisons(PAPER.spacing)),
+            claims=claims(PAPER.spacing),
+            resources=PAPER.resources,
             conditions_per_job=8,
             description="11-1-1-1-1 trained on isolated targets, one flanker (ax, xa) or two (xax) at spacing "
                         "120; tested on every configuration at 120 and at the unseen 240")
     return SweepSpec(
         name="flanker-training-quick",
-        models=models(QUICK_STIMULUS, float(QUICK_SPACING), num_epochs=4, **QUICK_TRAINING),
+        models=models(QUICK.stimulus, float(QUICK.spacing), num_epochs=4, **QUICK.training),
         learning_rates=(0.1,),
-        grid=quick_grid(target_step=96, test_images=300),
-        figures=quick_figures(comparisons(QUICK_SPACING)),
-        claims=claims(QUICK_SPACING),
-        resources=QUICK_RESOURCES,
+        grid=QUICK.grid_every(96, test_images=300),
+        figures=QUICK.figures(comparisons(QUICK.spacing)),
+        claims=claims(QUICK.spacing),
+        resources=QUICK.resources,
         conditions_per_job=16,
         description="the quick demo's model trained on a, ax, xa, xax (spacing 48), lr 0.1, 48,000 samples each; "
                     "tested at 48 and the unseen 96")

@@ -34,20 +34,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .settings import (
-    PAPER_GRID,
-    PAPER_RESOURCES,
-    PAPER_SPACING,
-    PAPER_STIMULUS,
-    PAPER_TRAINING,
-    QUICK_RESOURCES,
-    QUICK_SPACING,
-    QUICK_STIMULUS,
-    QUICK_TRAINING,
-    paper_figures,
-    quick_figures,
-    quick_grid,
-)
+from .settings import PAPER, QUICK
 from .spec import Claim, SweepSpec, Term
 
 PMS = ("11-1-1-1-1", "11-7-5-3-1", "11-11-11-11-1")
@@ -90,26 +77,26 @@ def claims(spacing: float, pms: tuple[str, ...]) -> tuple[Claim, ...]:
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         # Pooling at the end keeps 11 scales through 3 layers: 7.6x the compute of 11-1-1-1-1.
-        train = replace(PAPER_RESOURCES.train, mem_gb=32, time_min=720)
+        train = replace(PAPER.resources.train, mem_gb=32, time_min=720)
         return SweepSpec(
             name="pooling",
-            models=models(PAPER_STIMULUS, **PAPER_TRAINING),
+            models=models(PAPER.stimulus, **PAPER.training),
             learning_rates=LEARNING_RATES,
-            grid=PAPER_GRID,
-            figures=paper_figures(comparisons(PAPER_SPACING, 720)),
-            claims=claims(PAPER_SPACING, PMS),
-            resources=replace(PAPER_RESOURCES, train=train),
+            grid=PAPER.grid,
+            figures=PAPER.figures(comparisons(PAPER.spacing, 720)),
+            claims=claims(PAPER.spacing, PMS),
+            resources=replace(PAPER.resources, train=train),
             conditions_per_job=8,
             description="pooling across scales early (11-1-1-1-1), progressively (11-7-5-3-1) or at the end "
                         "(11-11-11-11-1); else as the demo (contrast None)")
     return SweepSpec(
         name="pooling-quick",
-        models=models(replace(QUICK_STIMULUS, num_scales=5), QUICK_PMS, num_epochs=4, **QUICK_TRAINING),
+        models=models(replace(QUICK.stimulus, num_scales=5), QUICK_PMS, num_epochs=4, **QUICK.training),
         learning_rates=(0.1,),
-        grid=quick_grid(target_step=96, test_images=300),
-        figures=quick_figures(comparisons(QUICK_SPACING, 288)),
-        claims=claims(QUICK_SPACING, QUICK_PMS),
-        resources=replace(QUICK_RESOURCES, train=replace(QUICK_RESOURCES.train, mem_gb=3)),
+        grid=QUICK.grid_every(96, test_images=300),
+        figures=QUICK.figures(comparisons(QUICK.spacing, 288)),
+        claims=claims(QUICK.spacing, QUICK_PMS),
+        resources=replace(QUICK.resources, train=replace(QUICK.resources.train, mem_gb=3)),
         conditions_per_job=16,
         description="pm 5-1-1-1-1 / 5-4-3-2-1 / 5-5-5-5-1 (5 scales) at the quick demo's geometry, lr 0.1, "
                     "48,000 training samples each, a 96 px target grid")

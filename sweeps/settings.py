@@ -1,13 +1,17 @@
 """What the paper's sweeps share, defined once: the paper's geometry, grid, training length, figures
-and resources at full size, and their laptop-size (`--quick`) counterparts.
+and resources at full size (PAPER), and their laptop-size `--quick` counterparts (QUICK).
 
 Full size is the original demo (ORIGINAL.md): a 1920 px field, 120 px digits, 11 crops of 60 px,
 20 epochs at batch 128, the grid 0..780 x 0..840 and the figures at spacings 120 and 240. Quick is
 the same at 0.4 scale (field 768, digits 48, crops 24: every layer keeps its 5x5 convolution) with
-a 48 px grid; sweeps/demo.py says why and what it shows.
+a 48 px grid and 400 test images per condition; sweeps/demo.py says why and what it shows.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 from cluster.resources import Resources
 from ecc.stimuli import StimulusConfig
@@ -15,33 +19,45 @@ from results.figspec import Comparison
 
 from .spec import EvalGrid, FigureSpec, StageResources
 
-PAPER_STIMULUS = StimulusConfig()
-PAPER_TRAINING = {"num_epochs": 20, "batch_size": 128}
-PAPER_GRID = EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120)))
-PAPER_RESOURCES = StageResources(
-    datasets=Resources(cpus=4, mem_gb=8, time_min=60),
-    train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
-    eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60))
-PAPER_SPACING = 120  # the closest spacing of the grid without overlap: where the claims are measured
 
-QUICK_STIMULUS = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11)
-QUICK_TRAINING = {"batch_size": 32, "train_images": 12000, "validation_size": 1000}  # + the sweep's num_epochs
-QUICK_RESOURCES = StageResources(
-    datasets=Resources(cpus=1, mem_gb=2, time_min=15),
-    train=Resources(cpus=1, mem_gb=2, time_min=30),
-    eval=Resources(cpus=1, mem_gb=2, time_min=15))
-QUICK_SPACING = 48
+@dataclass(frozen=True, eq=False)
+class Scale:
+    """One size of the paper's experiments."""
 
+    stimulus: StimulusConfig
+    training: Mapping[str, Any]  # TrainConfig fields (a sweep adds num_epochs where it differs)
+    grid: EvalGrid
+    resources: StageResources
+    spacing: float               # the closest spacing without overlap: where the claims are measured
+    spacings: tuple[float, float]
+    far_target: float            # the "target far out" figure
 
-def paper_figures(comparisons: tuple[Comparison, ...] = ()) -> FigureSpec:
-    return FigureSpec(spacings=(120, 240), center_target=0, far_target=720, comparisons=comparisons)
+    def figures(self, comparisons: tuple[Comparison, ...] = ()) -> FigureSpec:
+        return FigureSpec(spacings=self.spacings, center_target=0, far_target=self.far_target,
+                          comparisons=comparisons)
 
-
-def quick_figures(comparisons: tuple[Comparison, ...] = ()) -> FigureSpec:
-    return FigureSpec(spacings=(48, 96), center_target=0, far_target=288, comparisons=comparisons)
+    def grid_every(self, target_step: int, test_images: int) -> EvalGrid:
+        """The grid with targets every `target_step` px (same range) and `test_images` per condition."""
+        top = max(self.grid.target_eccs) + 1
+        return replace(self.grid, target_eccs=tuple(range(0, int(top), target_step)), test_images=test_images)
 
 
-def quick_grid(target_step: int = 48, test_images: int = 400, **grid) -> EvalGrid:
-    """The quick grid: targets 0..336 every `target_step` px, flankers 0..384 every 48 px."""
-    return EvalGrid(target_eccs=tuple(range(0, 360, target_step)), flanker_eccs=tuple(range(0, 408, 48)),
-                    test_images=test_images, **grid)
+PAPER = Scale(
+    stimulus=StimulusConfig(),
+    training={"num_epochs": 20, "batch_size": 128},
+    grid=EvalGrid(target_eccs=tuple(range(0, 840, 60)), flanker_eccs=tuple(range(0, 900, 120))),
+    resources=StageResources(
+        datasets=Resources(cpus=4, mem_gb=8, time_min=60),
+        train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
+        eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
+    spacing=120, spacings=(120, 240), far_target=720)
+
+QUICK = Scale(
+    stimulus=StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11),
+    training={"batch_size": 32, "train_images": 12000, "validation_size": 1000},
+    grid=EvalGrid(target_eccs=tuple(range(0, 360, 48)), flanker_eccs=tuple(range(0, 408, 48)), test_images=400),
+    resources=StageResources(
+        datasets=Resources(cpus=1, mem_gb=2, time_min=15),
+        train=Resources(cpus=1, mem_gb=2, time_min=30),
+        eval=Resources(cpus=1, mem_gb=2, time_min=15)),
+    spacing=48, spacings=(48, 96), far_target=288)

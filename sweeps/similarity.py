@@ -38,20 +38,7 @@ from ecc.stimuli import StimulusConfig
 from ecc.train import TrainConfig
 from results.figspec import Comparison
 
-from .settings import (
-    PAPER_GRID,
-    PAPER_RESOURCES,
-    PAPER_SPACING,
-    PAPER_STIMULUS,
-    PAPER_TRAINING,
-    QUICK_RESOURCES,
-    QUICK_SPACING,
-    QUICK_STIMULUS,
-    QUICK_TRAINING,
-    paper_figures,
-    quick_figures,
-    quick_grid,
-)
+from .settings import PAPER, QUICK
 from .spec import Claim, SweepSpec, Term
 
 BUILTIN_FLANKERS = ("MNIST", "letters")
@@ -99,23 +86,23 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="similarity",
-            models=models(PAPER_STIMULUS, source, **PAPER_TRAINING),
+            models=models(PAPER.stimulus, source, **PAPER.training),
             learning_rates=LEARNING_RATES,
-            grid=replace(PAPER_GRID, flanker_dsets=dsets),
-            figures=paper_figures(comparisons(PAPER_SPACING)),
-            claims=claims(PAPER_SPACING, dsets),
-            resources=PAPER_RESOURCES,
+            grid=replace(PAPER.grid, flanker_dsets=dsets),
+            figures=PAPER.figures(comparisons(PAPER.spacing)),
+            claims=claims(PAPER.spacing, dsets),
+            resources=PAPER.resources,
             source=source,
             conditions_per_job=8,
             description=f"one model trained on isolated digits, tested with flankers {', '.join(dsets)}")
     return SweepSpec(
         name="similarity-quick",
-        models=models(QUICK_STIMULUS, source, num_epochs=8, **QUICK_TRAINING),
+        models=models(QUICK.stimulus, source, num_epochs=8, **QUICK.training),
         learning_rates=(0.1,),
-        grid=quick_grid(flanker_dsets=dsets),
-        figures=quick_figures(comparisons(QUICK_SPACING)),
-        claims=claims(QUICK_SPACING, dsets),
-        resources=QUICK_RESOURCES,
+        grid=replace(QUICK.grid, flanker_dsets=dsets),
+        figures=QUICK.figures(comparisons(QUICK.spacing)),
+        claims=claims(QUICK.spacing, dsets),
+        resources=QUICK.resources,
         source=source,
         conditions_per_job=16,
         description=f"the quick demo's model (lr 0.1, 96,000 samples) tested with flankers {', '.join(dsets)}")
