@@ -29,7 +29,6 @@ import logging
 import os
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
@@ -58,6 +57,8 @@ FONT_FILES = (
 
 
 def font_dir() -> Path:
+    import matplotlib  # here, not at module level: every launch imports this module, few draw letters
+
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 
 

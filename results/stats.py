@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from ecc.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
 from ecc.evaluate import read_hits
@@ -53,6 +52,8 @@ def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float]:
     mean = float(x.mean())
     if len(x) < 2:
         return mean, math.nan, math.nan
+    from scipy import stats as sps  # here: scipy.stats takes a second to import, and launches need none
+
     half = float(sps.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return mean, mean - half, mean + half
 
@@ -190,6 +191,8 @@ def newcombe_paired(both: int, a_only: int, b_only: int, neither: int, z: float 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar p value: a binomial test of a_only among the discordant images, p = 1/2."""
     m = a_only + b_only
+    from scipy import stats as sps
+
     return 1.0 if m == 0 else float(sps.binomtest(a_only, m, 0.5).pvalue)
 
 
