@@ -104,6 +104,7 @@ def test_training_progress_from_metrics_alone(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ --logs
 
 
+@pytest.mark.slow  # a real local job and its logs: ~35 s
 def test_logs_prints_the_paths_and_tails_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     unit = pipeline(tmp_path).train_units()[0]
     unit.run_dir.mkdir(parents=True)
