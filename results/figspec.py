@@ -17,6 +17,14 @@ COMPARISON_KINDS = ("spacing", "center", "matrix")
 COMPARISON_BY = ("model", "flanker_dset")
 
 
+def _check_fields(cls: type, obj: Mapping[str, Any]) -> None:
+    """Refuse JSON keys that are not fields of `cls`, naming them and the valid ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(obj) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(known)}")
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A figure that puts several models (or flanker sets) on one axis, with Wilson intervals and
@@ -59,10 +67,7 @@ class Comparison:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Comparison:
-        known = {f.name for f in fields(cls)}
-        unknown = set(obj) - known
-        if unknown:
-            raise ValueError(f"unknown Comparison fields {sorted(unknown)}; valid: {sorted(known)}")
+        _check_fields(cls, obj)
         return cls(**obj)
 
 
@@ -78,10 +83,7 @@ class FigureSpec:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> FigureSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = set(obj) - known
-        if unknown:
-            raise ValueError(f"unknown FigureSpec fields {sorted(unknown)}; valid: {sorted(known)}")
+        _check_fields(cls, obj)
         kw: dict[str, Any] = dict(obj)
         if "spacings" in kw:
             kw["spacings"] = tuple(float(s) for s in kw["spacings"])

@@ -7,7 +7,6 @@ queries; nothing is kept anywhere else, so these commands work from any shell, a
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import time
@@ -23,6 +22,7 @@ from cluster.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_s
 from cluster.scheduler import cancel_local_jobs, slurm_queue
 from ecc.atomic import CorruptFileError, read_json
 from ecc.train import METRICS, PROGRESS
+from results.table import read_metrics
 
 from . import driver
 
@@ -135,13 +135,8 @@ def training_progress(run_dir: Path, batch_size: int) -> str:
         prog = read_json(run_dir / PROGRESS) or {}
     except CorruptFileError:
         prog = {}
-    last: dict = {}
-    if (run_dir / METRICS).is_file():
-        lines = [line for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
-        try:
-            last = json.loads(lines[-1]) if lines else {}
-        except json.JSONDecodeError:  # a line being written
-            last = json.loads(lines[-2]) if len(lines) > 1 else {}
+    records = read_metrics(run_dir / METRICS)  # skips a line being written
+    last: dict = records[-1] if records else {}
     if not prog and not last:
         return "starting (no step recorded yet)"
     step, total = prog.get("step", last.get("step")), prog.get("total_steps")

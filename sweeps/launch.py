@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import importlib
 import importlib.util
-import json
 import logging
 import os
 import pkgutil
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING
 from cluster.executors import KINDS
 from cluster.resources import Resources, split_sbatch
 from ecc import sources
+from ecc.atomic import read_json
 from ecc.cli import Parser, add_arguments, arg, from_namespace
 
 from .driver import DRIVER_MEM_GB
@@ -190,8 +190,8 @@ def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
 def _recorded_seeds(exp_dir: Path) -> tuple[int, ...] | None:
     """The seeds in an experiment's spec.json (None when there is none, or it names none)."""
     try:
-        seeds = (json.loads((exp_dir / "spec.json").read_text()) or {}).get("seeds")
-    except (OSError, ValueError, AttributeError):
+        seeds = (read_json(exp_dir / "spec.json") or {}).get("seeds")
+    except (OSError, ValueError):  # ValueError: CorruptFileError
         return None
     ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     return tuple(seeds) if ok else None
