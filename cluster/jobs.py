@@ -28,9 +28,8 @@ from typing import Any
 import submitit
 from filelock import FileLock
 
-from ecc.atomic import CorruptFileError, atomic_write_json, read_json
-
-from .runs import error_line, read_error, read_result, write_error, write_result
+from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.runs import error_line, read_error, read_result, result_problem, write_error, write_result
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +127,16 @@ class RunJob:
     """Run `fn(*args, **kwargs)` for the run folder `run_dir` (see the module docstring).
 
     `fn` and its arguments must pickle (module-level functions, dataclasses). Keyword-only options
-    (not passed to `fn`): `max_attempts` starts of one scheduler job; `required` result keys without
-    which a result.json does not count (then the run is done again)."""
+    (not passed to `fn`): `max_attempts` starts of one scheduler job. Whether result.json counts is
+    core.runs' one rule (`read_result`)."""
 
     def __init__(self, run_dir: str | os.PathLike, fn: Callable[..., Any], *args: Any, max_attempts: int = 3,
-                 required: tuple[str, ...] = (), **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts {max_attempts} must be >= 1")
         self.run_dir = Path(run_dir)
         self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.max_attempts, self.required = max_attempts, tuple(required)
+        self.max_attempts = max_attempts
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.run_dir)!r}, {getattr(self.fn, '__qualname__', self.fn)})"
@@ -145,23 +144,23 @@ class RunJob:
     def __call__(self) -> RunResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(self.run_dir / LOCK):
-            done = read_result(self.run_dir, self.required)
+            done = read_result(self.run_dir)
             if done is not None:
                 logger.info("%s already has a result: not running it again", self.run_dir)
                 return RunResult(str(self.run_dir), done, attempt=0, reused=True)
             attempt = start_attempt(self.run_dir, self.max_attempts, exclusive=True)
             try:
                 returned = self.fn(*self.args, **self.kwargs)
-                result = read_result(self.run_dir, self.required)
+                result = read_result(self.run_dir)
                 if result is None:
                     if not isinstance(returned, Mapping):
                         raise TypeError(f"{getattr(self.fn, '__name__', self.fn)} neither wrote "
                                         f"{self.run_dir}/result.json nor returned a mapping "
                                         f"(it returned {type(returned).__name__})")
                     write_result(self.run_dir, returned)
-                    result = read_result(self.run_dir, self.required)
+                    result = read_result(self.run_dir)
                     if result is None:
-                        raise ValueError(f"the result of {self.run_dir} lacks required keys {self.required}")
+                        raise ValueError(f"the result of {self.run_dir} does not count: {result_problem(self.run_dir)}")
             except Exception as e:
                 write_error(self.run_dir, e)
                 end_attempt(self.run_dir, attempt, "failed", _line(e))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecc.cli import arg
+from core.cli import arg
 
 logger = logging.getLogger(__name__)
 

@@ -191,7 +191,7 @@ def scheduler_states(kind: str, job_ids: Iterable[str]) -> dict[str, str]:
 
     slurm: RUNNING, PENDING, COMPLETED, FAILED, CANCELLED, TIMEOUT, OUT_OF_MEMORY...; local: RUNNING for
     a live controller (a dead one is left out); debug: {} (jobs run inside the launcher).
-    Feed the result to `cluster.runs.run_state(run_dir, scheduler)`."""
+    Feed the result to `core.runs.run_state(run_dir, scheduler)`."""
     if kind == "slurm":
         return slurm_states(job_ids)
     if kind == "local":

@@ -17,9 +17,7 @@ from typing import Any, TypeVar
 import submitit
 from submitit.core.core import Job
 
-from .executors import executor_kind
-from .jobs import RunJob
-from .runs import (
+from core.runs import (
     RunState,
     read_error,
     read_result,
@@ -28,6 +26,9 @@ from .runs import (
     run_state,
     write_error,
 )
+
+from .executors import executor_kind
+from .jobs import RunJob
 from .scheduler import attach, max_array_size, scheduler_states, with_gone_check
 
 __all__ = ["JobOutcome", "attach", "chunk_sizes", "scheduler_states", "submit_array", "submit_runs",

@@ -30,16 +30,18 @@ from filelock import FileLock
 from PIL import Image
 from tqdm import tqdm
 
+from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.cli import arg
+from core.identity import digest, to_jsonable
+
 from . import sources
-from .atomic import CorruptFileError, atomic_write_json, read_json
-from .cli import arg
-from .identity import digest, to_jsonable
 from .stimuli import (
     FLANKER_TYPES,
     GENERATOR_VERSION,
     StimulusConfig,
     canvas,
     check_placement,
+    check_shift_spacing,
     render,
     sample_random_shifts,
 )
@@ -88,11 +90,7 @@ class DatasetSpec:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.random_shifts:
             if self.flanker_type:
-                spacing = self.flanker_ecc - self.target_ecc
-                need = (self.stimulus.digit_height + self.stimulus.flanker_height) / 2.0
-                if not abs(spacing) >= need:
-                    raise ValueError(f"flanker spacing {spacing:g} (flanker_ecc - target_ecc) makes flankers overlap "
-                                     f"the target: need |spacing| >= {need:g}")
+                check_shift_spacing(self.stimulus, self.flanker_type, self.flanker_ecc - self.target_ecc)
         else:
             check_placement(self.stimulus, self.target_ecc, self.flanker_type,
                             self.flanker_ecc if self.flanker_type else None)

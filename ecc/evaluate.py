@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from core.atomic import CorruptFileError, atomic_write, atomic_write_json, read_json
+from core.cli import Parser, add_arguments, arg, from_namespace
+from core.identity import digest, from_jsonable, to_jsonable
+
 from . import datasets
-from .atomic import CorruptFileError, atomic_write, atomic_write_json, read_json
-from .cli import Parser, add_arguments, arg, from_namespace
 from .datasets import DatasetSpec
-from .identity import digest, to_jsonable
 from .model import EccNet
 from .sources import FLANKER_DSETS, SourceConfig
 from .stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement
@@ -44,12 +45,30 @@ from .train import (
     apply_run_options,
     evaluate_set,
     final_weights,
-    from_jsonable,
 )
 
 logger = logging.getLogger(__name__)
 
-LABELS = {0: "a", 2: "xax"}  # type 1 is xa or ax, by which side the flanker is on
+LABELS = ("a", "xa", "ax", "xax")  # the condition labels, in the figures' order
+
+
+def condition_label(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> str:
+    """a (no flanker), xa (one flanker nearer the centre than the target), ax (one farther out, or as
+    far: |flanker| = |target|), xax (two); "" when a value is missing (None or NaN, e.g. a table row)."""
+    if _missing(flanker_type):
+        return ""
+    t = int(flanker_type)
+    if t == 0:
+        return "a"
+    if t == 2:
+        return "xax"
+    if t == 1 and not _missing(flanker_ecc) and not _missing(target_ecc):
+        return "xa" if abs(float(flanker_ecc)) < abs(float(target_ecc)) else "ax"
+    return ""
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
 HITS = "correct.npy"  # the per-image record beside an evaluation's result.json
 
 
@@ -93,10 +112,8 @@ class Condition:
 
     @property
     def label(self) -> str:
-        """a (no flanker), xa (one flanker nearer the centre), ax (one farther out), xax (two)."""
-        if self.flanker_type == 1:
-            return "xa" if abs(self.flanker_ecc) < abs(self.target_ecc) else "ax"  # type: ignore[arg-type]
-        return LABELS[self.flanker_type]
+        """a, xa, ax or xax (condition_label)."""
+        return condition_label(self.flanker_type, self.target_ecc, self.flanker_ecc)
 
     @property
     def spacing(self) -> float | None:

@@ -33,7 +33,7 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 
-from .atomic import atomic_write
+from core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cli import arg
+from core.cli import arg
 
 PARITIES = ("even", "odd", "none")
+
+
+def num_classes(parity: str) -> int:
+    """Classes of the task: the 10 digits with parity "none", else the 5 of one parity."""
+    return 10 if str(parity) == "none" else 5
 PM_EXAMPLE = "11-1-1-1-1"
 
 # Environment for training and evaluation processes. glibc and OpenMP read it at start-up, so the
@@ -128,7 +133,7 @@ class ModelConfig:
 
     @property
     def num_classes(self) -> int:
-        return 10 if self.parity == "none" else 5
+        return num_classes(self.parity)
 
     def layer_shapes(self, crop_size: int) -> tuple[LayerShape, ...]:
         """Every layer's sizes for crop_size x crop_size inputs; refuses sizes that empty a map."""

@@ -35,9 +35,10 @@ import numpy as np
 from filelock import FileLock
 from PIL import Image
 
+from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes
+from core.cli import arg
+
 from . import letters
-from .atomic import CorruptFileError, atomic_write, atomic_write_bytes
-from .cli import arg
 
 logger = logging.getLogger(__name__)
 

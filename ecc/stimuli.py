@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .cli import arg
+from core.cli import arg
 
 # Bump when a change alters the pixels produced for the same inputs (part of every dataset key).
 GENERATOR_VERSION = 1
@@ -149,16 +149,38 @@ def check_placement(cfg: StimulusConfig, target_ecc: float, flanker_type: int = 
         return
     if flanker_ecc is None or not math.isfinite(flanker_ecc):
         raise InvalidPlacement(f"flanker_type {flanker_type} needs a finite flanker_ecc, got {flanker_ecc!r}")
-    min_gap = (cfg.digit_height + cfg.flanker_height) / 2.0
-    # A rounding error's tolerance: random shifts place the flanker at target + spacing in floating
-    # point, which can land 3e-14 px short of an exact minimum spacing (-48 gave 47.99999999999997).
-    if not abs(target_ecc - flanker_ecc) >= min_gap - 1e-9:
-        raise InvalidPlacement(
-            f"flanker at eccentricity {flanker_ecc:g} overlaps the target at {target_ecc:g}: centres must be "
-            f"at least (digit_height {cfg.digit_height} + flanker_height {cfg.flanker_height})/2 = "
-            f"{min_gap:g} px apart, they are {abs(target_ecc - flanker_ecc):g}")
+    check_spacing(cfg, flanker_ecc - target_ecc, f"flanker at eccentricity {flanker_ecc:g}", f" at {target_ecc:g}")
     for ecc in object_eccs(target_ecc, flanker_type, flanker_ecc):
         _check_box(cfg, "flanker", ecc, cfg.flanker_height)
+
+
+def check_spacing(cfg: StimulusConfig, spacing: float, what: str = "a flanker", where: str = "") -> None:
+    """The one overlap rule: a flanker's centre must be at least (digit_height + flanker_height)/2 from
+    the target's (the boxes may touch, never overlap)."""
+    need = (cfg.digit_height + cfg.flanker_height) / 2.0
+    # A rounding error's tolerance: random shifts place the flanker at target + spacing in floating
+    # point, which can land 3e-14 px short of an exact minimum spacing (-48 gave 47.99999999999997).
+    if not abs(spacing) >= need - 1e-9:
+        raise InvalidPlacement(
+            f"{what} overlaps the target{where}: spacing {spacing:g} (flanker_ecc - target_ecc), need |spacing| >= "
+            f"(digit_height {cfg.digit_height} + flanker_height {cfg.flanker_height})/2 = {need:g}")
+
+
+def check_shift_spacing(cfg: StimulusConfig, flanker_type: int, spacing: float) -> None:
+    """Random shifts (training positions): refuse flankers at `spacing` from the target that overlap it
+    or never fit in the field wherever the target is."""
+    check_spacing(cfg, spacing)
+    dh, fh, half = cfg.digit_height / 2.0, cfg.flanker_height / 2.0, cfg.field_size / 2.0
+    if flanker_type == 1:
+        lo, hi = min(-dh, spacing - fh), max(dh, spacing + fh)
+    else:
+        lo, hi = -abs(spacing) - fh, abs(spacing) + fh
+    # Target positions t where the whole group [t + lo, t + hi] lies strictly inside the field.
+    t_lo, t_hi = max(-half - lo, -cfg.max_target_ecc), min(half - hi, cfg.max_target_ecc)
+    if not t_lo < t_hi:
+        raise InvalidPlacement(
+            f"flankers at spacing {spacing:g} never fit: target and flanker(s) span {hi - lo:g} px, "
+            f"the field is {cfg.field_size} px")
 
 
 def _check_box(cfg: StimulusConfig, what: str, ecc: float, size: int) -> None:
@@ -181,9 +203,7 @@ def sample_random_shifts(cfg: StimulusConfig, n: int, rng: np.random.Generator, 
     target = rng.random(n) * width - width / 2.0
     if flanker_type == 0:
         return target, np.full(n, np.nan)
-    if abs(spacing) < (cfg.digit_height + cfg.flanker_height) / 2.0:
-        raise InvalidPlacement(f"flanker spacing {spacing:g} makes flankers overlap the target "
-                               f"(need |spacing| >= {(cfg.digit_height + cfg.flanker_height) / 2.0:g})")
+    check_shift_spacing(cfg, flanker_type, spacing)
     fh = cfg.flanker_height / 2.0
     dh = cfg.digit_height / 2.0
     for _attempt in range(10_000):

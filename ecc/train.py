@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import json
 import logging
 import math
@@ -23,7 +22,6 @@ import sys
 import threading
 import time
 import types
-import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,19 +31,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.atomic import CorruptFileError, append_jsonl, atomic_write, atomic_write_json, read_json, read_jsonl
+from core.cli import Parser, add_arguments, arg, from_namespace
+from core.identity import config_hash, from_jsonable, to_jsonable
+from core.runs import read_result, write_config
+
 from . import datasets
-from .atomic import CorruptFileError, append_jsonl, atomic_write, atomic_write_json, read_json, read_jsonl
-from .cli import Parser, add_arguments, arg, from_namespace
 from .datasets import PLACES, DatasetSpec
-from .identity import config_hash, to_jsonable
 from .model import MALLOC_ENV, EccNet, ModelConfig
 from .sources import FLANKER_DSETS, SourceConfig
 from .stimuli import (
     CONTRAST_NORMS,
     FLANKER_TYPES,
-    InvalidPlacement,
     StimulusConfig,
     check_placement,
+    check_shift_spacing,
     normalize,
 )
 
@@ -156,26 +156,6 @@ def _check_choice(name: str, value: Any, valid: tuple) -> None:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, valid))}")
 
 
-def check_shift_spacing(cfg: StimulusConfig, flanker_type: int, spacing: float) -> None:
-    """Refuse random shifts whose flankers, at `spacing` from the target, never fit in the field."""
-    need = (cfg.digit_height + cfg.flanker_height) / 2.0
-    if not abs(spacing) >= need:
-        raise InvalidPlacement(
-            f"flanker spacing {spacing:g} (flanker_ecc - target_ecc) makes flankers overlap the target: "
-            f"need |spacing| >= (digit_height {cfg.digit_height} + flanker_height {cfg.flanker_height})/2 = {need:g}")
-    dh, fh, half = cfg.digit_height / 2.0, cfg.flanker_height / 2.0, cfg.field_size / 2.0
-    if flanker_type == 1:
-        lo, hi = min(-dh, spacing - fh), max(dh, spacing + fh)
-    else:
-        lo, hi = -abs(spacing) - fh, abs(spacing) + fh
-    # Target positions t where the whole group [t + lo, t + hi] lies strictly inside the field.
-    t_lo, t_hi = max(-half - lo, -cfg.max_target_ecc), min(half - hi, cfg.max_target_ecc)
-    if not t_lo < t_hi:
-        raise InvalidPlacement(
-            f"flankers at spacing {spacing:g} never fit: target and flanker(s) span {hi - lo:g} px, "
-            f"the field is {cfg.field_size} px")
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a run executes; none of it changes what it computes (not part of the run identity)."""
@@ -234,36 +214,6 @@ def apply_run_options(options: RunOptions) -> torch.device:
 
 
 # -------------------------------------------------------------------------------- config I/O
-def from_jsonable(cls: type, data: Mapping[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass from its JSON (`identity.to_jsonable`); fields absent
-    from `data` keep their defaults, so configs written before a field was added still load."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid: {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    default = cls()
-    kwargs = {}
-    for name, value in data.items():
-        sub = getattr(default, name)
-        if dataclasses.is_dataclass(sub):
-            kwargs[name] = from_jsonable(type(sub), value)
-        elif _is_float(hints[name]) and isinstance(value, (str, int)) and not isinstance(value, bool):
-            kwargs[name] = float(value)  # "inf" is how to_jsonable writes infinity
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _is_float(tp: Any) -> bool:
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return float in args
-    return tp is float
-
-
 def read_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The TrainConfig of a run folder (from config.json)."""
     path = Path(run_dir) / CONFIG
@@ -275,16 +225,10 @@ def read_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 def _claim_folder(run_dir: Path, cfg: TrainConfig) -> None:
     """Write config.json, or check that the folder's config.json is this config's."""
-    path = run_dir / CONFIG
-    want = {"kind": "train", "hash": cfg.hash, "config": to_jsonable(cfg)}
-    have = read_json(path)  # raises CorruptFileError when unreadable: never overwrite it silently
-    if have is None:
-        atomic_write_json(path, want)
-        return
-    same = have["hash"] == cfg.hash if "hash" in have else have.get("config", have) == want["config"]
-    if not same:
-        raise ValueError(f"{run_dir} holds another run (config hash {have.get('hash')!r}, this one is {cfg.hash}); "
-                         "use another folder (with the CLI: another --model_name)")
+    try:
+        write_config(run_dir, "train", cfg.hash, cfg)
+    except ValueError as e:
+        raise ValueError(f"{e} (with the CLI: another --model_name)") from None
 
 
 # -------------------------------------------------------------------------------- checkpoints
@@ -554,7 +498,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
     run_dir.mkdir(parents=True, exist_ok=True)
     _claim_folder(run_dir, cfg)
     try:
-        done = read_json(run_dir / RESULT, ("hash", "final"))
+        done = read_result(run_dir, "train")
     except CorruptFileError as e:
         logger.warning("ignoring an unreadable result (%s); training again", e)
         done = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ecc.atomic import CorruptFileError, read_json
+from core.atomic import CorruptFileError, read_json
 
 logger = logging.getLogger(__name__)
 

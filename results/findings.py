@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecc.atomic import atomic_write_bytes
+from core.atomic import atomic_write_bytes
 
 from . import stats
 

@@ -32,7 +32,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ecc.atomic import CorruptFileError, atomic_write
+from core.atomic import CorruptFileError, atomic_write
+from ecc.evaluate import LABELS
+from ecc.model import num_classes
 
 from . import table as tbl
 from .figspec import FigureSpec
@@ -162,7 +164,7 @@ def _chance(rows: pd.DataFrame) -> float:
     if "num_classes" in rows and rows["num_classes"].notna().any():
         return 1.0 / float(rows["num_classes"].dropna().iloc[0])
     if "parity" in rows and rows["parity"].notna().any():
-        return 1.0 / tbl.num_classes(rows["parity"].dropna().iloc[0])
+        return 1.0 / num_classes(rows["parity"].dropna().iloc[0])
     return 0.2
 
 
@@ -205,7 +207,7 @@ def _draw(ax: Axes, curves: dict[str, Curve], chance: float, *, constant: str | 
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.25)
     handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))  # label -> handle
-    order = [k for k in (*tbl.LABELS, CHANCE_LABEL) if k in handles]
+    order = [k for k in (*LABELS, CHANCE_LABEL) if k in handles]
     ax.legend([handles[k] for k in order], order, loc="lower left", ncol=5, fontsize=8, frameon=False,
               handlelength=1.5)
     if notes:
@@ -314,7 +316,7 @@ def comparison_matrix(table: pd.DataFrame, comp: Any) -> pd.DataFrame:
     evaluated = _evaluated(table)
     data: dict[tuple[str, str], list[float]] = {}
     models = _models(table)
-    for label in tbl.LABELS:
+    for label in LABELS:
         for model in models:
             rows = _label_rows(evaluated[evaluated["model"] == model], label, comp.spacing, comp.flanker_dset)
             acc, lo, hi, n = _pooled(rows)
@@ -538,7 +540,7 @@ def gallery_conditions(target_ecc: float, spacing: float) -> dict[str, tuple[int
                                                   "xax": (2, target_ecc + out_dir * spacing)}
     if abs(inner) < abs(target_ecc):
         conds["xa"] = (1, inner)
-    return {k: conds[k] for k in tbl.LABELS if k in conds}
+    return {k: conds[k] for k in LABELS if k in conds}
 
 
 def gallery_figure(target: np.ndarray, flanker: np.ndarray, cfg: Any, *,
@@ -553,7 +555,7 @@ def gallery_figure(target: np.ndarray, flanker: np.ndarray, cfg: Any, *,
     rows = []
     for t in target_eccs:
         conds = gallery_conditions(float(t), spacing)
-        for label in tbl.LABELS:
+        for label in LABELS:
             rows.append((float(t), label, conds.get(label)))
     # Validate each configuration, then render the valid ones in one batch per flanker type.
     shown: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ecc.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
 from ecc.evaluate import read_hits
 
 from . import table as tbl

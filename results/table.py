@@ -34,9 +34,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cluster.runs import STATES as RUN_STATES
-from cluster.runs import read_result, read_submission, run_state
-from ecc.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+from core.runs import STATES as RUN_STATES
+from core.runs import read_result, read_submission, result_problem, run_state
+from ecc.evaluate import LABELS, condition_label
+from ecc.model import num_classes
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +48,7 @@ METRICS = "metrics.jsonl"
 
 NO_MODEL = "no_model"  # the selection chose no learning rate for this model: nothing to evaluate
 STATES = (*RUN_STATES, NO_MODEL)
-LABELS = ("a", "xa", "ax", "xax")
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
-EVAL_REQUIRED = ("n_images", "n_correct")
 
 # Columns every results table has, in this order; the model's settings (flattened from its
 # training config) go between MODEL_COLUMNS and CONDITION_COLUMNS.
@@ -88,26 +88,6 @@ def wilson_interval(n_correct: Any, n_images: Any, z: float = Z95) -> tuple[np.n
     return lo, hi
 
 
-def num_classes(parity: Any) -> int:
-    """Classes of the task (ecc.model.ModelConfig.num_classes): 10 with parity "none", else 5."""
-    return 10 if str(parity) == "none" else 5
-
-
-def condition_label(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> str:
-    """a (no flanker), xa (one flanker nearer the centre than the target), ax (one farther out, or as
-    far: |flanker| = |target|), xax (two)."""
-    if flanker_type is None or _isnan(flanker_type):
-        return ""
-    t = int(flanker_type)
-    if t == 0:
-        return "a"
-    if t == 2:
-        return "xax"
-    if t == 1 and not _isnan(flanker_ecc) and not _isnan(target_ecc):
-        return "xa" if abs(float(flanker_ecc)) < abs(float(target_ecc)) else "ax"
-    return ""
-
-
 def _isnan(x: Any) -> bool:
     if x is None:
         return True
@@ -118,7 +98,7 @@ def _isnan(x: Any) -> bool:
 
 
 def _float(x: Any) -> float:
-    """A JSON number (or "inf"/"nan" as ecc.identity writes them, or null) as a float."""
+    """A JSON number (or "inf"/"nan" as core.identity writes them, or null) as a float."""
     if x is None:
         return math.nan
     try:
@@ -230,14 +210,6 @@ def _train_config(exp_dir: Path, entry: Mapping[str, Any] | None, model_hash: st
     return {}
 
 
-def _corrupt_message(run_dir: Path) -> str:
-    try:
-        read_json(run_dir / "result.json", EVAL_REQUIRED)
-    except CorruptFileError as e:
-        return f"corrupt result.json ({e})"
-    return ""
-
-
 def _check_result(result: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
     """Why an eval result cannot be used (empty when it can)."""
     n, k = result.get("n_images"), result.get("n_correct")
@@ -265,7 +237,7 @@ def _check_result(result: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
 def collect(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per planned evaluation job (model x condition) of the experiment in `exp_dir`.
 
-    `scheduler` maps job ids to scheduler states (as for `cluster.runs.run_state`); without it
+    `scheduler` maps job ids to scheduler states (as for `core.runs.run_state`); without it
     a submitted job with no result reads as pending. Columns: see FIXED_COLUMNS and the module
     docstring; the model's flattened settings sit between the model and condition columns."""
     exp_dir = Path(exp_dir)
@@ -332,12 +304,12 @@ def _condition_row(cond: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _outcome(run_dir: Path, entry: Mapping[str, Any], scheduler: Mapping[str, str] | None) -> dict[str, Any]:
-    state = run_state(run_dir, scheduler, EVAL_REQUIRED)
+    state = run_state(run_dir, scheduler, "eval")
     out: dict[str, Any] = {"state": state.state, "error": state.error, "job_id": state.job_id,
                            "n_images": None, "n_correct": None, "accuracy": math.nan}
     if state.state == "done":
         out["job_id"] = str((read_submission(run_dir) or {}).get("job_id", ""))
-        result = read_result(run_dir, EVAL_REQUIRED) or {}
+        result = read_result(run_dir, "eval") or {}
         problem = _check_result(result, entry)
         if problem:
             out.update(state="failed", error=problem)
@@ -351,7 +323,7 @@ def _outcome(run_dir: Path, entry: Mapping[str, Any], scheduler: Mapping[str, st
             if not math.isnan(stored) and abs(stored - k / n) > 1e-3:
                 logger.warning("%s: stored accuracy %.4f != n_correct/n_images %.4f", run_dir, stored, k / n)
     elif (run_dir / "result.json").exists():
-        why = _corrupt_message(run_dir)
+        why = result_problem(run_dir, "eval")
         out["error"] = f"{out['error']}; {why}" if out["error"] and why else (out["error"] or why)
     return out
 
@@ -468,8 +440,8 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
     rows = []
     for entry in entries:
         run_dir, rel = _run_dir(exp_dir, entry, "train")
-        state = run_state(run_dir, scheduler, ("final",))
-        result = read_result(run_dir, ("final",)) if state.state == "done" else None
+        state = run_state(run_dir, scheduler, "train")
+        result = read_result(run_dir, "train") if state.state == "done" else None
         final = result.get("final", {}) if result and isinstance(result.get("final"), Mapping) else {}
         cand = candidates.get(entry["hash"], ("", {}))[1]
         model = str(entry.get("model") or candidates.get(entry["hash"], ("",))[0])

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from submitit.core.utils import JobPaths
 
 from cluster import submission
-from cluster.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
 from cluster.scheduler import cancel_local_jobs, slurm_queue
-from ecc.atomic import CorruptFileError, read_json
+from core.atomic import CorruptFileError, read_json
+from core.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
 from ecc.train import METRICS, PROGRESS
 from results.table import read_metrics
 
@@ -170,11 +170,11 @@ def _duration(seconds: float) -> str:
 def status_lines(pipeline: Pipeline) -> list[str]:
     """Per stage: counts, each failed run with its error and log files, each running training's
     progress; then the driver (when detached) and orphaned jobs."""
-    from .pipeline import REQUIRED
+    from .pipeline import RESULT_KIND
 
     lines = []
     for stage, units in pipeline.planned():
-        states = pipeline.states(units, REQUIRED.get(stage, ()))
+        states = pipeline.states(units, RESULT_KIND[stage])
         report = pipeline.report(stage, units, states)
         lines.append(report.line())
         for u in units:

@@ -24,9 +24,9 @@ import submitit
 
 from cluster import executors
 from cluster.resources import Resources
-from cluster.runs import ACTIVE_STATES
 from cluster.scheduler import slurm_queue, slurm_states
-from ecc.atomic import CorruptFileError, atomic_write_json, read_json
+from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.runs import ACTIVE_STATES
 
 DRIVER_JSON = "driver.json"
 DRIVER_MEM_GB = 4  # the driver collects the results table and draws the figures at the end

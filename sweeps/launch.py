@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING
 
 from cluster.executors import KINDS
 from cluster.resources import Resources, split_sbatch
+from core.atomic import read_json
+from core.cli import Parser, add_arguments, arg, from_namespace
 from ecc import sources
-from ecc.atomic import read_json
-from ecc.cli import Parser, add_arguments, arg, from_namespace
 
 from .driver import DRIVER_MEM_GB
 from .spec import SpecError, StageResources, SweepSpec, override_resources

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -28,16 +27,17 @@ from filelock import FileLock, Timeout
 
 from cluster import executors, jobs, submission
 from cluster.resources import Resources
-from cluster.runs import (
+from core.atomic import atomic_write_json, read_json
+from core.identity import to_jsonable
+from core.runs import (
     RunState,
     read_result,
     read_submission,
     record_submission,
     run_state,
+    write_config,
 )
 from ecc import datasets
-from ecc.atomic import atomic_write_json, read_json
-from ecc.identity import to_jsonable
 from ecc.model import job_env
 from ecc.train import RunOptions
 
@@ -47,8 +47,7 @@ from .spec import EvalRun, StageResources, SweepSpec, TrainRun, choose
 logger = logging.getLogger(__name__)
 
 STAGES = ("datasets", "train", "eval")
-TRAIN_REQUIRED = ("final",)
-REQUIRED = {"train": TRAIN_REQUIRED, "eval": tasks.EVAL_REQUIRED}  # result keys that make a run done
+RESULT_KIND = {"datasets": "dataset", "train": "train", "eval": "eval"}  # what each stage's run folders hold
 
 
 class LauncherBusy(RuntimeError):
@@ -174,15 +173,15 @@ class Pipeline:
             lock.release()
 
     # ------------------------------------------------------------------ stages
-    def states(self, units: Sequence[Unit], required: tuple[str, ...] = ()) -> dict[Path, RunState]:
+    def states(self, units: Sequence[Unit], kind: str | None = None) -> dict[Path, RunState]:
         """States of run folders, with ONE scheduler query for all their last submissions."""
         sched = _scheduler_states([u.run_dir for u in units])
-        return {u.run_dir: run_state(u.run_dir, sched, required) for u in units}
+        return {u.run_dir: run_state(u.run_dir, sched, kind) for u in units}
 
     def run_stage(self, stage: str, units: Sequence[Unit]) -> bool:
         """Submit what a stage still needs as one array, wait, and report. True if all done."""
-        required = REQUIRED.get(stage, ())
-        states = self.states(units, required)
+        kind = RESULT_KIND[stage]
+        states = self.states(units, kind)
         todo = [u for u in units if states[u.run_dir].state == "missing" or states[u.run_dir].cancelled
                 or (states[u.run_dir].state == "failed" and self.retry_failed)]
         active = [u for u in units if states[u.run_dir].state in ("running", "pending")]
@@ -200,7 +199,7 @@ class Pipeline:
             waiting += self._submit(stage, todo)
         if waiting:
             self._wait(stage, waiting, t0)
-        final = self.states(units, required)
+        final = self.states(units, kind)
         report = self.report(stage, units, final)
         self.echo(f"[{stage}] {report.summary()}")
         for label, err in report.failed:
@@ -298,7 +297,7 @@ class Pipeline:
         """The (model, train hash, learning rate) to evaluate: per model, the learning rate(s) the
         sweep's rule chooses on the mean over seeds (sweeps.spec.choose), every finished seed of it."""
         units = self.train_units()
-        states = self.states(units, TRAIN_REQUIRED)
+        states = self.states(units, "train")
         several = len(self.spec.seeds) > 1
         models = []
         selected = []
@@ -308,7 +307,7 @@ class Pipeline:
                 run: TrainRun = u.payload
                 if run.model != name:
                     continue
-                result = read_result(u.run_dir, TRAIN_REQUIRED)
+                result = read_result(u.run_dir, "train")
                 final = (result or {}).get("final", {})
                 candidates.append({"hash": run.hash, "learning_rate": run.config.learning_rate, "seed": run.seed,
                                    "state": states[u.run_dir].state, "error": states[u.run_dir].error,
@@ -363,8 +362,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ status and plan
     def report(self, stage: str, units: Sequence[Unit], states: dict[Path, RunState] | None = None) -> StageReport:
-        required = REQUIRED.get(stage, ())
-        states = states if states is not None else self.states(units, required)
+        states = states if states is not None else self.states(units, RESULT_KIND[stage])
         rep = StageReport(stage, total=len(units))
         for u in units:
             s = states[u.run_dir]
@@ -479,14 +477,11 @@ def _scheduler_states(run_dirs: Sequence[Path]) -> dict[str, str]:
 def _write_config(u: Unit) -> None:
     payload = u.payload
     if isinstance(payload, TrainRun):
-        cfg = {"kind": "train", "model": payload.model, "config": to_jsonable(payload.config)}
+        write_config(u.run_dir, "train", payload.hash, payload.config, model=payload.model)
     elif isinstance(payload, EvalRun):
-        cfg = {"kind": "eval", **to_jsonable(dataclasses.asdict(payload)), "hash": payload.hash}
+        write_config(u.run_dir, "eval", payload.hash, dataclasses.asdict(payload))
     else:
-        cfg = {"kind": "dataset", "spec": to_jsonable(payload)}
-    path = u.run_dir / "config.json"
-    if not path.exists() or json.loads(path.read_text() or "null") != json.loads(json.dumps(cfg)):
-        atomic_write_json(path, cfg)
+        write_config(u.run_dir, "dataset", u.run_dir.name, payload)
 
 
 def _states(candidates: Sequence[dict[str, Any]], lr: float) -> str:

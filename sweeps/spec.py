@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from cluster.resources import Resources
+from core.identity import config_hash, to_jsonable
 from ecc import sources
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
-from ecc.identity import config_hash, to_jsonable
 from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import TrainConfig

@@ -15,16 +15,13 @@ from typing import Any
 
 from filelock import FileLock
 
-from cluster.runs import read_result, write_error, write_result
+from core.runs import read_result, write_error, write_result
 from ecc import datasets
 from ecc.evaluate import HITS, Condition, Evaluator
 from ecc.sources import SourceConfig
 from ecc.train import RunOptions, TrainConfig, train
 
 logger = logging.getLogger(__name__)
-
-EVAL_REQUIRED = ("n_images", "n_correct", "accuracy")
-
 
 def build_dataset(spec: datasets.DatasetSpec, root: str, source: SourceConfig, options: RunOptions) -> dict[str, Any]:
     """Build (or verify) one dataset; the result names its folder."""
@@ -53,7 +50,7 @@ def eval_chunk(model_dir: str, items: Sequence[tuple[Condition, str]], test_imag
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)
         with FileLock(str(run / "run.lock")):  # a second copy of this job waits, then skips
-            if read_result(run, EVAL_REQUIRED) is not None:
+            if read_result(run, "eval") is not None:
                 done += 1
                 continue
             try:

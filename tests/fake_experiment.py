@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from cluster.runs import record_submission, write_error, write_result
-from ecc.atomic import append_jsonl, atomic_write_json
+from core.atomic import append_jsonl, atomic_write_json
+from core.identity import digest, to_jsonable
+from core.runs import record_submission, write_error, write_result
 from ecc.evaluate import HITS, write_hits
-from ecc.identity import digest, to_jsonable
 from ecc.model import ModelConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
 
@@ -221,7 +221,7 @@ def corrupt_result(run_dir: Path) -> None:
 
 
 def set_result(run_dir: Path, n_correct: int, n_images: int) -> None:
-    from ecc.atomic import read_json
+    from core.atomic import read_json
 
     result = read_json(run_dir / "result.json")
     assert result is not None

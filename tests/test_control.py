@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from cluster.runs import CANCELLED, read_error, record_submission, write_result
 from cluster.scheduler import LOCAL_CONTROLLER, local_controller_alive
+from core.runs import CANCELLED, read_error, record_submission, write_result
 from sweeps import control, launch, smoke
 from sweeps.pipeline import Pipeline
 
@@ -158,7 +158,7 @@ def test_cancel_stops_every_job_records_it_and_touches_nothing_done(tmp_path: Pa
         run.mkdir(parents=True)
         jobs[run] = controllers()
         record_submission(run, executor="local", job_id=str(jobs[run].pid), stage=run.parent.name)
-    write_result(done, {"final": {"val/acc": 1.0}})  # finished; its job has not exited yet
+    write_result(done, {"kind": "train", "hash": done.name, "final": {"val/acc": 1.0}})  # finished; its job has not exited yet
     assert launch.main(["smoke", "--cancel", "--executor", "local", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == "cancelled 2 run(s) in 2 job(s); relaunch the same command to resubmit them"
@@ -170,7 +170,7 @@ def test_cancel_stops_every_job_records_it_and_touches_nothing_done(tmp_path: Pa
     assert jobs[done].poll() is None and read_error(done) is None  # a done run's job is left alone
     assert "train       4 jobs: 1 done, 1 cancelled, 2 missing" in status(tmp_path, capsys)
     # a relaunch resubmits a cancelled run even when failures are kept
-    states = p.states(p.train_units(), ("final",))
+    states = p.states(p.train_units(), "train")
     assert states[running].cancelled
     assert launch.main(["smoke", "--cancel", "--executor", "local", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines() == ["no queued or running stage job to cancel"]

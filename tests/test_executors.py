@@ -31,7 +31,6 @@ from cluster.jobs import (
     read_attempts,
 )
 from cluster.resources import LocalCapacity, Resources, local_slots
-from cluster.runs import read_error, record_submission, run_state
 from cluster.scheduler import (
     attach,
     local_controller_alive,
@@ -40,6 +39,7 @@ from cluster.scheduler import (
     scheduler_states,
 )
 from cluster.submission import chunk_sizes, submit_array, submit_runs, wait_job, wait_runs
+from core.runs import read_error, record_submission, run_state
 
 # Job processes cannot import this test module: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -78,7 +78,7 @@ def slow_once(run_dir: str, seconds: float) -> dict:
 
 def fill_runs(run_dirs: list[str], crash: bool) -> dict:
     """Like an evaluation chunk: writes the first run's result, then crashes or writes the rest."""
-    from cluster.runs import write_result
+    from core.runs import write_result
     write_result(Path(run_dirs[0]), {"value": 0})
     if crash:
         raise RuntimeError("model did not load")
@@ -88,7 +88,7 @@ def fill_runs(run_dirs: list[str], crash: bool) -> dict:
 
 
 def write_own_result(run_dir: str) -> None:
-    from cluster.runs import write_result
+    from core.runs import write_result
     write_result(Path(run_dir), {"kind": "own"})
 
 

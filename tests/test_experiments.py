@@ -311,8 +311,8 @@ def test_notebook_shows_the_experiments_comparisons(tmp_path: Path, monkeypatch:
     nbclient = pytest.importorskip("nbclient")
     from jupyter_client import KernelManager
 
-    from ecc.atomic import atomic_write_json
-    from ecc.identity import to_jsonable
+    from core.atomic import atomic_write_json
+    from core.identity import to_jsonable
 
     fake = write_fake_experiment(tmp_path, name="cmp", grid=GRID, models=(A, B), learning_rates=(0.01,),
                                  n_images=100, epochs=2)

@@ -16,8 +16,8 @@ from filelock import FileLock
 from helpers import wait_until
 
 from cluster import submission
-from cluster.runs import record_submission
 from cluster.scheduler import LOCAL_CONTROLLER, local_controller_alive
+from core.runs import record_submission
 from results import table
 from sweeps import launch
 
@@ -97,7 +97,7 @@ def test_an_invalid_value_exits_2_without_a_traceback(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--executor", "nope"], "argument --executor: invalid choice: 'nope' (choose from 'auto', 'slurm', 'local', 'debug')"),
     (["--cpus", "0"], "--cpus must be >= 1, got 0"),
-    (["--cpus", "two"], "value: 'two'"),  # "invalid conv value": ecc.cli's optional wrapper lends argparse its name
+    (["--cpus", "two"], "value: 'two'"),  # "invalid conv value": core.cli's optional wrapper lends argparse its name
     (["--gpus", "-1"], "--gpus must be >= 0, got -1"),
     (["--mem", "0"], "--mem must be > 0 GB, got 0.0"),
     (["--time", "0"], "--time must be >= 1, got 0"),

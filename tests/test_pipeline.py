@@ -17,9 +17,9 @@ import pytest
 
 from cluster import submission
 from cluster.jobs import ChunkJob, RunJob
-from cluster.runs import read_error
+from core.identity import to_jsonable
+from core.runs import read_error
 from ecc.evaluate import Condition, Evaluator
-from ecc.identity import to_jsonable
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
 from results import plots, table
 from sweeps import demo, launch, smoke, tasks
@@ -236,7 +236,7 @@ def test_a_lost_eval_result_is_resubmitted_alone(experiment: Path, submitted: Su
     (call,) = submitted.stage("eval")[0]
     ((condition, run_dir),) = call.args[1]  # what the job evaluates: (Condition, run folder) pairs
     assert run_dir == str(lost)
-    assert to_jsonable(condition) == json.loads((lost / "config.json").read_text())["condition"]
+    assert to_jsonable(condition) == json.loads((lost / "config.json").read_text())["config"]["condition"]
     assert launch_.grep("[eval] 24 jobs") == ["[eval] 24 jobs: 23 done, 1 to submit", "[eval] 24 jobs: 24 done"]
     after = submissions(experiment)
     changed = {k for k in after if after[k] != before[k]}

@@ -41,11 +41,11 @@ import sweeps.launch
 from cluster.executors import make_executor
 from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
-from cluster.runs import read_error, read_result, record_submission, run_state, write_result
 from cluster.scheduler import local_task_pids, scheduler_states
 from cluster.submission import submit_runs, wait_runs
+from core.atomic import CorruptFileError
+from core.runs import read_error, read_result, record_submission, run_state, write_result
 from ecc import datasets, sources
-from ecc.atomic import CorruptFileError
 from ecc.datasets import DatasetSpec
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
@@ -301,9 +301,10 @@ def test_partial_or_torn_result_is_never_taken(tmp_path: Path) -> None:
     state = run_state(run, {"77_1": "CANCELLED by 0"})
     assert state.state == "failed" and "CANCELLED" in state.error  # the scheduler's state, and resubmitted
     (run / "result.json").write_text(json.dumps({"kind": "eval", "n_images": 10}))  # lacks required keys
-    assert read_result(run, ("n_images", "n_correct", "accuracy")) is None
+    assert read_result(run) is None and read_result(run, "eval") is None
     write_result(run, {"kind": "eval", "n_images": 10, "n_correct": 9, "accuracy": 0.9})
-    assert run_state(run, {}, ("n_images", "n_correct", "accuracy")).state == "done"
+    assert run_state(run, {}, "eval").state == "done"
+    assert read_result(run, "train") is None  # a result of another kind is not this run's
 
 
 def test_a_killed_attempt_is_recorded_as_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,8 +20,9 @@ from fake_experiment import (
     write_fake_experiment,
 )
 
-from ecc.atomic import atomic_write_json
-from ecc.model import PARITIES, ModelConfig
+from core.atomic import atomic_write_json
+from ecc.evaluate import condition_label
+from ecc.model import PARITIES, ModelConfig, num_classes
 from ecc.sources import SourceConfig
 from ecc.stimuli import StimulusConfig
 from results import plots
@@ -102,16 +103,16 @@ def test_wilson_interval_edges() -> None:
 
 @pytest.mark.parametrize("parity", PARITIES)
 def test_num_classes_matches_the_model(parity: str) -> None:
-    assert rt.num_classes(parity) == ModelConfig(parity=parity).num_classes
+    assert num_classes(parity) == ModelConfig(parity=parity).num_classes
 
 
 def test_condition_labels() -> None:
-    assert rt.condition_label(0, 240, None) == "a"
-    assert rt.condition_label(1, 240, 120) == "xa"
-    assert rt.condition_label(1, 240, 360) == "ax"
-    assert rt.condition_label(1, 0, 120) == "ax"
-    assert rt.condition_label(1, -240, -120) == "xa"
-    assert rt.condition_label(2, 240, 360) == "xax"
+    assert condition_label(0, 240, None) == "a"
+    assert condition_label(1, 240, 120) == "xa"
+    assert condition_label(1, 240, 360) == "ax"
+    assert condition_label(1, 0, 120) == "ax"
+    assert condition_label(1, -240, -120) == "xa"
+    assert condition_label(2, 240, 360) == "xax"
 
 
 def test_one_row_per_planned_job_no_duplicates(broken: Broken) -> None:

@@ -32,9 +32,9 @@ from test_reliability import (
     site_dir,
 )
 
-from cluster.runs import read_submission, record_submission
+from core.atomic import CorruptFileError, atomic_write_json
+from core.runs import read_submission, record_submission
 from ecc import datasets
-from ecc.atomic import CorruptFileError, atomic_write_json
 from ecc.evaluate import main as evaluate_main
 from ecc.train import CHECKPOINT, RESULT, final_weights, load_checkpoint, read_jsonl, train
 from ecc.train import main as train_main

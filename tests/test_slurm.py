@@ -18,9 +18,9 @@ from helpers import wait_until
 from cluster.executors import make_executor, resolve_kind
 from cluster.jobs import CheckpointableRunJob, RunJob, read_attempts
 from cluster.resources import Resources
-from cluster.runs import read_error, record_submission, run_state
 from cluster.scheduler import attach, scheduler_states
 from cluster.submission import submit_runs, wait_runs
+from core.runs import read_error, record_submission, run_state
 
 pytestmark = pytest.mark.slurm
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.atomic import CorruptFileError
 from ecc import sources
-from ecc.atomic import CorruptFileError
 from ecc.sources import MissingDataError, SourceConfig
 
 

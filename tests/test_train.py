@@ -16,8 +16,8 @@ import pytest
 import torch
 from helpers import assert_same_weights
 
-from ecc.atomic import read_jsonl
-from ecc.identity import to_jsonable
+from core.atomic import read_jsonl
+from core.identity import from_jsonable, to_jsonable
 from ecc.model import ModelConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import (
@@ -29,7 +29,6 @@ from ecc.train import (
     TrainConfig,
     best_epoch,
     final_weights,
-    from_jsonable,
     load_checkpoint,
     main,
     read_config,

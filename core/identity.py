@@ -6,6 +6,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -54,3 +57,33 @@ def config_hash(cfg: Any, length: int = 12) -> str:
     """Identity of a run: the hash of its non-default fields, so adding a field with a default
     keeps every existing identity."""
     return digest(non_default(cfg), length)
+
+
+def from_jsonable(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) config dataclass from its JSON (`to_jsonable`); fields absent
+    from `data` keep their defaults, so configs written before a field was added still load."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    kwargs = {}
+    for name, value in data.items():
+        sub = getattr(default, name)
+        if dataclasses.is_dataclass(sub):
+            kwargs[name] = from_jsonable(type(sub), value)
+        elif _is_float(hints[name]) and isinstance(value, (str, int)) and not isinstance(value, bool):
+            kwargs[name] = float(value)  # "inf" is how to_jsonable writes infinity
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _is_float(tp: Any) -> bool:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return float in args
+    return tp is float

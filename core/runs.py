@@ -5,7 +5,9 @@ A run folder holds
   submission.json  how it was last submitted: executor, job id, time (written at submission)
   result.json      the job's structured result (written atomically by the job when it succeeds)
   error.json       the last failure: type, message, traceback or scheduler state
-A job is done exactly when result.json exists and is valid; nothing else is ever taken for a result.
+A job is done exactly when result.json exists, is valid JSON and holds the keys its kind requires
+(DONE_KEYS); nothing else is ever taken for a result. This is the one definition of "done": the
+launcher, the jobs, --status and the results table all ask `read_result` / `run_state`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecc.atomic import CorruptFileError, atomic_write_json, read_json
+from .atomic import CorruptFileError, atomic_write_json, read_json
+from .identity import to_jsonable
 
 logger = logging.getLogger(__name__)
 
 RESULT, ERROR, SUBMISSION, CONFIG = "result.json", "error.json", "submission.json", "config.json"
+# The keys a result.json of each kind must hold to count as done (a result of another kind, e.g. a
+# test's job body, needs none beyond being a JSON object).
+DONE_KEYS: dict[str, tuple[str, ...]] = {
+    "dataset": ("key", "n"),
+    "train": ("hash", "final"),
+    "eval": ("n_images", "n_correct", "accuracy"),
+}
 STATES = ("done", "failed", "running", "pending", "missing")
 CANCELLED = "Cancelled"  # error.json type of a run whose job a user cancelled (--cancel): resubmitted on relaunch
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")  # 123, 123_4, a local pid, DEBUG_140..., pid-42
@@ -55,13 +65,57 @@ def result_path(run_dir: Path) -> Path:
     return Path(run_dir) / RESULT
 
 
-def read_result(run_dir: Path, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """The run's result, or None when it has none or it is unreadable (then it is not done)."""
+def read_result(run_dir: Path, kind: str | None = None) -> dict[str, Any] | None:
+    """The run's result when the run is done, else None (no result.json, an unreadable one, one
+    without the keys of its kind, or, when `kind` is given, a result of another kind)."""
+    result, problem = _load_result(Path(run_dir), kind)
+    if problem:
+        logger.warning("ignoring %s", problem)
+    return result
+
+
+def result_problem(run_dir: Path, kind: str | None = None) -> str:
+    """Why the run's result.json does not count as a result ("" when it does, or there is none)."""
+    return _load_result(Path(run_dir), kind)[1]
+
+
+def _load_result(run_dir: Path, kind: str | None) -> tuple[dict[str, Any] | None, str]:
+    path = result_path(run_dir)
     try:
-        return read_json(result_path(run_dir), required)
+        result = read_json(path)
     except CorruptFileError as e:
-        logger.warning("ignoring a corrupt result: %s", e)
-        return None
+        return None, f"corrupt result.json ({e})"
+    if result is None:
+        return None, ""
+    have = result.get("kind")
+    if kind is not None and have != kind:
+        return None, f"corrupt result.json ({path} is a {have!r} result where a {kind!r} one belongs)"
+    missing = [k for k in DONE_KEYS.get(str(have), ()) if k not in result]
+    if missing:
+        return None, f"corrupt result.json ({path} lacks the keys {missing})"
+    return result, ""
+
+
+def write_config(run_dir: Path, kind: str, run_hash: str, config: Any, **extra: Any) -> None:
+    """Write the run's config.json, `{"kind", "hash", "config", **extra}` (the one schema, written by
+    the launcher before submission and by a job that starts on a folder without one).
+
+    A folder holding another run (another hash) is refused, naming both; the same run keeps what
+    an earlier writer added (e.g. the launcher's model name) and gains what this one adds."""
+    path = Path(run_dir) / CONFIG
+    want = to_jsonable({"kind": kind, "hash": run_hash, "config": config, **extra})
+    have = read_json(path)  # raises CorruptFileError when unreadable: never overwrite it silently
+    if have is not None:
+        # A config.json written without a hash (launchers before the one schema) is compared by config.
+        same = have["hash"] == run_hash if "hash" in have else have.get("config") == want["config"]
+        if not same:
+            raise ValueError(f"{run_dir} holds another run (config hash {have.get('hash')!r}, this one is "
+                             f"{run_hash}); use another folder")
+        want = {**have, **want}
+        if want == have:
+            return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, want)
 
 
 def write_result(run_dir: Path, result: Mapping[str, Any]) -> None:
@@ -117,13 +171,12 @@ def error_line(error: Mapping[str, Any] | None) -> str:
     return f"{error.get('type', 'Error')}: {message[-1] if message else ''}".rstrip(": ")
 
 
-def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None,
-              required: tuple[str, ...] = ()) -> RunState:
+def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None, kind: str | None = None) -> RunState:
     """State of one run from its folder, plus the scheduler's view of its last job when known.
 
     `scheduler` maps job ids to scheduler states (sacct names, e.g. RUNNING, FAILED)."""
     run_dir = Path(run_dir)
-    if read_result(run_dir, required) is not None:
+    if read_result(run_dir, kind) is not None:
         return RunState("done")
     sub = read_submission(run_dir)
     job_id = str(sub["job_id"]) if sub else ""
