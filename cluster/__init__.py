@@ -1,22 +1,9 @@
-"""How jobs run: executors (auto|slurm|local|debug), job arrays, scheduler queries, run folders.
+"""How jobs run: scheduler backends, one submission path, job bodies, what a job asks for.
 
-    resources.py   Resources (one per stage), what fits on this machine
-    executors.py   make_executor(kind, folder, resources, env=...), the bounded local executor
-    submission.py  submit_array / submit_runs (one array per stage, chunked), wait_runs
-    scheduler.py   scheduler_states (one batched query), max_array_size, attach (re-attach by id)
-                   (both also importable from submission)
+    backends/      one module per executor kind (slurm.py, local.py, debug.py) behind the `Backend`
+                   interface (base.py); the registry and `auto` (__init__.py)
+    submission.py  Submission: a stage's jobs submitted as one array, re-attached, waited for;
+                   scheduler_states of run folders (one batched query per backend)
     jobs.py        RunJob / CheckpointableRunJob / ChunkJob: what a job runs (run lock, errors, attempts)
-    runs.py        run folders: result.json / error.json / submission.json -> RunState
+    resources.py   Resources (one per stage), what fits on this machine
 """
-
-from .executors import KINDS, executor_kind, make_executor, resolve_kind, slurm_available
-from .jobs import CheckpointableRunJob, ChunkJob, RunJob, RunResult, TooManyAttemptsError
-from .resources import Resources
-from .scheduler import attach, max_array_size, scheduler_states
-from .submission import JobOutcome, submit_array, submit_runs, wait_job, wait_runs
-
-__all__ = [
-    "KINDS", "CheckpointableRunJob", "ChunkJob", "JobOutcome", "Resources", "RunJob", "RunResult",
-    "TooManyAttemptsError", "attach", "executor_kind", "make_executor", "max_array_size", "resolve_kind",
-    "scheduler_states", "slurm_available", "submit_array", "submit_runs", "wait_job", "wait_runs",
-]

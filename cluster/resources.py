@@ -27,7 +27,7 @@ _RESERVED = {
     "output": "submitit (log paths)", "o": "submitit (log paths)",
     "error": "submitit (log paths)", "e": "submitit (log paths)",
     "open-mode": "submitit (log paths)",
-    "job-name": "make_executor(name=...)", "J": "make_executor(name=...)",
+    "job-name": "Backend.executor(name=...)", "J": "Backend.executor(name=...)",
 }
 _OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
@@ -95,6 +95,15 @@ class Resources:
         if self.signal_delay_s is not None:
             return self.signal_delay_s
         return min(120, 60 * self.time_min // 5)
+
+    def summary(self) -> str:
+        """One line for logs: `partition=default gpus=0 cpus=1 mem=defaultGB time=60min array_parallelism=256`."""
+        parts = [f"partition={self.partition or 'default'}", f"gpus={self.gpus}", f"cpus={self.cpus}",
+                 f"mem={self.mem_gb if self.mem_gb is not None else 'default'}GB", f"time={self.time_min}min",
+                 f"array_parallelism={self.array_parallelism}"]
+        if self.extra_sbatch:
+            parts.append("extra=" + " ".join(self.extra_sbatch))
+        return " ".join(parts)
 
     def sbatch_options(self) -> dict[str, Any]:
         """The extras as submitit's `additional_parameters` ({"qos": "high", "exclusive": True})."""

@@ -1,161 +1,159 @@
-"""Submitting a stage's jobs as job arrays (chunked by MaxArraySize) and waiting for them.
+"""Submitting a stage's jobs, re-attaching to an earlier launcher's, and waiting for them: the one
+path the launcher takes, on any backend.
 
-On SLURM a stage is one array job (several when it exceeds MaxArraySize: equal chunks, each with an
-equal share of `array_parallelism`, so the stage never runs more than that many tasks at once). The
-local executor starts the jobs one by one as slots free up; the debug executor runs them in-process
-when waited on. The same calls work everywhere."""
+A stage's jobs are (picklable callable, the run folders it fills). `Submission.submit` hands them to
+the backend as one array and records each run's submission.json as soon as its job has an id;
+`Submission.attach` finds the jobs an earlier launcher submitted (from those submission.json files);
+`Submission.wait` waits with submitit and, for a job that ended without writing its runs' result or
+error (cancelled, killed for memory or time, a crash before the body ran), writes an error.json
+saying how it ended, so the run folder alone tells why. `scheduler_states` asks the scheduler about
+the last jobs of many run folders in one batched query per backend.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import submitit
 from submitit.core.core import Job
+from submitit.core.utils import UncompletedJobError
 
-from core.runs import (
-    RunState,
-    read_error,
-    read_result,
-    read_submission,
-    record_submission,
-    run_state,
-    write_error,
-)
+from core.runs import error_line, read_error, read_result, read_submission, record_submission, write_error
 
-from .executors import executor_kind
-from .jobs import RunJob
-from .scheduler import attach, max_array_size, scheduler_states, with_gone_check
-
-__all__ = ["JobOutcome", "attach", "chunk_sizes", "scheduler_states", "submit_array", "submit_runs",
-           "wait_job", "wait_runs"]
+from .backends import BACKENDS
+from .backends.base import Backend
+from .resources import Resources
 
 logger = logging.getLogger(__name__)
 
-R = TypeVar("R")
-
-
-def chunk_sizes(n: int, max_size: int) -> list[int]:
-    """Sizes of the fewest, most equal chunks of n items, none over max_size: (2500, 1001) -> [834, 833, 833]."""
-    if n <= 0:
-        return []
-    k = math.ceil(n / max_size)
-    return [n // k + (i < n % k) for i in range(k)]
-
-
-def submit_array(executor: submitit.Executor, calls: Sequence[Callable[[], R]], *,
-                 max_size: int | None = None,
-                 on_submit: Callable[[int, Job[R]], None] | None = None) -> list[Job[R]]:
-    """Submit argument-less callables (RunJob, ChunkJob...) as one job array per chunk; jobs in call order.
-
-    `max_size`: largest array (default: the cluster's MaxArraySize). `on_submit(i, job)` is called as
-    soon as job i has an id (per chunk on SLURM; per job on the local executor, whose submission blocks
-    until a slot is free)."""
-    if not calls:
-        return []
-    kind = executor_kind(executor)
-    jobs: list[Job[R]] = []
-    if kind != "slurm":
-        for i, call in enumerate(calls):
-            job = executor.submit(call)
-            jobs.append(job)
-            if on_submit is not None:
-                on_submit(i, job)
-        return jobs
-    sizes = chunk_sizes(len(calls), max_array_size() if max_size is None else max_size)
-    parallelism = executor.parameters.get("array_parallelism", 256)
-    share = max(1, parallelism // len(sizes))
-    if len(sizes) > 1:
-        logger.info("%d jobs as %d arrays of <= %d tasks, each running <= %d at once", len(calls),
-                    len(sizes), max(sizes), share)
-    executor.update_parameters(array_parallelism=share)
-    try:
-        start = 0
-        for size in sizes:
-            chunk = list(calls[start:start + size])
-            new = [with_gone_check(job) for job in executor.submit_array(chunk)]
-            for i, job in enumerate(new, start):
-                if on_submit is not None:
-                    on_submit(i, job)
-            jobs += new
-            start += size
-    finally:
-        executor.update_parameters(array_parallelism=parallelism)
-    return jobs
-
-
-def submit_runs(executor: submitit.Executor, calls: Sequence[RunJob], stage: str, *,
-                max_size: int | None = None) -> list[Job[Any]]:
-    """submit_array, recording each job in its run folder's submission.json (executor, job id, stage)."""
-    kind = executor_kind(executor)
-
-    def record(i: int, job: Job[Any]) -> None:
-        record_submission(calls[i].run_dir, executor=kind, job_id=job.job_id, stage=stage)
-
-    return submit_array(executor, calls, max_size=max_size, on_submit=record)
+JOB_ENDED = "JobEndedWithoutResult"  # error.json type written for a job that left no result nor error
 
 
 @dataclass(frozen=True)
 class JobOutcome:
+    """How one job ended."""
+
     job_id: str
-    result: Any = None     # what the job returned (a RunResult for a RunJob)
-    error: str = ""        # one line; empty when the job succeeded
+    run_dirs: tuple[Path, ...]
+    result: Any = None  # what the job returned (a RunResult for a RunJob)
+    error: str = ""     # one line; empty when the job succeeded
 
 
-def wait_job(job: Job[Any]) -> JobOutcome:
-    """Wait for one job; a failure becomes the outcome's error, never an exception here."""
+@dataclass
+class Submission:
+    """One stage's jobs on one backend, their submitit files and logs in `logs`.
+
+    `resources`, `env`, `name`: what the executor asks for (cluster.backends.base.Backend.executor).
+    `jobs`: (job, its run folders) submitted or attached and not yet waited for."""
+
+    backend: Backend
+    logs: Path
+    stage: str
+    resources: Resources = field(default_factory=Resources)
+    env: Mapping[str, str] | None = None
+    name: str = "crowding"
+    jobs: list[tuple[Job[Any], list[Path]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logs = Path(self.logs)
+
+    @functools.cached_property
+    def executor(self) -> submitit.Executor:
+        """The stage's executor, made when first needed (attaching needs none)."""
+        return self.backend.executor(self.logs, self.resources, env=self.env, name=self.name)
+
+    def submit(self, jobs: Sequence[tuple[Callable[[], Any], Sequence[str | os.PathLike]]]) -> list[Job[Any]]:
+        """Submit (callable, run folders) pairs as one array; each run's submission.json is written as
+        soon as its job has an id. Returns the jobs, in order."""
+        runs = [[Path(d) for d in dirs] for _, dirs in jobs]
+
+        def record(i: int, job: Job[Any]) -> None:
+            for run_dir in runs[i]:
+                record_submission(run_dir, executor=self.backend.kind, job_id=job.job_id, stage=self.stage)
+
+        submitted = self.backend.submit(self.executor, [call for call, _ in jobs], record)
+        self.jobs += zip(submitted, runs, strict=True)
+        return submitted
+
+    def attach(self, run_dirs: Sequence[str | os.PathLike]) -> list[Path]:
+        """Wait also for the jobs that an earlier launcher submitted for these runs (named by their
+        submission.json) rather than run them twice. Returns the runs left with nothing to wait for
+        (e.g. a local job whose launcher died): resubmit them (the run lock makes a copy wait)."""
+        by_job: dict[tuple[str, str], list[Path]] = {}
+        lost = []
+        for run_dir in map(Path, run_dirs):
+            sub = read_submission(run_dir)
+            if sub is None or sub["executor"] not in BACKENDS:
+                lost.append(run_dir)
+            else:
+                by_job.setdefault((sub["executor"], str(sub["job_id"])), []).append(run_dir)
+        for (kind, job_id), group in by_job.items():
+            backend = self.backend if kind == self.backend.kind else BACKENDS[kind]()
+            job = backend.attach(self.logs, job_id)
+            if job is None:
+                lost += group
+            else:
+                self.jobs.append((job, group))
+        return lost
+
+    def wait(self, on_end: Callable[[JobOutcome, int, int], None] | None = None) -> list[JobOutcome]:
+        """Wait for every job submitted or attached so far, as they end (in order where the backend
+        runs them when waited on). `on_end(outcome, n ended, total)` after each; a job's failure is
+        its outcome's error, never an exception here. Returns the outcomes in the order they ended."""
+        waiting, self.jobs = self.jobs, []
+        runs = {id(job): dirs for job, dirs in waiting}
+        pending = [job for job, _ in waiting]
+        order = pending if self.backend.waits_in_order else submitit.helpers.as_completed(
+            pending, poll_frequency=self.backend.poll_s)
+        outcomes = []
+        for n, job in enumerate(order, 1):
+            outcome = wait_job(job, runs[id(job)])
+            for run_dir in outcome.run_dirs:
+                note_outcome(run_dir, outcome)
+            outcomes.append(outcome)
+            if on_end is not None:
+                on_end(outcome, n, len(waiting))
+        return outcomes
+
+
+def wait_job(job: Job[Any], run_dirs: Sequence[Path]) -> JobOutcome:
+    """Wait for one job. Its error is the one its runs recorded (error.json); only when they recorded
+    none, how the job ended: no output and the scheduler's state, or the exception's type and first line."""
     try:
-        return JobOutcome(str(job.job_id), job.result())
+        return JobOutcome(str(job.job_id), tuple(run_dirs), job.result())
     except Exception as e:  # FailedJobError (raised in the job), UncompletedJobError (killed...), or
         # the body's own exception on the debug executor
-        return JobOutcome(str(job.job_id), error=_summary(e))
+        own = [error_line(read_error(d)) for d in run_dirs if _has_fresh_error(d)]
+        if own:
+            why = own[0]
+        elif isinstance(e, UncompletedJobError):
+            why = f"has not produced any output (state: {_state(job)})"
+        else:
+            head = str(e).strip().splitlines()
+            why = f"{type(e).__name__}: {head[0] if head else ''}".rstrip(": ")
+        return JobOutcome(str(job.job_id), tuple(run_dirs), error=why)
 
 
-def _summary(e: BaseException) -> str:
-    """One line for a job's failure: the last line of its traceback, or the head of submitit's message."""
-    text = str(e)
-    if isinstance(e, submitit.core.utils.FailedJobError) and "\n----" in text:
-        trace = text.split("----------------------\n")[1].strip().splitlines()
-        return trace[-1] if trace else text.splitlines()[0]
-    if isinstance(e, submitit.core.utils.UncompletedJobError):
-        return " ".join(text.splitlines()[:2])
-    return f"{type(e).__name__}: {text}".strip()
+def _state(job: Job[Any]) -> str:
+    try:
+        return str(job.state)
+    except Exception as e:  # a state is for the message only
+        return f"unknown: {type(e).__name__}"
 
 
-def wait_runs(jobs: Sequence[Job[Any]], run_dirs: Sequence[str | Path], *,
-              on_done: Callable[[Path, RunState], None] | None = None) -> list[RunState]:
-    """Wait for each run's job (in order) and return the runs' states (done or failed).
-
-    A job that ended without writing result.json or error.json (cancelled, killed for memory or time,
-    a crash before the body ran) gets an error.json here saying so, so the run folder alone tells why."""
-    if len(jobs) != len(run_dirs):
-        raise ValueError(f"{len(jobs)} jobs but {len(run_dirs)} run folders")
-    states = []
-    for job, run_dir in zip(jobs, run_dirs, strict=True):
-        run_dir = Path(run_dir)
-        outcome = wait_job(job)
-        note_outcome(run_dir, outcome)
-        state = run_state(run_dir)
-        if state.state not in ("done", "failed"):  # e.g. the job returned without a result.json
-            write_error(run_dir, message=f"job {outcome.job_id} ended without a result",
-                        kind="JobEndedWithoutResult")
-            state = run_state(run_dir)
-        states.append(state)
-        if on_done is not None:
-            on_done(run_dir, state)
-    return states
-
-
-def note_outcome(run_dir: str | Path, outcome: JobOutcome) -> None:
-    """When a run's job failed without leaving its own error.json (cancelled, killed, a crash before
-    the body ran), write one saying how it ended, so the run folder alone tells why."""
+def note_outcome(run_dir: str | os.PathLike, outcome: JobOutcome) -> None:
+    """When a run's job has ended and the run has neither a result nor an error of this submission,
+    write an error.json saying how the job ended, so the run folder alone tells why."""
     run_dir = Path(run_dir)
-    if outcome.error and read_result(run_dir) is None and not _has_fresh_error(run_dir):
-        write_error(run_dir, message=f"job {outcome.job_id}: {outcome.error}", kind="JobEndedWithoutResult")
+    if read_result(run_dir) is None and not _has_fresh_error(run_dir):
+        why = f"job {outcome.job_id}: {outcome.error}" if outcome.error else f"job {outcome.job_id} ended without a result"
+        write_error(run_dir, message=why, kind=JOB_ENDED)
 
 
 def _has_fresh_error(run_dir: Path) -> bool:
@@ -165,3 +163,21 @@ def _has_fresh_error(run_dir: Path) -> bool:
         return False
     sub = read_submission(run_dir)
     return sub is None or float(error.get("time", 0)) >= float(sub.get("time", 0))
+
+
+def scheduler_states(run_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """{job id: scheduler state} of the last job of each run folder (its submission.json): one batched
+    query per backend. Feed it to `core.runs.run_state`."""
+    ids: dict[str, list[str]] = {}
+    for run_dir in run_dirs:
+        sub = read_submission(Path(run_dir))
+        if sub:
+            ids.setdefault(str(sub["executor"]), []).append(str(sub["job_id"]))
+    out: dict[str, str] = {}
+    for kind, job_ids in ids.items():
+        if kind not in BACKENDS:
+            logger.warning("%d run(s) name executor %r, which is not one of %s: taken as unknown to the scheduler",
+                           len(job_ids), kind, ", ".join(BACKENDS))
+            continue
+        out.update(BACKENDS[kind]().states(job_ids))
+    return out

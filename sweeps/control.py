@@ -8,7 +8,6 @@ queries; nothing is kept anywhere else, so these commands work from any shell, a
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from submitit.core.utils import JobPaths
 
-from cluster import submission
-from cluster.scheduler import cancel_local_jobs, slurm_queue
+from cluster.backends import BACKENDS
+from cluster.submission import scheduler_states
 from core.atomic import CorruptFileError, read_json
 from core.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
 from ecc.train import METRICS, PROGRESS
@@ -50,7 +49,7 @@ class ActiveJob:
     @property
     def array(self) -> str:
         """What one cancel call names: the array job (123 for task 123_4), a local job's pid."""
-        return self.job_id.split("_")[0]
+        return BACKENDS[self.executor]().cancel_unit(self.job_id)
 
 
 def run_folders(exp: Path) -> list[Path]:
@@ -63,16 +62,11 @@ def active_jobs(exp: Path) -> list[ActiveJob]:
     """Queued or running jobs of the experiment's run folders (one batched query per executor),
     leaving out runs that are done already."""
     subs = {d: read_submission(d) for d in run_folders(exp)}
-    subs = {d: s for d, s in subs.items() if s and s["executor"] in ("slurm", "local")}
-    by_kind: dict[str, list[str]] = {}
-    for s in subs.values():
-        by_kind.setdefault(s["executor"], []).append(str(s["job_id"]))
-    states: dict[str, str] = {}
-    for kind, ids in by_kind.items():
-        states.update(submission.scheduler_states(kind, ids))
+    subs = {d: s for d, s in subs.items() if s and s["executor"] in BACKENDS}
+    states = scheduler_states(list(subs))
     out = []
     for d, s in subs.items():
-        state = ACTIVE_STATES.get((states.get(str(s["job_id"])) or "").split(" ")[0].rstrip("+"))
+        state = ACTIVE_STATES.get(states.get(str(s["job_id"]), ""))
         if state and read_result(d) is None:
             out.append(ActiveJob(d, str(s.get("stage", "?")), s["executor"], str(s["job_id"]), state))
     return out
@@ -80,12 +74,15 @@ def active_jobs(exp: Path) -> list[ActiveJob]:
 
 def cancel_command(jobs: Sequence[ActiveJob]) -> str:
     """The shell command that cancels these jobs (scancel of their arrays; SIGINT to local controllers)."""
-    parts = []
-    for kind, tool in (("slurm", "scancel"), ("local", "kill -INT")):
-        ids = sorted({j.array for j in jobs if j.executor == kind}, key=lambda i: (len(i), i))
-        if ids:
-            parts.append(f"{tool} {' '.join(ids)}")
-    return "; ".join(parts)
+    parts = [BACKENDS[kind]().cancel_command(ids) for kind, ids in _units(jobs).items()]
+    return "; ".join(p for p in parts if p)
+
+
+def _units(jobs: Sequence[ActiveJob]) -> dict[str, list[str]]:
+    """{executor kind: what its cancel calls name (arrays, local pids)}, in the registry's order."""
+    units = {kind: sorted({j.array for j in jobs if j.executor == kind}, key=lambda i: (len(i), i))
+             for kind in BACKENDS}
+    return {kind: ids for kind, ids in units.items() if ids}
 
 
 def orphans(pipeline: Pipeline, active: Sequence[ActiveJob] | None = None) -> list[ActiveJob]:
@@ -113,7 +110,8 @@ def orphan_lines(pipeline: Pipeline, active: Sequence[ActiveJob] | None = None) 
 def log_files(exp: Path, run_dir: Path) -> list[Path]:
     """stdout and stderr files of a run's last job (submitit's names), those that exist."""
     sub = read_submission(run_dir)
-    if not sub or sub["executor"] == "debug":
+    backend = BACKENDS.get(sub["executor"]) if sub else None
+    if backend is None or not backend.writes_logs:
         return []
     paths = JobPaths(exp / "logs" / str(sub.get("stage", "")), job_id=str(sub["job_id"]), task_id=0)
     return [p for p in (paths.stdout, paths.stderr) if p.is_file()]
@@ -222,8 +220,9 @@ def logs_lines(pipeline: Pipeline, key: str, n: int = TAIL_LINES) -> list[str]:
         lines.append(f"error: {state.error}")
     logs = log_files(pipeline.exp, u.run_dir)
     if not logs:
-        lines.append("no log files" + (" (the debug executor runs jobs inside the launcher)"
-                                       if sub.get("executor") == "debug" else ""))
+        backend = BACKENDS.get(sub.get("executor", ""))
+        lines.append("no log files" + (f" (the {backend.kind} executor runs jobs inside the launcher)"
+                                       if backend is not None and not backend.writes_logs else ""))
     for path in logs:
         lines.append(f"==> {path} (last {n} lines) <==")
         lines += tail(path, n)
@@ -242,16 +241,10 @@ def cancel(pipeline: Pipeline, wait_s: float = 120.0) -> list[str]:
     jobs = active_jobs(pipeline.exp)
     if not jobs:
         return [*lines, "no queued or running stage job to cancel"]
-    slurm = sorted({j.array for j in jobs if j.executor == "slurm"}, key=lambda i: (len(i), i))
-    for array in slurm:
-        out = subprocess.run(["scancel", array], capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            lines.append(f"scancel {array} failed: {out.stderr.strip()}")
-    local = sorted({j.array for j in jobs if j.executor == "local"})
-    if local:
-        cancel_local_jobs(local)
-    if slurm:
-        _wait_gone(slurm, wait_s)  # a job killed while writing its own error.json must not overwrite ours
+    for kind, units in _units(jobs).items():
+        # each backend waits until its jobs are gone: one killed while writing its own error.json
+        # must not overwrite ours
+        lines += BACKENDS[kind]().cancel(units, wait_s)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     by_array: dict[tuple[str, str, str], list[ActiveJob]] = {}
     for j in jobs:
@@ -259,18 +252,9 @@ def cancel(pipeline: Pipeline, wait_s: float = 120.0) -> list[str]:
             write_error(j.run_dir, message=f"job {j.job_id} cancelled by --cancel at {stamp}", kind=CANCELLED)
         by_array.setdefault((j.stage, j.executor, j.array), []).append(j)
     for (stage, kind, array), group in sorted(by_array.items()):
-        what = f"array {array}" if kind == "slurm" else f"local job {array}"
+        what = f"{BACKENDS[kind].unit_name} {array}"
         lines.append(f"cancelled [{stage}] {what} ({kind}): {len(group)} run(s), "
                      + ", ".join(sorted({j.state for j in group})))
     lines.append(f"cancelled {len(jobs)} run(s) in {len(by_array)} job(s); relaunch the same command to resubmit them")
     return lines
 
-
-def _wait_gone(arrays: Sequence[str], wait_s: float) -> None:
-    """Until squeue lists none of these jobs (a cancelled job holds on for the cluster's KillWait)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if not set(arrays) & slurm_queue():
-            return
-        time.sleep(1.0)
-    logger.warning("jobs %s are still listed by squeue %.0f s after scancel", " ".join(arrays), wait_s)

@@ -22,9 +22,8 @@ from typing import Any
 
 import submitit
 
-from cluster import executors
+from cluster.backends.slurm import SlurmBackend
 from cluster.resources import Resources
-from cluster.scheduler import slurm_queue, slurm_states
 from core.atomic import CorruptFileError, atomic_write_json, read_json
 from core.runs import ACTIVE_STATES
 
@@ -73,8 +72,7 @@ def driver_state(rec: dict[str, Any]) -> str:
     job_id = str(rec["job_id"])
     if rec["executor"] == "local":
         return "RUNNING" if _local_alive(job_id) else "ENDED"
-    state = slurm_states([job_id]).get(job_id, "UNKNOWN")
-    return state.split(" ")[0].rstrip("+")
+    return SlurmBackend().states([job_id]).get(job_id, "UNKNOWN")
 
 
 def is_active(state: str) -> bool:
@@ -113,7 +111,7 @@ def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, n
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     command = "python -m sweeps.launch " + " ".join(argv)
     if kind == "slurm":
-        executor = executors.make_executor("slurm", exp / "logs" / "driver", resources, name=f"{name}-driver")
+        executor = SlurmBackend().executor(exp / "logs" / "driver", resources, name=f"{name}-driver")
         job = executor.submit(DriverJob(argv, cwd))
         rec = {"executor": "slurm", "job_id": str(job.job_id), "log": str(job.paths.stdout),
                "err": str(job.paths.stderr)}
@@ -183,9 +181,7 @@ def cancel(exp: Path, wait_s: float = 60.0) -> list[str]:
     job_id = str(rec["job_id"])
     deadline = time.monotonic() + wait_s
     if rec["executor"] == "slurm":
-        subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
-        while time.monotonic() < deadline and job_id in slurm_queue():  # until squeue lets it go (KillWait)
-            time.sleep(1.0)
+        SlurmBackend().cancel([job_id], wait_s)  # scancel, then until squeue lets it go (KillWait)
     else:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(job_id), signal.SIGTERM)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.executors import KINDS
+from cluster.backends import KINDS
 from cluster.resources import Resources, split_sbatch
 from core.atomic import read_json
 from core.cli import Parser, add_arguments, arg, from_namespace

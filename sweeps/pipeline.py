@@ -22,21 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import submitit
 from filelock import FileLock, Timeout
 
-from cluster import executors, jobs, submission
-from cluster.resources import Resources
+from cluster import jobs
+from cluster.backends import get_backend
+from cluster.submission import JobOutcome, Submission, scheduler_states
 from core.atomic import atomic_write_json, read_json
 from core.identity import to_jsonable
-from core.runs import (
-    RunState,
-    read_result,
-    read_submission,
-    record_submission,
-    run_state,
-    write_config,
-)
+from core.runs import RunState, read_result, run_state, write_config
 from ecc import datasets
 from ecc.model import job_env
 from ecc.train import RunOptions
@@ -92,7 +85,8 @@ class Pipeline:
         spec.check_data()  # a missing flanker set or background folder: nothing is submitted
         self.spec = spec
         self.exp = Path(exp_dir)
-        self.kind = executors.resolve_kind(executor)
+        self.backend = get_backend(executor)
+        self.kind = self.backend.kind
         self.resources = resources or spec.resources
         self.retry_failed = retry_failed
         self.device = device
@@ -175,7 +169,7 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def states(self, units: Sequence[Unit], kind: str | None = None) -> dict[Path, RunState]:
         """States of run folders, with ONE scheduler query for all their last submissions."""
-        sched = _scheduler_states([u.run_dir for u in units])
+        sched = scheduler_states([u.run_dir for u in units])
         return {u.run_dir: run_state(u.run_dir, sched, kind) for u in units}
 
     def run_stage(self, stage: str, units: Sequence[Unit]) -> bool:
@@ -192,13 +186,23 @@ class Pipeline:
             + [f"{len(todo)} to submit"] + ([f"{kept} failed kept (--retry-failed to rerun them)"] if kept else [])
         self.echo(f"[{stage}] {len(units)} jobs: " + ", ".join(parts))
         t0 = time.time()
-        waiting: list[tuple[submitit.Job, list[Unit]]] = []
+        submission = self._submission(stage)
         if active:
-            waiting += self._attach(stage, active)
+            lost = {*submission.attach([u.run_dir for u in active])}
+            if len(lost) < len(active):
+                self.echo(f"[{stage}] waiting for {len(submission.jobs)} job(s) submitted by an earlier launch")
+            todo += [u for u in active if u.run_dir in lost]  # nothing to wait for: run again
         if todo:
-            waiting += self._submit(stage, todo)
-        if waiting:
-            self._wait(stage, waiting, t0)
+            self._submit(submission, todo)
+        failed = 0
+
+        def ended(outcome: JobOutcome, n: int, total: int) -> None:
+            nonlocal failed
+            failed += bool(outcome.error)
+            self.echo(f"[{stage}] {n}/{total} jobs finished" + (f" ({failed} failed)" if failed else "")
+                      + f", {time.time() - t0:.0f} s into the stage")
+
+        submission.wait(ended)
         final = self.states(units, kind)
         report = self.report(stage, units, final)
         self.echo(f"[{stage}] {report.summary()}")
@@ -230,67 +234,21 @@ class Pipeline:
                                           run_dirs=[str(u.run_dir) for u in chunk]), chunk))
         return out
 
-    def _executor(self, stage: str) -> submitit.Executor:
+    def _submission(self, stage: str) -> Submission:
         # Local jobs share the machine with the launcher and whatever else runs there: OpenMP threads
         # must not spin at barriers (ecc/model.py, SHARED_CPU_ENV); SLURM jobs own their cores.
-        return executors.make_executor(self.kind, self.exp / "logs" / stage, self.resources.stage(stage),
-                                       env=job_env(shared_cpus=self.kind == "local"), name=f"{self.spec.name}-{stage}")
+        return Submission(self.backend, self.exp / "logs" / stage, stage, self.resources.stage(stage),
+                          env=job_env(shared_cpus=self.backend.shares_cpus), name=f"{self.spec.name}-{stage}")
 
-    def _submit(self, stage: str, units: Sequence[Unit]) -> list[tuple[submitit.Job, list[Unit]]]:
+    def _submit(self, submission: Submission, units: Sequence[Unit]) -> None:
+        stage = submission.stage
         calls = self._calls(stage, units)
         for u in units:
             u.run_dir.mkdir(parents=True, exist_ok=True)
             _write_config(u)
-        executor = self._executor(stage)
         self.echo(f"[{stage}] submitting {len(calls)} job(s) for {len(units)} run(s) as one array "
-                  f"({self.kind}{'' if self.kind != 'slurm' else ', ' + _describe(self.resources.stage(stage))})")
-        chunks = [chunk for _, chunk in calls]
-
-        def record(i: int, job: submitit.Job) -> None:  # as soon as the job has an id
-            for u in chunks[i]:
-                record_submission(u.run_dir, executor=self.kind, job_id=job.job_id, stage=stage)
-
-        submitted = submission.submit_array(executor, [c for c, _ in calls], on_submit=record)
-        return list(zip(submitted, chunks, strict=True))
-
-    def _attach(self, stage: str, units: Sequence[Unit]) -> list[tuple[submitit.Job, list[Unit]]]:
-        """Jobs of an earlier launch that still run: wait for them rather than run them twice."""
-        by_job: dict[str, list[Unit]] = {}
-        kinds: dict[str, str] = {}
-        for u in units:
-            sub = read_submission(u.run_dir)
-            if sub:
-                by_job.setdefault(str(sub["job_id"]), []).append(u)
-                kinds[str(sub["job_id"])] = sub["executor"]
-        out, resubmit = [], []
-        for job_id, group in by_job.items():
-            job = submission.attach(kinds[job_id], self.exp / "logs" / stage, job_id)
-            if job is None:  # e.g. a local job of a launcher that died: run again (the run lock makes it wait)
-                resubmit += group
-            else:
-                out.append((job, group))
-        if out:
-            self.echo(f"[{stage}] waiting for {len(out)} job(s) submitted by an earlier launch")
-        if resubmit:
-            out += self._submit(stage, resubmit)
-        return out
-
-    def _wait(self, stage: str, waiting: Sequence[tuple[submitit.Job, list[Unit]]], t0: float) -> None:
-        """Wait for every job (submitit's waiting); a job that ended without writing its runs'
-        result or error gets an error.json here saying how it ended."""
-        total, failed = len(waiting), 0
-        chunks = {id(job): chunk for job, chunk in waiting}
-        pending = [job for job, _ in waiting]
-        # Debug jobs run in this process when their result is asked for, so they are waited in order.
-        order = pending if self.kind == "debug" else submitit.helpers.as_completed(
-            pending, poll_frequency=1.0 if self.kind == "local" else 5.0)
-        for n, job in enumerate(order, 1):
-            outcome = submission.wait_job(job)
-            failed += bool(outcome.error)
-            for u in chunks[id(job)]:
-                submission.note_outcome(u.run_dir, outcome)
-            self.echo(f"[{stage}] {n}/{total} jobs finished" + (f" ({failed} failed)" if failed else "")
-                      + f", {time.time() - t0:.0f} s into the stage")
+                  f"({self.backend.describe(submission.resources)})")
+        submission.submit([(call, [u.run_dir for u in chunk]) for call, chunk in calls])
 
     # ------------------------------------------------------------------ select
     def select(self) -> list[tuple[str, str, float]]:
@@ -346,7 +304,7 @@ class Pipeline:
         from results import findings, plots, stats, table
 
         plan = read_json(self.exp / "plan.json") or {}
-        scheduler = _scheduler_states([self.exp / e["dir"] for e in plan.get("eval", [])])
+        scheduler = scheduler_states([self.exp / e["dir"] for e in plan.get("eval", [])])
         df = table.collect(self.exp, scheduler=scheduler)
         selection = table.selection_table(self.exp)
         paths = table.save(self.exp, df, selection)
@@ -388,11 +346,8 @@ class Pipeline:
         runs = {(r.model, r.hash) for r in self.spec.train_runs()}
         out = []
         for m in selection.get("models", []):
-            # "chosen_runs" since replicates; older files name one run in "chosen".
-            chosen = m.get("chosen_runs")
-            if chosen is None:
-                chosen = [{"hash": m.get("chosen"), "learning_rate": m.get("learning_rate")}]
-            out += [(m["model"], c["hash"], c["learning_rate"]) for c in chosen if (m.get("model"), c["hash"]) in runs]
+            out += [(m["model"], c["hash"], c["learning_rate"]) for c in m.get("chosen_runs", [])
+                    if (m["model"], c["hash"]) in runs]
         return out
 
     def plan_lines(self) -> list[str]:
@@ -439,7 +394,7 @@ class Pipeline:
             lines.append(f"[collect] findings.md tests {len(self.spec.claims)} claims: "
                          + ", ".join(c.name for c in self.spec.claims))
         for stage in STAGES:
-            lines.append(f"[resources] {stage}: {_describe(self.resources.stage(stage))}")
+            lines.append(f"[resources] {stage}: {self.resources.stage(stage).summary()}")
         return lines
 
     def _write_plan(self, train: Sequence[Unit], evals: Sequence[Unit]) -> None:
@@ -461,19 +416,6 @@ class Pipeline:
         atomic_write_json(self.exp / "plan.json", plan)
 
 
-def _scheduler_states(run_dirs: Sequence[Path]) -> dict[str, str]:
-    """The scheduler's state of the last job of each run folder: one batched query per executor."""
-    ids: dict[str, list[str]] = {}
-    for run_dir in run_dirs:
-        sub = read_submission(run_dir)
-        if sub:
-            ids.setdefault(sub["executor"], []).append(str(sub["job_id"]))
-    out: dict[str, str] = {}
-    for kind, job_ids in ids.items():
-        out.update(submission.scheduler_states(kind, job_ids))
-    return out
-
-
 def _write_config(u: Unit) -> None:
     payload = u.payload
     if isinstance(payload, TrainRun):
@@ -492,12 +434,3 @@ def _states(candidates: Sequence[dict[str, Any]], lr: float) -> str:
 def _fmt(x: Any) -> str:
     """A metric for a log line: 4 decimals, or as stored ("nan" from a diverged run, None)."""
     return f"{x:.4f}" if isinstance(x, (int, float)) else str(x)
-
-
-def _describe(res: Resources) -> str:
-    parts = [f"partition={res.partition or 'default'}", f"gpus={res.gpus}", f"cpus={res.cpus}",
-             f"mem={res.mem_gb if res.mem_gb is not None else 'default'}GB", f"time={res.time_min}min",
-             f"array_parallelism={res.array_parallelism}"]
-    if res.extra_sbatch:
-        parts.append("extra=" + " ".join(res.extra_sbatch))
-    return " ".join(parts)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from cluster.executors import slurm_available
+from cluster.backends.slurm import slurm_available
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

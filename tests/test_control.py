@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import wait_until
 
-from cluster.scheduler import LOCAL_CONTROLLER, local_controller_alive
+from cluster.backends.local import LOCAL_CONTROLLER, local_controller_alive
 from core.runs import CANCELLED, read_error, record_submission, write_result
 from sweeps import control, launch, smoke
 from sweeps.pipeline import Pipeline

@@ -15,13 +15,10 @@ import pytest
 import submitit
 
 from cluster import jobs as jobs_mod
-from cluster.executors import (
-    BoundedLocalExecutor,
-    InProcessExecutor,
-    make_executor,
-    resolve_kind,
-    slurm_available,
-)
+from cluster.backends import get_backend, resolve_kind
+from cluster.backends.debug import DebugBackend, InProcessExecutor
+from cluster.backends.local import BoundedLocalExecutor, LocalBackend, local_controller_alive, local_task_pids
+from cluster.backends.slurm import SlurmBackend, chunk_sizes, slurm_available, slurm_states
 from cluster.jobs import (
     CheckpointableRunJob,
     ChunkJob,
@@ -31,14 +28,7 @@ from cluster.jobs import (
     read_attempts,
 )
 from cluster.resources import LocalCapacity, Resources, local_slots
-from cluster.scheduler import (
-    attach,
-    local_controller_alive,
-    local_task_pids,
-    parse_states,
-    scheduler_states,
-)
-from cluster.submission import chunk_sizes, submit_array, submit_runs, wait_job, wait_runs
+from cluster.submission import Submission, scheduler_states
 from core.runs import read_error, record_submission, run_state
 
 # Job processes cannot import this test module: ship its functions by value.
@@ -110,14 +100,14 @@ def test_auto_picks_local_when_no_controller_answers(tmp_path: Path, monkeypatch
     assert submitit.AutoExecutor(tmp_path / "auto").cluster == "slurm"  # what we must not rely on
     assert not slurm_available()
     assert resolve_kind("auto") == "local"
-    assert isinstance(make_executor("auto", tmp_path / "logs", FAST), BoundedLocalExecutor)
+    assert isinstance(get_backend("auto").executor(tmp_path / "logs", FAST), BoundedLocalExecutor)
     with pytest.raises(RuntimeError, match="no SLURM controller"):
-        make_executor("slurm", tmp_path / "logs", FAST)
+        SlurmBackend().executor(tmp_path / "logs", FAST)
 
 
 def test_unknown_kind_names_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'cloud' is not one of auto, slurm, local, debug"):
-        make_executor("cloud", tmp_path, FAST)
+        get_backend("cloud")
 
 
 def test_resources_validation() -> None:
@@ -147,20 +137,20 @@ def test_local_slots_from_cpus_memory_gpus_and_parallelism() -> None:
 
 def test_local_gpus_are_shared_out(tmp_path: Path) -> None:
     cap = LocalCapacity(cpus=8, mem_gb=None, gpus=(0, 1))
-    ex = make_executor("local", tmp_path, Resources(gpus=1), capacity=cap)
+    ex = LocalBackend(capacity=cap).executor(tmp_path, Resources(gpus=1))
     assert isinstance(ex, BoundedLocalExecutor) and ex.max_jobs == 2 and ex.gpus == (0, 1)
     with pytest.raises(ValueError, match="gpus 3 per job, but this machine shows 2"):
-        make_executor("local", tmp_path, Resources(gpus=3), capacity=cap)
-    cpu_only = make_executor("local", tmp_path, Resources(gpus=1), capacity=LocalCapacity(8, None, ()))
+        LocalBackend(capacity=cap).executor(tmp_path, Resources(gpus=3))
+    cpu_only = LocalBackend(capacity=LocalCapacity(8, None, ())).executor(tmp_path, Resources(gpus=1))
     assert cpu_only.parameters["gpus_per_node"] == 0
 
 
 def test_bounded_local_executor_never_runs_more_than_n(tmp_path: Path) -> None:
     out = tmp_path / "stamps"
     out.mkdir()
-    ex = make_executor("local", tmp_path / "logs", FAST, max_local_jobs=2)
-    calls = [RunJob(tmp_path / f"run{i}", stamp, str(out), f"job{i}", 0.8) for i in range(5)]
-    jobs = submit_array(ex, calls)
+    sub = Submission(LocalBackend(max_jobs=2), tmp_path / "logs", "eval", FAST)
+    jobs = sub.submit([(RunJob(tmp_path / f"run{i}", stamp, str(out), f"job{i}", 0.8), [tmp_path / f"run{i}"])
+                       for i in range(5)])
     results = [job.result() for job in jobs]
     assert [r.result["name"] for r in results] == [f"job{i}" for i in range(5)]
     spans = [json.loads((out / f"job{i}.json").read_text()) for i in range(5)]
@@ -174,7 +164,7 @@ def test_bounded_local_executor_never_runs_more_than_n(tmp_path: Path) -> None:
 
 def test_local_timeout_and_environment_reach_the_job(tmp_path: Path) -> None:
     env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TOP_PAD_": "1073741824", "CROWDING_ODD": "a b'c $HOME"}
-    ex = make_executor("local", tmp_path / "logs", Resources(cpus=1, time_min=7), env=env)
+    ex = LocalBackend().executor(tmp_path / "logs", Resources(cpus=1, time_min=7), env=env)
     assert ex.parameters["timeout_min"] == 7
     names = [*env, "SUBMITIT_LOCAL_TIMEOUT_S", "OMP_NUM_THREADS"]
     job = ex.submit(environment, names)
@@ -185,26 +175,26 @@ def test_local_timeout_and_environment_reach_the_job(tmp_path: Path) -> None:
 
 
 def test_failing_job_writes_error_and_the_others_complete(tmp_path: Path) -> None:
-    ex = make_executor("local", tmp_path / "logs", FAST, max_local_jobs=2)
+    sub = Submission(LocalBackend(max_jobs=2), tmp_path / "logs", "eval", FAST)
     run_dirs = [tmp_path / "runs" / f"r{i}" for i in range(3)]
-    calls = [RunJob(d, fail_if, i, 1) for i, d in enumerate(run_dirs)]
-    jobs = submit_runs(ex, calls, stage="eval")
-    states = wait_runs(jobs, run_dirs)
+    jobs = sub.submit([(RunJob(d, fail_if, i, 1), [d]) for i, d in enumerate(run_dirs)])
+    outcomes = {o.job_id: o for o in sub.wait()}
+    states = [run_state(d) for d in run_dirs]
     assert [s.state for s in states] == ["done", "failed", "done"]
     assert states[1].error == "ValueError: bad value 1"
     error = read_error(run_dirs[1])
     assert error["type"] == "ValueError" and error["message"] == "bad value 1" and "fail_if" in error["traceback"]
-    outcome = wait_job(jobs[1])
-    assert outcome.error == "ValueError: bad value 1" and outcome.job_id == jobs[1].job_id
+    outcome = outcomes[jobs[1].job_id]  # the run's own error, from its error.json
+    assert outcome.error == "ValueError: bad value 1" and outcome.run_dirs == (run_dirs[1],)
     assert json.loads((run_dirs[0] / "submission.json").read_text())["stage"] == "eval"
     assert [a["outcome"] for a in read_attempts(run_dirs[1])] == ["failed"]
 
 
 def test_run_lock_makes_a_second_copy_wait_and_reuse_the_result(tmp_path: Path) -> None:
-    ex = make_executor("local", tmp_path / "logs", FAST, max_local_jobs=2)
+    sub = Submission(LocalBackend(max_jobs=2), tmp_path / "logs", "train", FAST)
     run_dir = tmp_path / "runs" / "same"
     call = RunJob(run_dir, slow_once, str(run_dir), 1.5)
-    first, second = submit_array(ex, [call, call])
+    first, second = sub.submit([(call, [run_dir]), (call, [run_dir])])
     results = sorted([first.result(), second.result()], key=lambda r: r.reused)
     assert not results[0].reused and results[1].reused
     assert results[0].result == results[1].result
@@ -212,39 +202,52 @@ def test_run_lock_makes_a_second_copy_wait_and_reuse_the_result(tmp_path: Path) 
 
 
 def test_scheduler_states_for_local_pids(tmp_path: Path) -> None:
-    ex = make_executor("local", tmp_path / "logs", FAST)
-    job = ex.submit(time.sleep, 2)
+    local = LocalBackend()
+    job = local.executor(tmp_path / "logs", FAST).submit(time.sleep, 2)
     other = subprocess.Popen(["sleep", "30"])  # alive, but not a submitit controller (as a reused pid)
     try:
         assert local_controller_alive(job.job_id)
-        assert scheduler_states("local", [job.job_id, str(other.pid), "not-a-pid"]) == {job.job_id: "RUNNING"}
+        assert local.states([job.job_id, str(other.pid), "not-a-pid"]) == {job.job_id: "RUNNING"}
         # a relaunched launcher re-attaches by pid and waits for the job to end
-        again = attach("local", tmp_path / "logs", job.job_id)
+        again = local.attach(tmp_path / "logs", job.job_id)
         assert again.result() is None
     finally:
         other.kill()
         other.wait()
     job.result()
-    assert scheduler_states("local", [job.job_id]) == {}
-    assert scheduler_states("debug", ["DEBUG_1"]) == {}
-    assert attach("local", tmp_path / "logs", str(other.pid)) is None  # nothing to wait for: resubmit
-    assert attach("debug", tmp_path / "logs", "DEBUG_1") is None
+    assert local.states([job.job_id]) == {}
+    assert DebugBackend().states(["DEBUG_1"]) == {}
+    assert local.attach(tmp_path / "logs", str(other.pid)) is None  # nothing to wait for: resubmit
+    assert DebugBackend().attach(tmp_path / "logs", "DEBUG_1") is None
+
+
+def test_a_relaunch_waits_for_the_running_local_job_of_a_run_and_resubmits_a_lost_one(tmp_path: Path) -> None:
+    """Submission.attach, as a relaunched launcher calls it: the run whose job still runs is waited
+    for (not run twice); the one whose controller is gone without a result is handed back to resubmit."""
+    live, lost = tmp_path / "live", tmp_path / "lost"
+    first = Submission(LocalBackend(), tmp_path / "logs", "train", FAST)
+    first.submit([(RunJob(live, stamp, str(tmp_path), "live", 1.0), [live])])
+    record_submission(lost, executor="local", job_id="999999999", stage="train")
+    again = Submission(LocalBackend(), tmp_path / "logs", "train", FAST)
+    assert again.attach([live, lost]) == [lost]
+    (outcome,) = again.wait()
+    assert outcome.run_dirs == (live,) and outcome.error == "" and run_state(live).state == "done"
 
 
 def _cancel_through_a_shell(tmp_path: Path) -> float:
     """Submit a 30 s local job through a shell, cancel it once its task has started, as a relaunched
     launcher would; return how long the cancellation took to end the job."""
-    ex = make_executor("local", tmp_path / "logs", FAST, env={"CROWDING_X": "1"})  # setup lines: a shell
-    job = ex.submit(stamp, str(tmp_path), "never", 30)
+    local = LocalBackend()
+    job = local.executor(tmp_path / "logs", FAST, env={"CROWDING_X": "1"}).submit(stamp, str(tmp_path), "never", 30)  # setup lines: a shell
     deadline = time.time() + 30
     while not local_task_pids(job.job_id) and time.time() < deadline:  # the task process exists
         time.sleep(0.05)
     start = time.time()
-    attach("local", tmp_path / "logs", job.job_id).cancel()
+    local.attach(tmp_path / "logs", job.job_id).cancel()
     with pytest.raises(submitit.core.utils.UncompletedJobError):
         job.result()
     assert not (tmp_path / "never.json").exists()
-    assert scheduler_states("local", [job.job_id]) == {}
+    assert local.states([job.job_id]) == {}
     return time.time() - start
 
 
@@ -286,14 +289,14 @@ def test_cancel_is_reliable_under_load(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_debug_executor_runs_in_process_without_a_debugger(tmp_path: Path) -> None:
-    ex = make_executor("debug", tmp_path / "logs", FAST, env={"CROWDING_IN_PROCESS": "yes"})
-    assert isinstance(ex, InProcessExecutor)
+    sub = Submission(DebugBackend(), tmp_path / "logs", "train", FAST, env={"CROWDING_IN_PROCESS": "yes"})
+    assert isinstance(sub.executor, InProcessExecutor)
     run_dirs = [tmp_path / "runs" / f"r{i}" for i in range(3)]
-    calls = [RunJob(d, fail_if, i, 2) for i, d in enumerate(run_dirs)]
-    jobs = submit_runs(ex, calls, stage="train")
-    assert [s.state for s in wait_runs(jobs, run_dirs)] == ["done", "done", "failed"]
+    jobs = sub.submit([(RunJob(d, fail_if, i, 2), [d]) for i, d in enumerate(run_dirs)])
+    assert [o.run_dirs for o in sub.wait()] == [(d,) for d in run_dirs]  # in order, each run when waited on
+    assert [run_state(d).state for d in run_dirs] == ["done", "done", "failed"]
     assert isinstance(jobs[2].exception(), ValueError)  # raised once, kept: the body does not run again
-    assert ex.submit(environment, ["CROWDING_IN_PROCESS"]).result()["env"] == {"CROWDING_IN_PROCESS": "yes"}
+    assert sub.executor.submit(environment, ["CROWDING_IN_PROCESS"]).result()["env"] == {"CROWDING_IN_PROCESS": "yes"}
     assert "CROWDING_IN_PROCESS" not in os.environ
 
 
@@ -354,18 +357,33 @@ def test_chunks_are_equal_and_within_the_limit() -> None:
     assert chunk_sizes(0, 10) == []
 
 
-def test_parse_states_expands_array_ranges() -> None:
-    text = "12_0|COMPLETED\n12_[1-3,7%2]|PENDING\n12_4|CANCELLED by 0\n13|RUNNING\n13.batch|RUNNING\n14+0|FAILED\n"
-    assert parse_states(text) == {"12_0": "COMPLETED", "12_1": "PENDING", "12_2": "PENDING", "12_3": "PENDING",
-                                  "12_7": "PENDING", "12_4": "CANCELLED", "13": "RUNNING"}
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sacct_rows: str) -> None:
+    """`sacct` prints these rows (as --parsable2, under its header); `squeue` knows nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "sacct.txt").write_text("JobID|State|NodeList\n" + sacct_rows)
+    (bin_dir / "sacct").write_text(f"#!/bin/sh\ncat {tmp_path / 'sacct.txt'}\n")
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sacct", "squeue"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
 
 
-def test_a_started_task_is_not_hidden_by_its_arrays_stale_pending_range() -> None:
+def test_sacct_states_expand_array_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_slurm(tmp_path, monkeypatch, "12_0|COMPLETED|n1\n12_[1-3,7%2]|PENDING|\n12_4|CANCELLED by 0|n1\n"
+                                      "13|RUNNING|n1\n13.batch|RUNNING|n1\n14+0|FAILED|n1\n")
+    ids = ["12_0", "12_1", "12_2", "12_3", "12_4", "12_7", "13", "14"]
+    assert slurm_states(ids) == {"12_0": "COMPLETED", "12_1": "PENDING", "12_2": "PENDING", "12_3": "PENDING",
+                                 "12_7": "PENDING", "12_4": "CANCELLED", "13": "RUNNING"}
+
+
+def test_a_started_task_is_not_hidden_by_its_arrays_stale_pending_range(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """As sacct printed it here while task 55_1 ran: the range's line comes after the task's own."""
-    text = "55_0|COMPLETED\n55_1|RUNNING\n55_[1-2%3]|PENDING\n"
-    assert parse_states(text) == {"55_0": "COMPLETED", "55_1": "RUNNING", "55_2": "PENDING"}
+    fake_slurm(tmp_path, monkeypatch, "55_0|COMPLETED|n1\n55_1|RUNNING|n1\n55_[1-2%3]|PENDING|\n")
+    assert slurm_states(["55_0", "55_1", "55_2"]) == {"55_0": "COMPLETED", "55_1": "RUNNING", "55_2": "PENDING"}
 
 
 def test_run_state_from_a_recorded_local_job(tmp_path: Path) -> None:
     record_submission(tmp_path, executor="local", job_id="999999999", stage="train")
-    assert run_state(tmp_path, scheduler_states("local", ["999999999"])).state == "missing"
+    assert run_state(tmp_path, scheduler_states([tmp_path])).state == "missing"

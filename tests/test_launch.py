@@ -15,8 +15,8 @@ import pytest
 from filelock import FileLock
 from helpers import wait_until
 
-from cluster import submission
-from cluster.scheduler import LOCAL_CONTROLLER, local_controller_alive
+from cluster.backends.local import LOCAL_CONTROLLER, local_controller_alive
+from cluster.submission import Submission
 from core.runs import record_submission
 from results import table
 from sweeps import launch
@@ -46,13 +46,13 @@ def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.fixture
 def submitted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
-    real = submission.submit_array
+    real = Submission.submit
 
-    def submit_array(executor: Any, fns: Any, **kwargs: Any) -> Any:
-        calls.append(list(fns))
-        return real(executor, fns, **kwargs)
+    def submit(self: Submission, jobs: Any) -> Any:
+        calls.append([call for call, _ in jobs])
+        return real(self, jobs)
 
-    monkeypatch.setattr(submission, "submit_array", submit_array)
+    monkeypatch.setattr(Submission, "submit", submit)
     return calls
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from cluster import submission
 from cluster.jobs import ChunkJob, RunJob
+from cluster.submission import Submission
 from core.identity import to_jsonable
 from core.runs import read_error
 from ecc.evaluate import Condition, Evaluator
@@ -51,7 +51,7 @@ def run(spec: SweepSpec, exp: Path, **kwargs: Any) -> Launch:
 
 @dataclass
 class Submitted:
-    """What the pipeline handed to submission.submit_array: (stage, kind, calls) per array."""
+    """What the pipeline handed to Submission.submit: (stage, backend, calls) per array."""
 
     arrays: list[tuple[str, str, list[Any]]]
 
@@ -66,15 +66,15 @@ class Submitted:
 
 @pytest.fixture
 def submitted(monkeypatch: pytest.MonkeyPatch) -> Submitted:
-    """A spy on submission.submit_array (the one way the pipeline submits)."""
+    """A spy on Submission.submit (the one way the pipeline submits)."""
     spy = Submitted([])
-    real = submission.submit_array
+    real = Submission.submit
 
-    def submit_array(executor: Any, calls: Any, **kwargs: Any) -> Any:
-        spy.arrays.append((Path(executor.folder).name, type(executor).__name__, list(calls)))
-        return real(executor, calls, **kwargs)
+    def submit(self: Submission, jobs: Any) -> Any:
+        spy.arrays.append((self.stage, type(self.backend).__name__, [call for call, _ in jobs]))
+        return real(self, jobs)
 
-    monkeypatch.setattr(submission, "submit_array", submit_array)
+    monkeypatch.setattr(Submission, "submit", submit)
     return spy
 
 
@@ -197,8 +197,7 @@ def test_the_whole_pipeline_with_the_local_executor(tmp_path: Path, submitted: S
     assert launch_.rc == 0, "\n".join(launch_.lines)
     check_complete(exp)
     assert [(s, kind, len(calls)) for s, kind, calls in submitted.arrays] == [
-        ("datasets", "BoundedLocalExecutor", 2), ("train", "BoundedLocalExecutor", 4),
-        ("eval", "BoundedLocalExecutor", 6)]
+        ("datasets", "LocalBackend", 2), ("train", "LocalBackend", 4), ("eval", "LocalBackend", 6)]
     subs = [json.loads(p.read_text()) for p in exp.glob("**/submission.json")]
     assert len(subs) == 2 + 4 + 24 and {s["executor"] for s in subs} == {"local"}
     # real processes: job ids are the pids of the jobs' controllers, none of them this process

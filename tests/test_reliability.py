@@ -38,11 +38,11 @@ import torch
 from helpers import assert_same_weights, wait_until
 
 import sweeps.launch
-from cluster.executors import make_executor
+from cluster.backends.local import LocalBackend, local_task_pids
+from cluster.backends.slurm import SlurmBackend
 from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
-from cluster.scheduler import local_task_pids, scheduler_states
-from cluster.submission import submit_runs, wait_runs
+from cluster.submission import Submission, scheduler_states
 from core.atomic import CorruptFileError
 from core.runs import read_error, read_result, record_submission, run_state, write_result
 from ecc import datasets, sources
@@ -265,8 +265,15 @@ def checkpointable(run_dir: Path, data_root: Path, pause_s: float, **kwargs: Any
     return CheckpointableRunJob(run_dir, slow_train, PREEMPT_CFG, str(run_dir), str(data_root), pause_s, **kwargs)
 
 
-def local_executor(folder: Path, **resources: Any):
-    return make_executor("local", folder, Resources(**{"cpus": 1, "time_min": 10, **resources}), max_local_jobs=1)
+def local_submission(folder: Path, **resources: Any) -> Submission:
+    """The launcher's submission path for one training job on the local executor."""
+    return Submission(LocalBackend(max_jobs=1), folder, "train", Resources(**{"cpus": 1, "time_min": 10, **resources}))
+
+
+def slurm_submission(folder: Path, name: str, **resources: Any) -> Submission:
+    """The launcher's submission path on the real cluster, under a job name of our own."""
+    return Submission(SlurmBackend(), folder, "train", Resources(**{"cpus": 1, "mem_gb": 1, "time_min": 10, **resources}),
+                      name=name)
 
 
 # ================================================================== fast: the pieces, in-process
@@ -559,10 +566,12 @@ def test_local_preemption_signal_checkpoints_requeues_and_resumes_bitwise(tmp_pa
     """LocalJob._interrupt (SIGUSR2, as a preemption): checkpoint at the step boundary, requeue,
     resume from the checkpoint, the same final weights as an uninterrupted run."""
     run = tmp_path / "run"
-    (job,) = submit_runs(local_executor(tmp_path / "logs"), [checkpointable(run, data_root, 0.3)], "train")
+    sub = local_submission(tmp_path / "logs")
+    (job,) = sub.submit([(checkpointable(run, data_root, 0.3), [run])])
     wait_until(lambda: started_steps(run, 1, 4), 90, "4 steps of the first start")
     job._interrupt()
-    result = job.result()
+    (outcome,) = sub.wait()
+    result = outcome.result
     assert result.attempt == 2 and result.result["steps"] == STEPS
     assert outcomes(run) == [(1, "interrupted"), (2, "done")]
     s = starts(run)
@@ -577,13 +586,14 @@ def test_local_time_limit_signal_checkpoints_requeues_and_finishes_bitwise(tmp_p
     """A 1-minute limit whose SIGUSR2 comes 45 s early: each start is cut after ~15 s, checkpoints,
     is requeued, and the run ends with the uninterrupted run's weights."""
     run = tmp_path / "run"
-    ex = local_executor(tmp_path / "logs", time_min=1, signal_delay_s=45)
+    sub = local_submission(tmp_path / "logs", time_min=1, signal_delay_s=45)
     # 30 steps x 0.8 s > 15 s. On a loaded machine a start spends much of its 15 s starting Python and
     # loading data: attempts are not what this test is about, so it allows enough of them (ours and
     # submitit's own count of time-outs).
-    ex.max_num_timeout = 10
-    (job,) = submit_runs(ex, [checkpointable(run, data_root, 0.8, max_attempts=10)], "train")
-    result = job.result()
+    sub.executor.max_num_timeout = 10
+    sub.submit([(checkpointable(run, data_root, 0.8, max_attempts=10), [run])])
+    (outcome,) = sub.wait()
+    result = outcome.result
     assert result.result["steps"] == STEPS
     assert len(starts(run)) >= 2  # it was cut and requeued at least once
     assert [o for _, o in outcomes(run)] == ["interrupted"] * (len(starts(run)) - 1) + ["done"]
@@ -596,12 +606,14 @@ def test_local_repeated_preemption_is_bounded_and_ends_failed_with_its_reason(tm
                                                                               fast_results) -> None:
     run = tmp_path / "run"
     job_call = checkpointable(run, data_root, 0.3, max_attempts=2)
-    (job,) = submit_runs(local_executor(tmp_path / "logs"), [job_call], "train")
+    sub = local_submission(tmp_path / "logs")
+    (job,) = sub.submit([(job_call, [run])])
     wait_until(lambda: started_steps(run, 1, 3), 90, "the first start")
     job._interrupt()
     wait_until(lambda: started_steps(run, 2, 2), 90, "the second start")
     job._interrupt()
-    (state,) = wait_runs([job], [run])
+    sub.wait()
+    state = run_state(run)
     assert state.state == "failed" and state.error.startswith("TooManyAttemptsError"), state
     assert "max_attempts 2" in state.error
     assert read_error(run)["type"] == "TooManyAttemptsError"
@@ -616,17 +628,20 @@ def test_local_repeated_preemption_is_bounded_and_ends_failed_with_its_reason(tm
 def test_local_sigkill_of_a_job_is_failed_then_a_resubmission_resumes_bitwise(tmp_path: Path, data_root: Path,
                                                                               reference, fast_results) -> None:
     run = tmp_path / "run"
-    (job,) = submit_runs(local_executor(tmp_path / "logs"), [checkpointable(run, data_root, 0.3)], "train")
+    sub = local_submission(tmp_path / "logs")
+    (job,) = sub.submit([(checkpointable(run, data_root, 0.3), [run])])
     wait_until(lambda: started_steps(run, 1, 5), 90, "5 steps")
     (task,) = local_task_pids(job.job_id)
     os.kill(task, signal.SIGKILL)
-    (state,) = wait_runs([job], [run])
+    sub.wait()  # what the launcher does: error.json says how the job ended
+    state = run_state(run)
     assert state.state == "failed" and "has not produced any output" in state.error, state
     assert read_error(run)["type"] == "JobEndedWithoutResult"
     assert read_result(run) is None and not list(run.glob("*result*"))  # no partial result, none taken
     # The next launch resubmits a failed run: a new job, which resumes from the last checkpoint.
-    (again,) = submit_runs(local_executor(tmp_path / "logs"), [checkpointable(run, data_root, 0.0)], "train")
-    assert [s.state for s in wait_runs([again], [run])] == ["done"]
+    sub.submit([(checkpointable(run, data_root, 0.0), [run])])
+    sub.wait()
+    assert run_state(run).state == "done"
     assert outcomes(run) == [(1, "lost"), (1, "done")]  # attempt numbers count per job
     assert_resumed_each_time(run)
     assert_same_weights(final_weights(run), reference)
@@ -849,8 +864,8 @@ def test_slurm_preemption_and_requeue_resume_bitwise(tmp_path: Path, data_root: 
     sends) mid-training, then `scontrol requeue` mid-training; the job resumes each time from its
     checkpoint and ends with the uninterrupted run's weights."""
     run = tmp_path / "run"
-    ex = make_executor("slurm", tmp_path / "logs", Resources(cpus=1, mem_gb=1, time_min=10), name=slurm_name)
-    (job,) = submit_runs(ex, [checkpointable(run, data_root, 0.5)], "train")
+    sub = slurm_submission(tmp_path / "logs", slurm_name)
+    (job,) = sub.submit([(checkpointable(run, data_root, 0.5), [run])])
     try:
         wait_until(lambda: started_steps(run, 1, 4), 120, "4 steps of the first start")
         job._interrupt()  # scancel --signal SIGTERM, then --signal USR2: submitit checkpoints and requeues
@@ -859,7 +874,8 @@ def test_slurm_preemption_and_requeue_resume_bitwise(tmp_path: Path, data_root: 
         wait_until(lambda: started_steps(run, 2, 3), 120, "3 steps of the second start")
         subprocess.run(["scontrol", "requeue", job.job_id], check=True)  # SIGTERM, SIGKILL after KillWait
         start_now(job.job_id)
-        result = job.result()
+        (outcome,) = sub.wait()
+        result = outcome.result
     finally:
         subprocess.run(["scancel", job.job_id], check=False, capture_output=True)
     assert result.result["steps"] == STEPS and result.attempt == 3
@@ -874,19 +890,21 @@ def test_slurm_preemption_and_requeue_resume_bitwise(tmp_path: Path, data_root: 
 def test_slurm_scancel_is_failed_with_the_scheduler_state_then_resubmission_resumes(
         tmp_path: Path, data_root: Path, reference, slurm_name: str, fast_results) -> None:
     run = tmp_path / "run"
-    ex = make_executor("slurm", tmp_path / "logs", Resources(cpus=1, mem_gb=1, time_min=10), name=slurm_name)
-    (job,) = submit_runs(ex, [checkpointable(run, data_root, 0.5)], "train")
+    sub = slurm_submission(tmp_path / "logs", slurm_name)
+    (job,) = sub.submit([(checkpointable(run, data_root, 0.5), [run])])
     try:
         wait_until(lambda: started_steps(run, 1, 5), 120, "5 steps")
         subprocess.run(["scancel", job.job_id], check=True)
-        state = wait_until(lambda: run_state(run, s := scheduler_states("slurm", [job.job_id])).state == "failed"
+        state = wait_until(lambda: run_state(run, s := scheduler_states([run])).state == "failed"
                            and s, 60, "the scheduler to report the cancellation")
         assert run_state(run, state).error == "scheduler state CANCELLED and no result"
-        (rs,) = wait_runs([job], [run])  # what the launcher does: error.json says how the job ended
+        sub.wait()  # what the launcher does: error.json says how the job ended
+        rs = run_state(run)
         assert rs.state == "failed" and "CANCELLED" in rs.error, rs
         assert read_result(run) is None and not list(run.glob("*result*"))
-        (again,) = submit_runs(ex, [checkpointable(run, data_root, 0.0)], "train")
-        assert [s.state for s in wait_runs([again], [run])] == ["done"]
+        sub.submit([(checkpointable(run, data_root, 0.0), [run])])
+        sub.wait()
+        assert run_state(run).state == "done"
     finally:
         subprocess.run(["scancel", job.job_id], check=False, capture_output=True)
     assert outcomes(run) == [(1, "lost"), (1, "done")]
@@ -940,24 +958,27 @@ def test_slurm_an_array_task_cancelled_while_pending_does_not_hang_the_launcher(
         tmp_path: Path, slurm_name: str, fast_results, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pending array task that is cancelled vanishes from sacct and squeue alike; submitit would
     wait for it forever. It ends as failed, and the scheduler query calls it missing (resubmit)."""
-    monkeypatch.setattr("cluster.scheduler.SlurmJob.gone_after_s", 3.0)
-    ex = make_executor("slurm", tmp_path / "logs", Resources(cpus=1, mem_gb=0.25, time_min=2,
-                                                             extra_sbatch=("begin=now+600",)), name=slurm_name)
+    monkeypatch.setattr("cluster.backends.slurm.SlurmJob.gone_after_s", 3.0)
     runs = [tmp_path / "r0", tmp_path / "r1"]
-    jobs = submit_runs(ex, [checkpointable(r, tmp_path, 0.0) for r in runs], "train")
+    sub = slurm_submission(tmp_path / "logs", slurm_name, mem_gb=0.25, time_min=2, extra_sbatch=("begin=now+600",))
+    jobs = sub.submit([(checkpointable(r, tmp_path, 0.0), [r]) for r in runs])
     try:
         wait_until(lambda: squeue_state(jobs[1].job_id) == "PENDING", 30, "the tasks pending")
         subprocess.run(["scancel", jobs[1].job_id], check=True)
         wait_until(lambda: squeue_state(jobs[1].job_id) == "", 30, "the task forgotten by squeue")
-        assert jobs[1].job_id not in scheduler_states("slurm", [j.job_id for j in jobs])
-        assert run_state(runs[1], scheduler_states("slurm", [jobs[1].job_id])).state == "missing"
+        assert jobs[1].job_id not in scheduler_states(runs)
+        assert run_state(runs[1], scheduler_states([runs[1]])).state == "missing"
+        sub.jobs = sub.jobs[1:]  # wait for the cancelled task alone first
         t0 = time.time()
-        (state,) = wait_runs([jobs[1]], [runs[1]])  # returned: before the fix, this waited forever
+        sub.wait()  # returned: before the fix, this waited forever
         assert time.time() - t0 < 60
+        state = run_state(runs[1])
         assert state.state == "failed" and "has not produced any output" in state.error, state
     finally:
         subprocess.run(["scancel", jobs[0].job_id.split("_")[0]], check=False, capture_output=True)
-    (state,) = wait_runs([jobs[0]], [runs[0]])  # the other one, cancelled as a whole array: CANCELLED
+    sub.attach([runs[0]])  # the other one, cancelled as a whole array: CANCELLED
+    sub.wait()
+    state = run_state(runs[0])
     assert state.state == "failed" and "CANCELLED" in state.error, state
 
 

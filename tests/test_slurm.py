@@ -15,11 +15,11 @@ import pytest
 import submitit
 from helpers import wait_until
 
-from cluster.executors import make_executor, resolve_kind
+from cluster.backends import get_backend, resolve_kind
+from cluster.backends.slurm import SlurmBackend
 from cluster.jobs import CheckpointableRunJob, RunJob, read_attempts
 from cluster.resources import Resources
-from cluster.scheduler import attach, scheduler_states
-from cluster.submission import submit_runs, wait_runs
+from cluster.submission import Submission, scheduler_states
 from core.runs import read_error, record_submission, run_state
 
 pytestmark = pytest.mark.slurm
@@ -84,7 +84,7 @@ def test_auto_picks_slurm_and_sets_the_sbatch_options(tmp_path: Path) -> None:
     assert resolve_kind("auto") == "slurm"
     resources = Resources(partition="debug", cpus=2, mem_gb=1.5, time_min=30, array_parallelism=3,
                           extra_sbatch=("qos=high", "constraint=a100"))
-    ex = make_executor("auto", tmp_path, resources, env={"MALLOC_MMAP_MAX_": "0"}, name="crowding-train")
+    ex = get_backend("auto").executor(tmp_path, resources, env={"MALLOC_MMAP_MAX_": "0"}, name="crowding-train")
     assert isinstance(ex, submitit.SlurmExecutor)
     text = ex._make_submission_file_text("python -m job", "uid")
     for line in ["#SBATCH --partition=debug", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=1536M",
@@ -94,11 +94,12 @@ def test_auto_picks_slurm_and_sets_the_sbatch_options(tmp_path: Path) -> None:
 
 
 def test_a_stage_is_one_array_job_and_a_failure_stays_in_its_run(tmp_path: Path, name: str) -> None:
-    ex = make_executor("slurm", tmp_path / "logs", TINY, env={"CROWDING_TEST_ENV": "from launcher"}, name=name)
+    sub = Submission(SlurmBackend(), tmp_path / "logs", "eval", TINY, env={"CROWDING_TEST_ENV": "from launcher"},
+                     name=name)
     run_dirs = [tmp_path / "runs" / f"r{i}" for i in range(4)]
-    calls = [RunJob(d, work, i, 2) for i, d in enumerate(run_dirs)]
-    jobs = submit_runs(ex, calls, stage="eval")
-    states = wait_runs(jobs, run_dirs)
+    jobs = sub.submit([(RunJob(d, work, i, 2), [d]) for i, d in enumerate(run_dirs)])
+    sub.wait()
+    states = [run_state(d) for d in run_dirs]
     assert [s.state for s in states] == ["done", "done", "failed", "done"]
     assert states[2].error == "ValueError: bad value 2"
     assert read_error(run_dirs[2])["message"] == "bad value 2"
@@ -108,17 +109,18 @@ def test_a_stage_is_one_array_job_and_a_failure_stays_in_its_run(tmp_path: Path,
     rows = wait_until(lambda: len(r := sacct_by_name(name)) == 4 and r, what="4 tasks in sacct")  # lags
     assert len({job_id.split("_")[0] for job_id, _ in rows}) == 1 and all("_" in j for j, _ in rows), rows
     ids = [j.job_id for j in jobs]
-    final = wait_until(lambda: (s := scheduler_states("slurm", ids)) and set(s.values()) <= {"COMPLETED", "FAILED"}
+    final = wait_until(lambda: (s := scheduler_states(run_dirs)) and set(s.values()) <= {"COMPLETED", "FAILED"}
                        and len(s) == 4 and s, what="final states in sacct")
     assert [final[i] for i in ids] == ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED"]
 
 
 def test_arrays_are_chunked_by_max_array_size(tmp_path: Path, name: str) -> None:
     resources = Resources(cpus=1, mem_gb=0.25, time_min=2, array_parallelism=4)
-    ex = make_executor("slurm", tmp_path / "logs", resources, name=name)
+    sub = Submission(SlurmBackend(max_array_size=2), tmp_path / "logs", "eval", resources, name=name)
     run_dirs = [tmp_path / "runs" / f"r{i}" for i in range(5)]
-    jobs = submit_runs(ex, [RunJob(d, work, i, -1) for i, d in enumerate(run_dirs)], "eval", max_size=2)
-    assert [s.state for s in wait_runs(jobs, run_dirs)] == ["done"] * 5
+    jobs = sub.submit([(RunJob(d, work, i, -1), [d]) for i, d in enumerate(run_dirs)])
+    sub.wait()
+    assert [run_state(d).state for d in run_dirs] == ["done"] * 5
     bases = [j.job_id.split("_")[0] for j in jobs]
     assert len(set(bases)) == 3  # 2 + 2 + 1
     rows = wait_until(lambda: len(r := sacct_by_name(name)) == 5 and r, what="5 jobs in sacct")
@@ -126,41 +128,45 @@ def test_arrays_are_chunked_by_max_array_size(tmp_path: Path, name: str) -> None
     # each chunk runs at most 4 // 3 = 1 task at once, so the stage never exceeds array_parallelism
     scripts = [(tmp_path / "logs" / f"{b}_submission.sh").read_text() for b in sorted(set(bases))[:2]]
     assert all("#SBATCH --array=0-1%1" in s for s in scripts)
-    assert ex.parameters["array_parallelism"] == 4
+    assert sub.executor.parameters["array_parallelism"] == 4
 
 
 def test_states_of_running_pending_cancelled_jobs_and_reattach(tmp_path: Path, name: str) -> None:
     logs = tmp_path / "logs"
-    ex = make_executor("slurm", logs, TINY, name=name)
+    sub = Submission(SlurmBackend(), logs, "train", TINY, name=name)
     short, long_ = tmp_path / "short", tmp_path / "long"
     go = tmp_path / "go"
-    job_short = submit_runs(ex, [RunJob(short, wait_for_file, str(go), 1)], "train")[0]
-    job_long = submit_runs(ex, [RunJob(long_, work, 2, -1, 60.0)], "train")[0]
-    later = make_executor("slurm", logs, Resources(cpus=1, mem_gb=0.25, time_min=2,
-                                                   extra_sbatch=("begin=now+600",)), name=name)
+    job_short = sub.submit([(RunJob(short, wait_for_file, str(go), 1), [short])])[0]
+    job_long = sub.submit([(RunJob(long_, work, 2, -1, 60.0), [long_])])[0]
+    later = Submission(SlurmBackend(), logs, "train", Resources(cpus=1, mem_gb=0.25, time_min=2,
+                                                                extra_sbatch=("begin=now+600",)), name=name)
     waiting = tmp_path / "waiting"
-    job_waiting = submit_runs(later, [RunJob(waiting, work, 3, -1)], "train")[0]
+    job_waiting = later.submit([(RunJob(waiting, work, 3, -1), [waiting])])[0]
     ids = [job_short.job_id, job_long.job_id, job_waiting.job_id]
+    runs = [short, long_, waiting]
     try:
-        states = wait_until(lambda: (s := scheduler_states("slurm", ids)).get(ids[0]) == "RUNNING"
+        states = wait_until(lambda: (s := scheduler_states(runs)).get(ids[0]) == "RUNNING"
                             and s.get(ids[1]) == "RUNNING" and s, what="both jobs running")
         assert states[ids[2]] == "PENDING"
         assert [run_state(d, states).state for d in (short, long_, waiting)] == ["running", "running", "pending"]
 
         # The launcher restarts: it has only the run folders' submission.json and the log folder.
-        short_id = job_short.job_id
-        del job_short
-        again = attach("slurm", logs, short_id)
+        del sub, job_short
+        again = Submission(SlurmBackend(), logs, "train", TINY, name=name)
+        assert again.attach([short]) == []
         go.touch()
-        assert again.result().result["value"] == 1
+        (outcome,) = again.wait()
+        assert outcome.result.result["value"] == 1
         assert run_state(short).state == "done"
 
         subprocess.run(["scancel", job_long.job_id, job_waiting.job_id], check=True)
-        states = wait_until(lambda: (s := scheduler_states("slurm", ids)).get(ids[1]) == "CANCELLED"
+        states = wait_until(lambda: (s := scheduler_states(runs)).get(ids[1]) == "CANCELLED"
                             and s.get(ids[2]) == "CANCELLED" and s, what="cancelled in sacct")
         assert run_state(long_, states).state == "failed"
         assert "CANCELLED" in run_state(long_, states).error
-        (rs,) = wait_runs([attach("slurm", logs, job_long.job_id)], [long_])  # writes why it failed
+        assert again.attach([long_]) == []
+        again.wait()  # writes why it failed
+        rs = run_state(long_)
         assert rs.state == "failed" and "has not produced any output" in rs.error
         assert read_error(long_)["type"] == "JobEndedWithoutResult"
     finally:
@@ -168,35 +174,36 @@ def test_states_of_running_pending_cancelled_jobs_and_reattach(tmp_path: Path, n
 
 
 def test_usr2_requeues_a_checkpointable_run_that_then_resumes(tmp_path: Path, name: str) -> None:
-    ex = make_executor("slurm", tmp_path / "logs", TINY, name=name)
     run_dir = tmp_path / "run"
-    (job,) = submit_runs(ex, [CheckpointableRunJob(run_dir, resumable, str(run_dir))], "train")
+    sub = Submission(SlurmBackend(), tmp_path / "logs", "train", TINY, name=name)
+    (job,) = sub.submit([(CheckpointableRunJob(run_dir, resumable, str(run_dir)), [run_dir])])
     try:
         wait_until(lambda: (run_dir / "first-start").exists(), what="the first start")
         # what SLURM sends before the time limit (and on preemption): submitit calls checkpoint(), requeues
         subprocess.run(["scancel", "--signal", "USR2", job.job_id], check=True)
-        wait_until(lambda: scheduler_states("slurm", [job.job_id]).get(job.job_id) == "PENDING"
+        wait_until(lambda: scheduler_states([run_dir]).get(job.job_id) == "PENDING"
                    and (run_dir / "attempts.json").exists()
                    and read_attempts(run_dir)[0]["outcome"] == "interrupted", what="the requeue")
         # SLURM delays a requeued job's start by ~2 minutes; let it start now
         subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
         record_submission(run_dir, executor="slurm", job_id=job.job_id, stage="train")
-        assert job.result().result == {"resumed": True}
+        (outcome,) = sub.wait()
+        assert outcome.result.result == {"resumed": True}
         assert [(a["attempt"], a["outcome"]) for a in read_attempts(run_dir)] == [(1, "interrupted"), (2, "done")]
     finally:
         subprocess.run(["scancel", job.job_id], check=False)
 
 
 def test_squeue_answers_when_sacct_fails(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    ex = make_executor("slurm", tmp_path / "logs", Resources(cpus=1, mem_gb=0.25, time_min=2,
-                                                             extra_sbatch=("begin=now+600",)), name=name)
-    (job,) = submit_runs(ex, [RunJob(tmp_path / "run", work, 0, -1)], "train")
+    sub = Submission(SlurmBackend(), tmp_path / "logs", "train",
+                     Resources(cpus=1, mem_gb=0.25, time_min=2, extra_sbatch=("begin=now+600",)), name=name)
+    (job,) = sub.submit([(RunJob(tmp_path / "run", work, 0, -1), [tmp_path / "run"])])
     try:
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: accounting storage is disabled' >&2\nexit 1\n")
         (bin_dir / "sacct").chmod(0o755)
         monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        assert scheduler_states("slurm", [job.job_id, "999999"]) == {job.job_id: "PENDING"}
+        assert SlurmBackend().states([job.job_id, "999999"]) == {job.job_id: "PENDING"}
     finally:
         subprocess.run(["scancel", job.job_id], check=False)

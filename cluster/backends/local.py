@@ -1,0 +1,258 @@
+"""This machine: at most as many jobs at once as fit (`BoundedLocalExecutor`), each known by its
+controller's pid; states from /proc, re-attaching after a launcher restart, cancelling as scancel does."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.core import Job
+
+from ..resources import LocalCapacity, Resources, local_capacity, local_slots
+from .base import Backend, job_env, setup_lines
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CONTROLLER = "submitit.local._local"  # in the command line of every local job's controller
+
+
+# ------------------------------------------------------------------ processes of a local job
+
+
+def local_controller_alive(pid: int | str) -> bool:
+    """True when `pid` is a live submitit local controller (pids are reused, so the command line is checked)."""
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()  # empty for a zombie
+    except (OSError, ValueError):
+        return False
+    return LOCAL_CONTROLLER.encode() in cmdline
+
+
+def local_controller_pids(pid: int | str) -> list[int]:
+    """The controller process(es) of a local job: the pid itself, or, when submitit started the job
+    through a shell (for its setup lines), the shell's children."""
+    pid = int(pid)
+    try:
+        own = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+    if any(part.endswith(LOCAL_CONTROLLER.encode()) for part in own[:4]):
+        return [pid]
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def local_task_pids(pid: int | str) -> list[int]:
+    """The task processes of a local job (its controller's children): the Python that runs the job body."""
+    out = []
+    for controller in local_controller_pids(pid):
+        try:
+            out += [int(c) for c in Path(f"/proc/{controller}/task/{controller}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def interrupt_local(pid: int | str) -> list[int]:
+    """Preempt a local job as its time limit does: SIGUSR2 to its tasks, whose submitit handler
+    checkpoints and asks the controller to requeue them. (submitit's LocalJob._interrupt signals the
+    controller, or the shell that wraps it, instead: neither handles SIGUSR2, so it dies and leaves
+    the task running unsupervised.) Returns the pids signalled."""
+    if not local_controller_alive(pid):
+        return []
+    tasks = local_task_pids(pid)
+    for task in tasks:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(task, signal.SIGUSR2)
+    return tasks
+
+
+def cancel_local_jobs(pids: Iterable[int | str], grace_s: float = 5.0) -> None:
+    """Cancel local jobs as `scancel` does: ask, then kill. SIGINT to each controller (which then
+    stops its tasks); signalling the wrapping shell alone would do nothing, as a non-interactive
+    shell waits for its child first. A controller still alive after `grace_s` seconds (one grace
+    period for all) gets its tasks, itself and its shell SIGKILLed: it may never see the SIGINT,
+    because a process started with SIGINT ignored (a launcher run in the background by a
+    non-interactive shell, e.g. CI or a detached driver) passes that to its children, and Python
+    then keeps it ignored."""
+    alive = [int(p) for p in pids if local_controller_alive(p)]
+    targets = {p: sorted({p, *local_controller_pids(p)}) for p in alive}
+    tasks = {p: local_task_pids(p) for p in alive}
+    for p in alive:
+        for target in targets[p]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if local_controller_alive(p)]
+        if alive:
+            time.sleep(0.05)
+    for p in alive:
+        logger.warning("local job %s did not stop within %.0f s of SIGINT: killing it", p, grace_s)
+        for target in [*tasks[p], *local_task_pids(p), *reversed(targets[p])]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, signal.SIGKILL)
+
+
+def wait_for_any_exit(pids: Sequence[int]) -> None:
+    """Block until one of these processes has exited (without reaping it): pidfds + poll."""
+    fds = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                return  # already gone (and reaped)
+        if fds:
+            poller = select.poll()  # not select.select: fd numbers may exceed FD_SETSIZE
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            poller.poll()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+# ------------------------------------------------------------------ jobs and the executor
+
+
+class BoundedLocalJob(submitit.LocalJob):
+    """A LocalJob whose cancel() and _interrupt() reach the controller and its tasks even when a
+    shell runs the setup lines."""
+
+    def cancel(self, check: bool = True) -> None:
+        if self._process is not None and self._process.poll() is None:
+            cancel_local_jobs([self.job_id])
+
+    def _interrupt(self) -> None:
+        """Preemption / time limit, as on SLURM: SIGUSR2 to the job's tasks (see interrupt_local)."""
+        if self._process is not None and self._process.poll() is None:
+            interrupt_local(self.job_id)
+
+
+class AttachedLocalJob(submitit.LocalJob):
+    """A local job started by an earlier launcher: known by its controller pid, not as our child."""
+
+    def get_info(self, mode: str = "force") -> dict[str, str]:
+        if local_controller_alive(self.job_id):
+            return {"jobState": "RUNNING"}
+        return {"jobState": "FINISHED" if self.paths.result_pickle.exists() else "INTERRUPTED"}
+
+    def cancel(self, check: bool = True) -> None:
+        cancel_local_jobs([self.job_id])
+
+    def _interrupt(self) -> None:
+        interrupt_local(self.job_id)
+
+
+class BoundedLocalExecutor(submitit.LocalExecutor):
+    """submitit's LocalExecutor that runs at most `max_jobs` jobs at once.
+
+    A submission blocks until one of this executor's jobs has ended (so submitting 100 jobs returns
+    when the last one has started). Each job gets its own GPUs out of `gpus` (device ids)."""
+
+    job_class = BoundedLocalJob
+
+    def __init__(self, folder: str | os.PathLike, max_jobs: int, gpus: Sequence[int] = (),
+                 **kwargs: Any) -> None:
+        super().__init__(folder, **kwargs)
+        if isinstance(max_jobs, bool) or not isinstance(max_jobs, int) or max_jobs < 1:
+            raise ValueError(f"max_jobs {max_jobs!r} must be an integer >= 1")
+        self.max_jobs = max_jobs
+        self.gpus = tuple(gpus)
+        self._running: list[tuple[subprocess.Popen, tuple[int, ...]]] = []
+
+    def _reap(self) -> None:
+        self._running = [(p, g) for p, g in self._running if p.poll() is None]
+
+    def running(self) -> int:
+        """Jobs of this executor still running."""
+        self._reap()
+        return len(self._running)
+
+    def _wait_for_slot(self) -> None:
+        self._reap()
+        while len(self._running) >= self.max_jobs:
+            logger.debug("%d local jobs running (max %d): waiting for one to end", len(self._running),
+                         self.max_jobs)
+            wait_for_any_exit([p.pid for p, _ in self._running])
+            self._reap()
+
+    def _submit_command(self, command: str) -> BoundedLocalJob:
+        self._wait_for_slot()
+        n_gpus = self.parameters.get("gpus_per_node", 0)
+        devices: tuple[int, ...] = ()
+        if n_gpus and self.gpus:
+            used = {d for _, g in self._running for d in g}
+            devices = tuple(d for d in self.gpus if d not in used)[:n_gpus]
+            if len(devices) < n_gpus:  # max_jobs was set above what the GPUs allow: share them
+                devices = self.gpus[:n_gpus]
+            self.parameters["visible_gpus"] = devices
+        started = super()._submit_command(command)
+        assert started._process is not None
+        self._running.append((started._process, devices))
+        return BoundedLocalJob(folder=self.folder, job_id=started.job_id, process=started._process,
+                               tasks=list(range(started.num_tasks)))
+
+
+# ------------------------------------------------------------------ the backend
+
+
+class LocalBackend(Backend):
+    """Jobs as processes of this machine, one by one as slots free up. `max_jobs` / `capacity`:
+    override the concurrency / the machine's size (default: what fits, `resources.local_slots`)."""
+
+    kind = "local"
+    poll_s = 1.0
+    shares_cpus = True
+    unit_name = "local job"
+
+    def __init__(self, max_jobs: int | None = None, capacity: LocalCapacity | None = None) -> None:
+        self.max_jobs = max_jobs
+        self.capacity = capacity
+
+    def executor(self, folder: str | os.PathLike, resources: Resources, *, env: Mapping[str, str] | None = None,
+                 name: str = "crowding") -> submitit.Executor:
+        cap = local_capacity() if self.capacity is None else self.capacity
+        if resources.gpus and cap.gpus and resources.gpus > len(cap.gpus):
+            raise ValueError(f"gpus {resources.gpus} per job, but this machine shows {len(cap.gpus)} "
+                             f"GPU(s) {list(cap.gpus)}; ask for at most {len(cap.gpus)}")
+        if resources.gpus and not cap.gpus:
+            logger.warning("jobs ask for %d GPU(s) but this machine shows none: running them without",
+                           resources.gpus)
+        slots = local_slots(resources, cap) if self.max_jobs is None else self.max_jobs
+        ex = BoundedLocalExecutor(Path(folder), max_jobs=slots, gpus=cap.gpus if resources.gpus else ())
+        ex.update_parameters(timeout_min=resources.time_min, signal_delay_s=resources.signal_delay,
+                             gpus_per_node=resources.gpus if cap.gpus else 0,
+                             setup=setup_lines(job_env(resources, env)))
+        return ex
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """RUNNING for a live controller; a dead one is left out."""
+        return {str(j): "RUNNING" for j in job_ids if local_controller_alive(j)}
+
+    def attach(self, folder: str | os.PathLike, job_id: str) -> Job[Any] | None:
+        """None when the controller is gone without leaving a result (resubmit; the run lock keeps
+        copies apart)."""
+        job = AttachedLocalJob(folder=Path(folder), job_id=str(job_id))
+        if local_controller_alive(job_id) or job.paths.result_pickle.exists():
+            return job
+        return None
+
+    def cancel_command(self, units: Sequence[str]) -> str:
+        return f"kill -INT {' '.join(units)}" if units else ""
+
+    def cancel(self, units: Sequence[str], wait_s: float) -> list[str]:
+        cancel_local_jobs(units)
+        return []
