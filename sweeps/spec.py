@@ -20,6 +20,7 @@ import numpy as np
 
 from cluster.resources import Resources
 from core.identity import config_hash, to_jsonable
+from core.runs import run_dir_name
 from ecc import sources
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
@@ -122,7 +123,7 @@ class TrainRun:
 
     @property
     def dir(self) -> str:
-        return f"train/{self.hash}"
+        return run_dir_name("train", self.hash)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class EvalRun:
 
     @property
     def dir(self) -> str:
-        return f"eval/{self.hash}"
+        return run_dir_name("eval", self.hash)
 
 
 @dataclass(frozen=True)
