@@ -20,7 +20,6 @@ from .config import (
     FLANKER_DSETS,
     PARITIES,
     SPLITS,
-    VALIDATION_SIZE,
     MissingDataError,
     SourceConfig,
 )
@@ -42,7 +41,7 @@ from .mnist import (
 
 __all__ = [
     "FLANKER_DSETS", "MNIST_ARRAYS", "MNIST_FINGERPRINT", "MNIST_IDX_NAMES", "MNIST_PAYLOAD_MD5", "PARITIES",
-    "SPLITS", "VALIDATION_SIZE", "ChecksumMismatch", "DownloadError", "MissingDataError", "MnistArrays", "Pairs",
+    "SPLITS", "ChecksumMismatch", "DownloadError", "MissingDataError", "MnistArrays", "Pairs",
     "SourceConfig", "background_paths", "download_mnist", "fingerprint", "flanker_images", "flankers_present",
     "load_gray", "load_mnist", "mnist_split", "pairs", "places_present", "read_idx", "require", "write_idx",
 ]

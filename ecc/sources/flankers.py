@@ -211,7 +211,6 @@ def _gray28(path: Path) -> np.ndarray:
     return np.asarray(Image.fromarray(square).resize((28, 28), Image.Resampling.BILINEAR))
 
 
-
 def flankers_present(name: str, source: SourceConfig | None = None) -> bool:
     """Whether a flanker set can be read without fetching anything: MNIST and letters always,
     notMNIST / Omniglot when their folder (`<data_dir>/<name>`) holds files."""

@@ -138,7 +138,7 @@ def _load_embedded() -> MnistArrays:
 
 
 @functools.lru_cache(maxsize=4)
-def _loadidx_folder(folder: str) -> MnistArrays:
+def _load_idx_folder(folder: str) -> MnistArrays:
     found = idx_folder(Path(folder), list(MNIST_IDX_NAMES.values()))
     if found is None:
         names = ", ".join(f"{n}[.gz]" for n in MNIST_IDX_NAMES.values())
@@ -166,7 +166,7 @@ def _loadidx_folder(folder: str) -> MnistArrays:
 def _load_downloaded(root: str, mirrors: tuple[str, ...], checksums: tuple[tuple[str, str], ...],
                      timeout: float) -> MnistArrays:
     raw = download_mnist(root, mirrors=mirrors, checksums=dict(checksums), timeout=timeout)
-    return _loadidx_folder(str(raw))
+    return _load_idx_folder(str(raw))
 
 
 def load_mnist(source: SourceConfig | None = None, *, mirrors: Sequence[str] = MNIST_MIRRORS,
@@ -177,13 +177,12 @@ def load_mnist(source: SourceConfig | None = None, *, mirrors: Sequence[str] = M
         return _load_embedded()
     if source.mnist == "download":
         return _load_downloaded(str(source.root.resolve()), tuple(mirrors), tuple(checksums.items()), timeout)
-    return _loadidx_folder(str(Path(source.mnist).expanduser().resolve()))
+    return _load_idx_folder(str(Path(source.mnist).expanduser().resolve()))
 
 
 def fingerprint(source: SourceConfig | None = None) -> str:
     """Content hash of the MNIST arrays of `source`: the same for embedded, IDX and downloaded copies."""
     return load_mnist(source).fingerprint
-
 
 
 def mnist_split(split: str, source: SourceConfig | None = None,
