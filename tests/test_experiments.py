@@ -16,8 +16,9 @@ import torch
 from fake_experiment import FakeGrid, FakeModel, write_fake_experiment
 from PIL import Image
 
-from ecc import letters, sources
+from ecc import sources
 from ecc.model import DCNN_POOLINGS, EccNet, ModelConfig, count_parameters, dcnn, reference_forward
+from ecc.sources import letters
 from ecc.stimuli import render
 from results import plots
 from results import table as rt
