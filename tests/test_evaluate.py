@@ -13,10 +13,12 @@ import torch
 
 import ecc.evaluate as ev
 from ecc import datasets
+from ecc.checkpoint import final_weights
+from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import Condition, Evaluator, eval_hash
-from ecc.model import EccNet, ModelConfig
+from ecc.model import ModelConfig, build
 from ecc.stimuli import InvalidPlacement, StimulusConfig, normalize
-from ecc.train import RunOptions, TrainConfig, final_weights, train
+from ecc.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -80,7 +82,7 @@ def test_every_image_counts(trained: Path) -> None:
     # Direct computation in one batch.
     data = datasets.generate(evaluator.spec(cond.canonical()))
     cfg = evaluator.config
-    model = EccNet(cfg.model, cfg.stimulus.crop_size)
+    model = build(cfg.model, cfg.stimulus.crop_size)
     model.load_state_dict(final_weights(trained))
     with torch.no_grad():
         logits = model(normalize(torch.from_numpy(np.array(data.images)), cfg.contrast_norm, cfg.stimulus))
