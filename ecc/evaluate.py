@@ -20,7 +20,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -275,23 +274,6 @@ class Evaluator:
         return result
 
     __call__ = evaluate
-
-    def evaluate_all(self, conditions: Iterable[Condition], outs: Sequence[str | os.PathLike | None] | None = None,
-                     *, test_images: int | None = None) -> list[dict[str, Any]]:
-        """Several conditions with this one model; every condition is checked before the first runs."""
-        conditions = list(conditions)
-        outs = list(outs) if outs is not None else [None] * len(conditions)
-        if len(outs) != len(conditions):
-            raise ValueError(f"got {len(conditions)} conditions but {len(outs)} output paths")
-        for c in conditions:
-            self.check(c)
-        return [self.evaluate(c, test_images=test_images, out=o) for c, o in zip(conditions, outs, strict=True)]
-
-
-def evaluate(run_dir: str | os.PathLike, condition: Condition, *, out: str | os.PathLike | None = None,
-             **kwargs: Any) -> dict[str, Any]:
-    """Job body: evaluate one condition of one trained run (kwargs go to Evaluator)."""
-    return Evaluator(run_dir, **kwargs).evaluate(condition, out=out)
 
 
 # -------------------------------------------------------------------------------- CLI

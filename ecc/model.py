@@ -141,16 +141,6 @@ class ModelConfig:
             size, channels = pool_size, self.feats_per_layer
         return tuple(shapes)
 
-    def check_input(self, num_scales: int, crop_size: int) -> None:
-        """Refuse data this model cannot take: another number of scales, or crops too small."""
-        if num_scales != self.num_scales:
-            rest = "-".join(map(str, self.scales[1:]))
-            fits = all(s <= num_scales for s in self.scales[1:])
-            hint = f"{num_scales}-{rest}" if fits else f"{num_scales}-1"
-            raise ValueError(f'pm "{self.pm}" starts with {self.num_scales} scales but the data has '
-                             f"{num_scales}; start pm with {num_scales}, e.g. {hint}")
-        self.layer_shapes(crop_size)
-
     def features(self, crop_size: int) -> int:
         """Inputs of the linear layer: the last layer's S * H * W * C."""
         last = self.layer_shapes(crop_size)[-1]

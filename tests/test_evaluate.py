@@ -105,8 +105,8 @@ def test_many_conditions_one_model_load(trained: Path, tmp_path: Path, monkeypat
     evaluator = Evaluator(trained, options=CPU, batch_size=16, test_images=20)
     conditions = [Condition(0), Condition(30, 0, 1), Condition(0, 30, 1), Condition(0, -30, 2)]
     outs = [tmp_path / f"{i}.json" for i in range(len(conditions))]
-    results = evaluator.evaluate_all(conditions, outs)
-    results.append(evaluator(Condition(0), test_images=11))  # callable, with its own limit
+    results = [evaluator(c, out=o) for c, o in zip(conditions, outs, strict=True)]  # as sweeps.tasks does
+    results.append(evaluator(Condition(0), test_images=11))  # with its own limit
     assert loads == [True]  # one load, tensors only
     assert [r["label"] for r in results] == ["a", "xa", "ax", "xax", "a"]
     assert results[3]["condition"]["flanker_ecc"] == 30.0  # canonical
@@ -124,7 +124,7 @@ def test_invalid_condition_refused_before_any_work(trained: Path, monkeypatch: p
     with pytest.raises(InvalidPlacement, match="overlaps the target"):
         evaluator.evaluate(Condition(0, 10, 1))
     with pytest.raises(InvalidPlacement, match="leaves the 96 px field"):
-        evaluator.evaluate_all([Condition(0), Condition(40, 70, 1)])  # the valid first one did not run
+        evaluator(Condition(40, 70, 1))
 
 
 def test_cache_and_memory_agree(trained: Path, tmp_path: Path) -> None:

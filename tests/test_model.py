@@ -79,11 +79,9 @@ def test_bad_pm_is_refused(pm: str, message: str) -> None:
 
 def test_bad_input_is_refused() -> None:
     cfg = ModelConfig(pm="11-1-1-1-1")
-    with pytest.raises(ValueError, match=r"has 7; start pm with 7, e.g. 7-1-1-1-1"):
-        cfg.check_input(7, 60)
     # 18 -> 14 -> 12 -> 8 -> 6 -> 2: nothing left for the 3x3 pool of layer 2
     with pytest.raises(ValueError, match=r"layer 2: the 3x3 spatial max-pool would empty its 2x2 input"):
-        ModelConfig(pm="11-1-1-1-1", total_pool=False).check_input(11, 18)
+        ModelConfig(pm="11-1-1-1-1", total_pool=False).layer_shapes(18)
     with pytest.raises(ValueError, match=r"layer 0: a 5x5 convolution .* crop_size is 4"):
         EccNet(ModelConfig(), crop_size=4)
     with pytest.raises(ValueError, match="parity 'all' is not one of even, odd, none"):
