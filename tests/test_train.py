@@ -247,7 +247,7 @@ def test_corrupt_checkpoint_is_set_aside_not_used(tmp_path: Path, data_root: Pat
     damaged = path.read_bytes()
 
     steps: list[int] = []
-    with caplog.at_level("WARNING", logger="ecc.train"):
+    with caplog.at_level("WARNING", logger="ecc.checkpoint"):
         result = train(tiny_config(), tmp_path, data_root=data_root, options=QUIET, on_step=steps.append)
     assert steps == list(range(1, 11))
     aside = list(tmp_path.glob(f"{CHECKPOINT}.corrupt-*"))
