@@ -38,8 +38,8 @@ from core.runs import (
     write_config,
 )
 from ecc import datasets
-from ecc.model import job_env
-from ecc.train import RunOptions
+from ecc.config import RunOptions
+from ecc.runtime import job_env
 
 from . import tasks
 from .spec import EvalRun, StageResources, SweepSpec, TrainRun, choose
@@ -232,7 +232,7 @@ class Pipeline:
 
     def _executor(self, stage: str) -> submitit.Executor:
         # Local jobs share the machine with the launcher and whatever else runs there: OpenMP threads
-        # must not spin at barriers (ecc/model.py, SHARED_CPU_ENV); SLURM jobs own their cores.
+        # must not spin at barriers (ecc/runtime.py, SHARED_CPU_ENV); SLURM jobs own their cores.
         return executors.make_executor(self.kind, self.exp / "logs" / stage, self.resources.stage(stage),
                                        env=job_env(shared_cpus=self.kind == "local"), name=f"{self.spec.name}-{stage}")
 

@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ecc import sources
+from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.sources import SourceConfig
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import Comparison
 
 from .settings import PAPER, QUICK

@@ -22,11 +22,11 @@ from cluster.resources import Resources
 from core.identity import config_hash, to_jsonable
 from core.runs import run_dir_name
 from ecc import sources
+from ecc.config import TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
 from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import FigureSpec
 from results.findings import Claim, Term
 

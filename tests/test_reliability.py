@@ -43,23 +43,17 @@ from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
 from cluster.scheduler import local_task_pids, scheduler_states
 from cluster.submission import submit_runs, wait_runs
-from core.atomic import CorruptFileError
+from core.atomic import CorruptFileError, read_jsonl
 from core.runs import read_error, read_result, record_submission, run_state, write_result
 from ecc import datasets, sources
+from ecc.checkpoint import CHECKPOINT, final_weights
+from ecc.config import RunOptions, TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.model import ModelConfig
+from ecc.runtime import DeferredSignals
 from ecc.sources import mnist
 from ecc.stimuli import StimulusConfig
-from ecc.train import (
-    CHECKPOINT,
-    METRICS,
-    DeferredSignals,
-    RunOptions,
-    TrainConfig,
-    final_weights,
-    read_jsonl,
-    train,
-)
+from ecc.train import METRICS, train
 from sweeps.spec import EvalGrid, FigureSpec, SpecError, StageResources, SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,10 +17,13 @@ from helpers import assert_same_weights
 from test_pipeline import Submitted, no_figures, submitted  # noqa: F401  (fixtures)
 from test_train import QUIET, Preempted, kill_at, tiny_config
 
+from ecc.checkpoint import final_weights
+from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import HITS, Condition, Evaluator, read_hits, write_hits
 from ecc.model import EccNet
+from ecc.runtime import apply_run_options
 from ecc.stimuli import normalize
-from ecc.train import RunOptions, TrainConfig, apply_run_options, final_weights, train
+from ecc.train import train
 from results import table
 from sweeps import launch, smoke
 from sweeps.pipeline import Pipeline

@@ -22,8 +22,8 @@ from fake_experiment import (
 
 from core.atomic import atomic_write_json
 from ecc.evaluate import condition_label
-from ecc.model import PARITIES, ModelConfig, num_classes
-from ecc.sources import SourceConfig
+from ecc.model import ModelConfig, num_classes
+from ecc.sources import PARITIES, SourceConfig
 from ecc.stimuli import StimulusConfig
 from results import plots
 from results import table as rt
