@@ -11,12 +11,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from core.atomic import read_json
-from core.cli import arg
+from core.cli import arg, check_choice, check_choices
 from core.identity import config_hash, from_jsonable
 from core.runs import CONFIG, write_config
 
@@ -61,10 +60,11 @@ class TrainConfig:
             raise ValueError(f"pm {self.model.pm} starts with {self.model.num_scales} scales but --num_scales is "
                              f"{self.stimulus.num_scales}; the first number of pm must equal --num_scales")
         self.model.layer_shapes(self.stimulus.crop_size)  # crops large enough for every layer
-        _check_choice("flanker_type", self.flanker_type, FLANKER_TYPES)
-        _check_choice("flanker_dset", self.flanker_dset, FLANKER_DSETS)
-        _check_choice("contrast_norm", self.contrast_norm, CONTRAST_NORMS)
-        _check_choice("place", self.place, PLACES)
+        check_choices(self)
+        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES)
+        check_choice("flanker_dset", self.flanker_dset, FLANKER_DSETS)
+        check_choice("contrast_norm", self.contrast_norm, CONTRAST_NORMS)
+        check_choice("place", self.place, PLACES)
         for name in ("target_ecc", "flanker_ecc", "learning_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -116,11 +116,6 @@ class TrainConfig:
         return self.dataset_spec("validation")
 
 
-def _check_choice(name: str, value: Any, valid: tuple) -> None:
-    if value not in valid:
-        raise ValueError(f"{name} {value!r} is not one of {', '.join(map(str, valid))}")
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How a run executes; none of it changes what it computes (not part of the run identity)."""
@@ -139,8 +134,8 @@ class RunOptions:
     model_name: str = arg("", "CLI: name of the run folder under TRAIN_DIR/trained; empty: the config hash")
 
     def __post_init__(self) -> None:
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("precision", self.precision, PRECISIONS)
+        check_choices(self)
+        check_choice("precision", self.precision, PRECISIONS)
         for name in ("threads", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

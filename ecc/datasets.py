@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.cli import arg
+from core.cli import arg, check_choice, check_choices
 from core.identity import array_digest, digest, file_digest, to_jsonable
 
 from . import sources
@@ -75,14 +75,9 @@ class DatasetSpec:
     validation_size: int = arg(5000, "the first this many MNIST training images form the validation split")
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
-        if self.parity not in PARITIES:
-            raise ValueError(f"parity {self.parity!r} is not one of {', '.join(PARITIES)}")
-        if self.place not in PLACES:
-            raise ValueError(f"place {self.place!r} is not one of {', '.join(PLACES)}")
-        if self.flanker_type not in FLANKER_TYPES:
-            raise ValueError(f"flanker_type {self.flanker_type!r} is not one of 0, 1, 2")
+        check_choices(self)
+        check_choice("place", self.place, PLACES)
+        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES)
         for name in ("limit", "validation_size", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_json, read_json
-from core.cli import Parser, add_arguments, arg, from_namespace
+from core.cli import Parser, add_arguments, arg, check_choice, check_choices, from_namespace
 from core.identity import digest, from_jsonable, to_jsonable
 from core.runs import RESULT
 
@@ -79,10 +79,8 @@ class Condition:
                             choices=FLANKER_DSETS)
 
     def __post_init__(self) -> None:
-        if self.flanker_type not in FLANKER_TYPES:
-            raise InvalidPlacement(f"flanker_type {self.flanker_type!r} is not one of 0 (none), 1 (one), 2 (two)")
-        if self.flanker_dset not in FLANKER_DSETS:
-            raise ValueError(f"flanker_dset {self.flanker_dset!r} is not one of {', '.join(FLANKER_DSETS)}")
+        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES, InvalidPlacement)
+        check_choices(self)
         for name in ("target_ecc", "flanker_ecc"):
             value = getattr(self, name)
             if value is None and name == "flanker_ecc":

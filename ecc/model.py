@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.cli import arg
+from core.cli import arg, check_choice, check_choices
 
 from .fused import input_channels_last, scale_max, shared_conv_scale_max
 from .sources import PARITIES
@@ -76,8 +76,7 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.total_pool, bool):
             raise ValueError(f"total_pool must be true or false, got {self.total_pool!r}")
-        if self.parity not in PARITIES:
-            raise ValueError(f"parity {self.parity!r} is not one of {', '.join(PARITIES)}")
+        check_choices(self)
         self.scales  # noqa: B018 (parses and checks pm)
 
     @property
@@ -319,7 +318,7 @@ def dcnn(pooling: str, parity: str = "even", feats_per_layer: int = 32) -> Model
     """The paper's DCNN with one of its pooling configurations (DCNN_POOLINGS): a configuration of
     the EccNet family (one scale), built by `build` like any other."""
     if pooling not in DCNN_POOLINGS:
-        raise ValueError(f"DCNN pooling {pooling!r} is not one of {', '.join(DCNN_POOLINGS)}")
+        check_choice("DCNN pooling", pooling, DCNN_POOLINGS)
     return ModelConfig(pm=DCNN_PM, parity=parity, feats_per_layer=feats_per_layer, **DCNN_POOLINGS[pooling])
 
 

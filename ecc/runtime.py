@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from core.cli import check_choice
+
 if TYPE_CHECKING:
     from .config import RunOptions
 
@@ -30,8 +32,7 @@ HANDLED_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 # -------------------------------------------------------------------------------- device, precision, threads
 def resolve_device(name: str) -> torch.device:
     """auto -> cuda when available, else cpu; refuses cuda without a GPU."""
-    if name not in DEVICES:
-        raise ValueError(f"device {name!r} is not one of {', '.join(DEVICES)}")
+    check_choice("device", name, DEVICES)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -43,8 +44,7 @@ def apply_precision(precision: str) -> None:
     """TF32 on or off for cuDNN convolutions and CUDA matmuls (process-wide). PyTorch lets cuDNN
     convolutions use TF32 by default on Ampere and later; fp32 (and bf16, whose autocast leaves
     some ops in float32) turn it off, tf32 turns it on. Harmless without a GPU."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_choice("precision", precision, PRECISIONS)
     tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.cli import arg
+from core.cli import arg, check_choice
 
 from .resample import Placed, compose_canvas, resize_crops, square
 
@@ -49,8 +49,7 @@ class StimulusConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.fovea not in FOVEAS:
-            raise ValueError(f"fovea {self.fovea!r} is not one of {', '.join(FOVEAS)}")
+        check_choice("fovea", self.fovea, FOVEAS)
         for name in ("digit_height", "flanker_height", "crop_size"):
             if getattr(self, name) > self.field_size:
                 raise ValueError(f"{name}={getattr(self, name)} exceeds field_size={self.field_size}")
@@ -134,8 +133,7 @@ def object_eccs(target_ecc: float, flanker_type: int, flanker_ecc: float | None)
 def check_placement(cfg: StimulusConfig, target_ecc: float, flanker_type: int = 0,
                     flanker_ecc: float | None = None) -> None:
     """Raise InvalidPlacement when the original could not render this configuration."""
-    if flanker_type not in FLANKER_TYPES:
-        raise InvalidPlacement(f"flanker_type {flanker_type!r} is not one of 0 (none), 1 (one), 2 (two, mirrored)")
+    check_choice("flanker_type", flanker_type, FLANKER_TYPES, InvalidPlacement)
     _check_box(cfg, "target", target_ecc, cfg.digit_height)
     if flanker_type == 0:
         return
@@ -253,8 +251,7 @@ def render(targets: np.ndarray, cfg: StimulusConfig, *, target_ecc: float | Sequ
     targets = _as_images(targets, "targets")
     n = len(targets)
     te = _per_image(target_ecc, n, "target_ecc")
-    if flanker_type not in FLANKER_TYPES:
-        raise InvalidPlacement(f"flanker_type {flanker_type!r} is not one of 0 (none), 1 (one), 2 (two, mirrored)")
+    check_choice("flanker_type", flanker_type, FLANKER_TYPES, InvalidPlacement)
     fe = _per_image(flanker_ecc, n, "flanker_ecc")
     if flanker_type:
         if flankers is None:
@@ -323,8 +320,7 @@ def normalize(crops: np.ndarray | torch.Tensor, contrast_norm: str, cfg: Stimulu
     """uint8 crops (..., num_scales, C, C) -> float32 model input, as the original's loader:
     `None`: x / 255; `areafactor`: each crop that is not all black divided by its max and by
     `cfg.area_factor(i)`; then both shifted by -0.5. Returns the input's kind (numpy or torch)."""
-    if contrast_norm not in CONTRAST_NORMS:
-        raise ValueError(f"contrast_norm {contrast_norm!r} is not one of {', '.join(CONTRAST_NORMS)}")
+    check_choice("contrast_norm", contrast_norm, CONTRAST_NORMS)
     is_numpy = not isinstance(crops, torch.Tensor)
     x = torch.as_tensor(np.asarray(crops)) if is_numpy else crops
     if x.shape[-3:] != cfg.shape:

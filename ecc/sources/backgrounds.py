@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .config import IMAGE_SUFFIXES, SPLITS, MissingDataError, SourceConfig, check_choice
+from core.cli import check_choice
+
+from .config import IMAGE_SUFFIXES, SPLITS, MissingDataError, SourceConfig
 
 PLACES_URL = "http://places.csail.mit.edu/downloadData.html"
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.cli import arg
+from core.cli import arg, check_choice
 
 SPLITS = ("train", "validation", "test")
 PARITIES = ("even", "odd", "none")
@@ -22,11 +21,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 class MissingDataError(FileNotFoundError):
     """Data that must be downloaded or put in place by hand is not there; the message says how."""
-
-
-def check_choice(what: str, value: object, valid: Sequence[str]) -> None:
-    if value not in valid:
-        raise ValueError(f"{what} {value!r} is not one of {', '.join(valid)}")
 
 
 def default_data_dir() -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from core.atomic import CorruptFileError
+from core.cli import check_choice
 
 from . import letters
 from .config import (
@@ -32,7 +33,6 @@ from .config import (
     VALIDATION_SIZE,
     MissingDataError,
     SourceConfig,
-    check_choice,
     split_range,
 )
 from .idx import find_idx, idx_folder, read_idx

@@ -33,9 +33,10 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 
 from core.atomic import atomic_write
+from core.cli import check_choice
 from core.identity import bytes_digest
 
-from .config import SPLITS, check_choice
+from .config import SPLITS
 
 logger = logging.getLogger(__name__)
 
