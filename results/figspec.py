@@ -96,19 +96,6 @@ class FigureSpec:
         return cls(**kw)
 
     @classmethod
-    def coerce(cls, spec: Any) -> FigureSpec:
-        """A FigureSpec from another one, a mapping, or any object with the same attributes
-        (sweeps.spec.FigureSpec)."""
-        if isinstance(spec, cls):
-            return spec
-        if isinstance(spec, Mapping):
-            return cls.from_json(spec)
-        names = [f.name for f in fields(cls)]
-        if not any(hasattr(spec, n) for n in names):
-            raise TypeError(f"{spec!r} is not a figure spec: it has none of {names}")
-        return cls.from_json({n: getattr(spec, n) for n in names if hasattr(spec, n)})
-
-    @classmethod
     def for_experiment(cls, exp_dir: str | Path) -> FigureSpec:
         """The spec saved with the sweep (spec.json's "figures" object) or the defaults."""
         try:
@@ -116,5 +103,5 @@ class FigureSpec:
         except CorruptFileError as e:
             logger.warning("using the default figure spec: %s", e)
             spec = {}
-        figures = spec.get("figures") or spec.get("figure_spec")
+        figures = spec.get("figures")
         return cls.from_json(figures) if isinstance(figures, Mapping) else cls()
