@@ -28,7 +28,7 @@ def _check_fields(cls: type, obj: Mapping[str, Any]) -> None:
 @dataclass(frozen=True)
 class Comparison:
     """A figure that puts several models (or flanker sets) on one axis, with Wilson intervals and
-    the chance line (results.plots.comparison_figure). kind:
+    the chance line (results.compare.comparison_figure). kind:
 
     * spacing: x = target eccentricity, accuracy of `label` at `spacing` (label a: no flanker),
       one curve per model (by="model") or per flanker set (by="flanker_dset");
