@@ -129,6 +129,4 @@ def stimulus_config(exp_dir: str | Path) -> Any:
         plan = experiment.read_plan(exp_dir)
     except (FileNotFoundError, CorruptFileError):
         return StimulusConfig()
-    for entry in plan.train:
-        return from_jsonable(StimulusConfig, entry.config["stimulus"])
-    return StimulusConfig()
+    return from_jsonable(StimulusConfig, plan.train[0].config["stimulus"]) if plan.train else StimulusConfig()
