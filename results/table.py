@@ -37,7 +37,7 @@ import pandas as pd
 from core.atomic import atomic_write, atomic_write_bytes
 from core.plan import EvalEntry, TrainEntry
 from core.runs import STATES as RUN_STATES
-from core.runs import read_result, read_submission, result_problem, run_state
+from core.runs import read_result, read_submission, result_problem, run_dir_name, run_state
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import num_classes
 
@@ -344,7 +344,7 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
     entries = unique(plan.train)
     known = {e.hash for e in entries}
     # The selection's candidates the plan no longer lists: their folders are named by their hash.
-    entries += [TrainEntry(h, f"train/{h}", model, int(c.get("seed", 0)), _float(c.get("learning_rate")), {})
+    entries += [TrainEntry(h, run_dir_name("train", h), model, int(c.get("seed", 0)), _float(c.get("learning_rate")), {})
                 for h, (model, c) in candidates.items() if h not in known]
     rows = []
     for entry in entries:
