@@ -27,6 +27,20 @@ def arg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = da
     return dataclasses.field(default=default, metadata=meta)
 
 
+def check_choice(name: str, value: Any, valid: Sequence[Any], error: type[Exception] = ValueError) -> None:
+    """The one check of a value against its valid choices; the error names both."""
+    if value not in tuple(valid):
+        raise error(f"{name} {value!r} is not one of {', '.join(map(str, valid))}")
+
+
+def check_choices(cfg: Any) -> None:
+    """Check every field of a dataclass declared with `arg(..., choices=...)` (its __post_init__ calls this)."""
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata.get("choices")
+        if choices:
+            check_choice(f.name, getattr(cfg, f.name), choices)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (and exit with status 2)."""
 

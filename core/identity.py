@@ -1,4 +1,4 @@
-"""Run identity: configs to plain JSON and a short, stable hash of them (dora's signature)."""
+"""Identity: configs to plain JSON and a short, stable hash of them (dora's signature); digests of bytes, files, arrays."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping
+from os import PathLike
 from pathlib import PurePath
 from typing import Any
 
@@ -51,6 +52,27 @@ def digest(payload: Any, length: int = 12) -> str:
     """sha1 of the canonical (sorted, compact) JSON of a value."""
     text = json.dumps(to_jsonable(payload), sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
+def bytes_digest(*chunks: bytes | memoryview, algorithm: str = "md5") -> str:
+    """Hex digest of the concatenated `chunks` (hashlib's `algorithm`: md5, sha1, sha256...)."""
+    h = hashlib.new(algorithm)
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digest(path: str | PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, streamed (datasets are gigabytes)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.new(algorithm)).hexdigest()
+
+
+def array_digest(array: Any, algorithm: str = "md5") -> str:
+    """Hex digest of an array's raw bytes in C order (its dtype and shape are not part of it)."""
+    import numpy as np  # here: core's other users (cluster) need no numpy
+
+    return bytes_digest(np.ascontiguousarray(array).data, algorithm=algorithm)
 
 
 def config_hash(cfg: Any, length: int = 12) -> str:

@@ -36,6 +36,15 @@ DONE_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("hash", "final"),
     "eval": ("n_images", "n_correct", "accuracy"),
 }
+
+
+def run_dir_name(kind: str, run_hash: str) -> str:
+    """Where a run of this kind lives in an experiment folder: train/<hash>, eval/<hash>."""
+    if kind not in ("train", "eval"):
+        raise ValueError(f"run kind {kind!r} is not one of train, eval (datasets live under datasets/jobs/<key>)")
+    return f"{kind}/{run_hash}"
+
+
 STATES = ("done", "failed", "running", "pending", "missing")
 CANCELLED = "Cancelled"  # error.json type of a run whose job a user cancelled (--cancel): resubmitted on relaunch
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")  # 123, 123_4, a local pid, DEBUG_140..., pid-42

@@ -13,7 +13,6 @@ their meta.json (truncated, edited, half-copied) is set aside and rebuilt, never
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -31,10 +30,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.cli import arg
-from core.identity import digest, to_jsonable
+from core.cli import arg, check_choice, check_choices
+from core.identity import array_digest, digest, file_digest, to_jsonable
 
 from . import sources
+from .sources import PARITIES, SPLITS
 from .stimuli import (
     FLANKER_TYPES,
     GENERATOR_VERSION,
@@ -48,8 +48,6 @@ from .stimuli import (
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
-PARITIES = ("even", "odd", "none")
 PLACES = ("None", "random")
 CHUNK = 512  # images rendered per step while building
 SAMPLES = 3  # images whose canvas and crops are saved as PNG
@@ -77,14 +75,9 @@ class DatasetSpec:
     validation_size: int = arg(5000, "the first this many MNIST training images form the validation split")
 
     def __post_init__(self) -> None:
-        if self.split not in SPLITS:
-            raise ValueError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
-        if self.parity not in PARITIES:
-            raise ValueError(f"parity {self.parity!r} is not one of {', '.join(PARITIES)}")
-        if self.place not in PLACES:
-            raise ValueError(f"place {self.place!r} is not one of {', '.join(PLACES)}")
-        if self.flanker_type not in FLANKER_TYPES:
-            raise ValueError(f"flanker_type {self.flanker_type!r} is not one of 0, 1, 2")
+        check_choices(self)
+        check_choice("place", self.place, PLACES)
+        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES)
         for name in ("limit", "validation_size", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -128,7 +121,7 @@ def dataset_key(spec: DatasetSpec, source: sources.SourceConfig | None = None) -
                "version": GENERATOR_VERSION}
     if spec.flanker_type and spec.flanker_dset != "MNIST":
         flankers = sources.flanker_images(spec.flanker_dset, spec.split, source, spec.validation_size)
-        payload["flankers"] = hashlib.md5(np.ascontiguousarray(flankers).tobytes()).hexdigest()
+        payload["flankers"] = array_digest(flankers, "md5")
     if spec.place != "None":
         payload["places"] = str(source.places_dir.resolve())  # photos are not hashed: too many
     return f"{spec.split}-{digest(payload, 16)}"
@@ -194,14 +187,6 @@ def generate(spec: DatasetSpec, source: sources.SourceConfig | None = None, *, p
 
 
 # ------------------------------------------------------------------------------ store
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 FILES = ("images.npy", "labels.npy", "eccs.npy")
 
 
@@ -218,7 +203,7 @@ def _check(folder: Path, key: str) -> dict:
         if not path.exists() or path.stat().st_size != want["bytes"]:
             have = path.stat().st_size if path.exists() else "missing"
             raise CorruptFileError(f"{path}: expected {want['bytes']} bytes, found {have}")
-        if _sha256(path) != want["sha256"]:
+        if file_digest(path, "sha256") != want["sha256"]:
             raise CorruptFileError(f"{path}: checksum differs from meta.json")
     return meta
 
@@ -244,7 +229,7 @@ def _build(spec: DatasetSpec, source: sources.SourceConfig, final: Path, key: st
         for name in FILES:
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
-            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+            files[name] = {"bytes": (tmp / name).stat().st_size, "sha256": file_digest(tmp / name, "sha256")}
         atomic_write_json(tmp / "meta.json", {
             "key": key, "spec": spec, "n": len(labels), "shape": [len(labels), *spec.stimulus.shape],
             "files": files, "generator_version": GENERATOR_VERSION, "mnist_fingerprint": sources.fingerprint(source),

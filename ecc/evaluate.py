@@ -1,5 +1,5 @@
-"""Evaluation: test conditions (target and flankers), an Evaluator that loads a trained run once,
-and `python -m ecc.evaluate`.
+"""Evaluation: test conditions (target and flankers), evaluate_set (one model over a set of images,
+training's validation too), an Evaluator that loads a trained run once, and `python -m ecc.evaluate`.
 
 Accuracy counts every test target of a condition (the original dropped the last partial batch).
 Test stimuli are generated in memory by default (nothing written), or taken from the dataset cache.
@@ -20,32 +20,27 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_json, read_json
-from core.cli import Parser, add_arguments, arg, from_namespace
+from core.cli import Parser, add_arguments, arg, check_choice, check_choices, from_namespace
 from core.identity import digest, from_jsonable, to_jsonable
+from core.runs import RESULT
 
 from . import datasets
+from .checkpoint import final_weights
+from .config import RunOptions, TrainConfig
 from .datasets import DatasetSpec
-from .model import EccNet
+from .model import build
+from .runtime import DEVICES, PRECISIONS, apply_run_options
 from .sources import FLANKER_DSETS, SourceConfig
-from .stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement
-from .train import (
-    DEVICES,
-    PRECISIONS,
-    RESULT,
-    RunOptions,
-    TrainConfig,
-    apply_run_options,
-    evaluate_set,
-    final_weights,
-)
+from .stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement, normalize
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +79,8 @@ class Condition:
                             choices=FLANKER_DSETS)
 
     def __post_init__(self) -> None:
-        if self.flanker_type not in FLANKER_TYPES:
-            raise InvalidPlacement(f"flanker_type {self.flanker_type!r} is not one of 0 (none), 1 (one), 2 (two)")
-        if self.flanker_dset not in FLANKER_DSETS:
-            raise ValueError(f"flanker_dset {self.flanker_dset!r} is not one of {', '.join(FLANKER_DSETS)}")
+        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES, InvalidPlacement)
+        check_choices(self)
         for name in ("target_ecc", "flanker_ecc"):
             value = getattr(self, name)
             if value is None and name == "flanker_ecc":
@@ -167,6 +160,32 @@ def test_images_record(labels: np.ndarray, parity: str, validation_size: int) ->
             "labels_sha1": digest(np.asarray(labels, dtype=np.int64).tolist(), 40)}
 
 
+def evaluate_set(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, contrast_norm: str,
+                 stimulus: StimulusConfig, device: torch.device, batch_size: int,
+                 hits: np.ndarray | None = None) -> tuple[float, int, int]:
+    """(summed cross-entropy, correct predictions, images) over every image, the last partial batch
+    included. `hits`, a bool array of len(labels), receives which images were classified right."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    n = len(labels)
+    if hits is not None and hits.shape != (n,):
+        raise ValueError(f"hits must have shape ({n},), got {hits.shape}")
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            x = torch.from_numpy(np.array(images[start:start + batch_size])).to(device)  # a copy: memmaps are read-only
+            y = torch.as_tensor(np.asarray(labels[start:start + batch_size]), dtype=torch.int64).to(device)
+            logits = model(normalize(x, contrast_norm, stimulus))
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            right = logits.argmax(1) == y
+            correct += right.sum()
+            if hits is not None:
+                hits[start:start + len(y)] = right.cpu().numpy()
+    model.train(was_training)
+    return float(loss_sum.item()), int(correct.item()), n
+
+
 class Evaluator:
     """A trained run, loaded once (config, result, final weights), evaluated on any number of conditions.
 
@@ -193,8 +212,8 @@ class Evaluator:
         self.options, self.source, self.batch_size, self.test_images = options, source, batch_size, test_images
         self.data_root = None if data_root is None else Path(data_root)
         self.device = apply_run_options(options)
-        self.model = EccNet(self.config.model, self.config.stimulus.crop_size, seed=self.config.seed,
-                            bf16=options.precision == "bf16")
+        self.model = build(self.config.model, self.config.stimulus.crop_size, seed=self.config.seed,
+                           bf16=options.precision == "bf16")
         self.model.load_state_dict(final_weights(self.run_dir, map_location="cpu"))
         self.model.to(self.device).eval()
 
@@ -253,23 +272,6 @@ class Evaluator:
         return result
 
     __call__ = evaluate
-
-    def evaluate_all(self, conditions: Iterable[Condition], outs: Sequence[str | os.PathLike | None] | None = None,
-                     *, test_images: int | None = None) -> list[dict[str, Any]]:
-        """Several conditions with this one model; every condition is checked before the first runs."""
-        conditions = list(conditions)
-        outs = list(outs) if outs is not None else [None] * len(conditions)
-        if len(outs) != len(conditions):
-            raise ValueError(f"got {len(conditions)} conditions but {len(outs)} output paths")
-        for c in conditions:
-            self.check(c)
-        return [self.evaluate(c, test_images=test_images, out=o) for c, o in zip(conditions, outs, strict=True)]
-
-
-def evaluate(run_dir: str | os.PathLike, condition: Condition, *, out: str | os.PathLike | None = None,
-             **kwargs: Any) -> dict[str, Any]:
-    """Job body: evaluate one condition of one trained run (kwargs go to Evaluator)."""
-    return Evaluator(run_dir, **kwargs).evaluate(condition, out=out)
 
 
 # -------------------------------------------------------------------------------- CLI

@@ -1,21 +1,17 @@
-"""The eccentricity-dependent model: scale-shared convolutions, spatial and scale max-pools, a linear layer.
+"""The eccentricity-dependent model: ModelConfig, EccNet (scale-shared conv, spatial and scale max-pools, linear), build().
 
-The original (TensorFlow, ../shared/reference/ORIGINAL.md "Model") takes (B, S, H, W, 1) crops and,
-for each of its len(pm) - 1 layers, applies
+The original (TensorFlow, ../shared/reference/ORIGINAL.md "Model") takes (B, S, H, W, 1) crops
+(S scales of one image, each resized to H x W) and, for each of its len(pm) - 1 layers, applies
 
     conv k x k shared across scales (VALID, + bias) -> ReLU -> spatial max-pool -> scale max-pool
 
-then flattens (S, H, W, C) and applies one linear layer. `EccNet` computes the same function and the
-same gradients, faster; `reference_forward` is the original's order written plainly with 3D ops,
-the check for it (tests/test_model.py). What makes it fast on CPUs (bench/train.py):
-
-* scales join the batch: the shared conv is one 2D convolution over B*S images, in channels-last
-  layout throughout, which oneDNN and cuDNN run fastest and which needs no copies between ops;
-* the max-pools commute with each other and with ReLU, so each layer pools scales first, then
-  space, then applies ReLU, on maps S times smaller than the original's order;
-* where scales are pooled, the conv and the scale max run together over chunks of images that fit
-  in the cache, and keep only each output's winning scale (uint8) for the backward pass;
-* glibc and OpenMP settings for the job's environment (`job_env`).
+where the scale max-pool leaves the number of scales the pooling scheme `pm` says (11-1-1-1-1:
+all 11 pooled in the first layer), then flattens (S, H, W, C) and applies one linear layer.
+`EccNet` computes the same function and the same gradients, faster (the max-pools commute with
+each other and with ReLU, so each layer pools scales first, then space, then applies ReLU, on
+maps S times smaller; the fused ops are in ecc/fused.py); `reference_forward` is the original's
+order written plainly with 3D ops, the check for it (tests/test_model.py). The paper's DCNN
+baselines are one-scale EccNets (`dcnn`). Every model is built by `build`.
 """
 
 from __future__ import annotations
@@ -28,34 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.cli import arg
+from core.cli import arg, check_choice, check_choices
 
-PARITIES = ("even", "odd", "none")
+from .fused import input_channels_last, scale_max, shared_conv_scale_max
+from .sources import PARITIES
+
+PM_EXAMPLE = "11-1-1-1-1"
 
 
 def num_classes(parity: str) -> int:
     """Classes of the task: the 10 digits with parity "none", else the 5 of one parity."""
     return 10 if str(parity) == "none" else 5
-PM_EXAMPLE = "11-1-1-1-1"
-
-# Environment for training and evaluation processes. glibc and OpenMP read it at start-up, so the
-# launcher sets it (a running process cannot). Measured with bench/train.py (2 cores, batch 128):
-# - MALLOC_ENV: glibc keeps freed memory for reuse instead of mmap-ing every large activation
-#   afresh (page faults, zeroing) and trimming it back: a training step 1.46 s -> 1.13 s.
-# - SHARED_CPU_ENV, for machines whose cores are shared (several jobs per node, other users):
-#   OpenMP threads spinning at barriers starve the thread they wait for; with 2 other busy
-#   processes a step took 9.0 s by default and 2.2 s with it; on idle cores it costs ~5%.
-MALLOC_ENV = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": "100000000000",
-    "MALLOC_TOP_PAD_": "1073741824",
-}
-SHARED_CPU_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def job_env(shared_cpus: bool = False) -> dict[str, str]:
-    """Variables to add to a training or evaluation job's environment (see MALLOC_ENV)."""
-    return {**MALLOC_ENV, **(SHARED_CPU_ENV if shared_cpus else {})}
 
 
 @dataclass(frozen=True)
@@ -97,8 +76,7 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.total_pool, bool):
             raise ValueError(f"total_pool must be true or false, got {self.total_pool!r}")
-        if self.parity not in PARITIES:
-            raise ValueError(f"parity {self.parity!r} is not one of {', '.join(PARITIES)}")
+        check_choices(self)
         self.scales  # noqa: B018 (parses and checks pm)
 
     @property
@@ -162,16 +140,6 @@ class ModelConfig:
             size, channels = pool_size, self.feats_per_layer
         return tuple(shapes)
 
-    def check_input(self, num_scales: int, crop_size: int) -> None:
-        """Refuse data this model cannot take: another number of scales, or crops too small."""
-        if num_scales != self.num_scales:
-            rest = "-".join(map(str, self.scales[1:]))
-            fits = all(s <= num_scales for s in self.scales[1:])
-            hint = f"{num_scales}-{rest}" if fits else f"{num_scales}-1"
-            raise ValueError(f'pm "{self.pm}" starts with {self.num_scales} scales but the data has '
-                             f"{num_scales}; start pm with {num_scales}, e.g. {hint}")
-        self.layer_shapes(crop_size)
-
     def features(self, crop_size: int) -> int:
         """Inputs of the linear layer: the last layer's S * H * W * C."""
         last = self.layer_shapes(crop_size)[-1]
@@ -183,30 +151,6 @@ class ModelConfig:
         for s in self.layer_shapes(crop_size):
             flops += 2 * s.scales_in * s.conv_size**2 * self.feats_per_layer * s.in_channels * s.kernel**2
         return flops + 2 * self.features(crop_size) * self.num_classes
-
-
-# ---------------------------------------------------------------------------- the paper's DCNN baselines
-# The paper's DCNN (3 convolutions 5x5 stride 1 with 32 features, 3x3 spatial max-pools with a
-# stride, one linear layer, 60x60 input) IS an EccNet with one scale: with pm "1-1-1-1" every
-# scale max-pool has window 1 (a no-op), and a one-scale stimulus's only crop is the whole field
-# resized to crop_size (ecc/stimuli.py). Its three pooling configurations are settings of
-# pool_stride and total_pool. On 60x60 crops (tests/test_experiments.py, docs/experiments.md):
-#   no_total_pool  maps 56->54, 50->48, 44->42; linear 42*42*32 = 56,448 -> 5; 334,341 parameters
-#   progressive    maps 56->27, 23->11, 7->3;   linear 3*3*32 = 288 -> 5;       53,541 parameters
-#   at_end         maps 56->54, 50->48, 44->1;  linear 32 -> 5;                 52,261 parameters
-DCNN_POOLINGS = {
-    "no_total_pool": {"pool_stride": 1, "total_pool": False},  # maps shrink only by VALID borders
-    "progressive": {"pool_stride": 2, "total_pool": False},  # every pool halves the maps
-    "at_end": {"pool_stride": 1, "total_pool": True},  # the last maps pooled over their whole extent
-}
-DCNN_PM = "1-1-1-1"
-
-
-def dcnn(pooling: str, parity: str = "even", feats_per_layer: int = 32) -> ModelConfig:
-    """The paper's DCNN with one of its pooling configurations (DCNN_POOLINGS), as a one-scale EccNet."""
-    if pooling not in DCNN_POOLINGS:
-        raise ValueError(f"DCNN pooling {pooling!r} is not one of {', '.join(DCNN_POOLINGS)}")
-    return ModelConfig(pm=DCNN_PM, parity=parity, feats_per_layer=feats_per_layer, **DCNN_POOLINGS[pooling])
 
 
 # ---------------------------------------------------------------------------- the model
@@ -224,25 +168,6 @@ class ScaleSharedConv(nn.Module):
         # cuDNN's fast layout), so a (B, S, H, W, C) tensor needs no copy.
         y = F.conv2d(x.flatten(0, 1), self.weight.to(memory_format=torch.channels_last), self.bias)
         return y.unflatten(0, (b, s))  # (B, S, C', H', W')
-
-
-class ScaleMaxPool(nn.Module):
-    """Max over `window` neighbouring scales, stride 1, VALID: S -> S - window + 1 scales."""
-
-    def __init__(self, window: int) -> None:
-        super().__init__()
-        self.window = window
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, S, C, H, W) -> (B, S', C, H, W)
-        if self.window == 1:
-            return x
-        b, s, c, h, w = x.shape
-        y = x.permute(0, 1, 3, 4, 2).reshape(b, s, h * w * c)  # (B, S, H*W*C), a view when channels-last
-        y = _ScaleMax.apply(y, self.window)  # (B, S', H*W*C)
-        return y.view(b, -1, h, w, c).permute(0, 1, 4, 2, 3)  # (B, S', C, H, W)
-
-    def extra_repr(self) -> str:
-        return f"window={self.window}"
 
 
 class SpatialMaxPool(nn.Module):
@@ -263,6 +188,25 @@ class SpatialMaxPool(nn.Module):
         return "total" if self.total else f"kernel={self.kernel}, stride={self.stride}"
 
 
+class ScaleMaxPool(nn.Module):
+    """Max over `window` neighbouring scales, stride 1, VALID: S -> S - window + 1 scales."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.window = window
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, S, C, H, W) -> (B, S', C, H, W)
+        if self.window == 1:
+            return x
+        b, s, c, h, w = x.shape
+        y = x.permute(0, 1, 3, 4, 2).reshape(b, s, h * w * c)  # (B, S, H*W*C), a view when channels-last
+        y = scale_max(y, self.window)  # (B, S', H*W*C)
+        return y.view(b, -1, h, w, c).permute(0, 1, 4, 2, 3)  # (B, S', C, H, W)
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}"
+
+
 class EccLayer(nn.Module):
     """conv -> ReLU -> spatial max-pool -> scale max-pool, computed in a cheaper, equal order."""
 
@@ -277,7 +221,8 @@ class EccLayer(nn.Module):
         # flows to the same winner, so pooling scales first (11x fewer maps in the demo), then
         # space, then ReLU on the smallest map is the original's function, for less work.
         if self.scale_pool.window > 1:  # the same two steps, fused to keep the conv output in cache
-            x = shared_conv_scale_max(x, self.conv, self.scale_pool.window)  # (B, S', C', H1, W1)
+            x = shared_conv_scale_max(x, self.conv.weight, self.conv.bias,
+                                      self.scale_pool.window)  # (B, S', C', H1, W1)
         else:
             x = self.conv(x)  # (B, S, C', H1, W1)
         x = self.spatial_pool(x)  # (B, S', C', H', W')
@@ -325,7 +270,7 @@ class EccNet(nn.Module):
         autocast = (torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16
                     else contextlib.nullcontext())
         with autocast:
-            x = _input_channels_last(x)  # (B, S, 1, H, W)
+            x = input_channels_last(x)  # (B, S, 1, H, W)
             for layer in self.layers:
                 x = layer(x)  # (B, S', C, H', W')
             x = x.permute(0, 1, 3, 4, 2).flatten(1)  # (B, S*H*W*C), the original's order
@@ -333,8 +278,48 @@ class EccNet(nn.Module):
         return x.float() if self.bf16 else x
 
 
+# ---------------------------------------------------------------------------- building a model
+def build(cfg: ModelConfig, crop_size: int, *, seed: int | torch.Generator = 0, bf16: bool = False) -> nn.Module:
+    """The model `cfg` describes, for crop_size x crop_size crops, with its initial weights drawn
+    from `seed`; `bf16` runs its forward under bfloat16 autocast (logits stay float32).
+
+    Every model is built here: training, evaluation, the benchmark and the tests that train or
+    evaluate one. There is one family, EccNet; the paper's DCNNs are configurations of it (dcnn).
+    A new family touches two things: a ModelConfig value that names it (a field whose default is
+    today's family keeps every existing run's hash, core.identity.non_default) and its nn.Module
+    class, taking (cfg, crop_size, seed=, bf16=), chosen by that value here."""
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"build takes a ModelConfig, got {type(cfg).__name__}: {cfg!r}")
+    return EccNet(cfg, crop_size, seed=seed, bf16=bf16)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------- the paper's DCNN baselines
+# The paper's DCNN (3 convolutions 5x5 stride 1 with 32 features, 3x3 spatial max-pools with a
+# stride, one linear layer, 60x60 input) IS an EccNet with one scale: with pm "1-1-1-1" every
+# scale max-pool has window 1 (a no-op), and a one-scale stimulus's only crop is the whole field
+# resized to crop_size (ecc/stimuli.py). Its three pooling configurations are settings of
+# pool_stride and total_pool. On 60x60 crops (tests/test_experiments.py, docs/experiments.md):
+#   no_total_pool  maps 56->54, 50->48, 44->42; linear 42*42*32 = 56,448 -> 5; 334,341 parameters
+#   progressive    maps 56->27, 23->11, 7->3;   linear 3*3*32 = 288 -> 5;       53,541 parameters
+#   at_end         maps 56->54, 50->48, 44->1;  linear 32 -> 5;                 52,261 parameters
+DCNN_POOLINGS = {
+    "no_total_pool": {"pool_stride": 1, "total_pool": False},  # maps shrink only by VALID borders
+    "progressive": {"pool_stride": 2, "total_pool": False},  # every pool halves the maps
+    "at_end": {"pool_stride": 1, "total_pool": True},  # the last maps pooled over their whole extent
+}
+DCNN_PM = "1-1-1-1"
+
+
+def dcnn(pooling: str, parity: str = "even", feats_per_layer: int = 32) -> ModelConfig:
+    """The paper's DCNN with one of its pooling configurations (DCNN_POOLINGS): a configuration of
+    the EccNet family (one scale), built by `build` like any other."""
+    if pooling not in DCNN_POOLINGS:
+        check_choice("DCNN pooling", pooling, DCNN_POOLINGS)
+    return ModelConfig(pm=DCNN_PM, parity=parity, feats_per_layer=feats_per_layer, **DCNN_POOLINGS[pooling])
 
 
 # ---------------------------------------------------------------------------- the check
@@ -352,167 +337,3 @@ def reference_forward(net: EccNet, x: Tensor) -> Tensor:
         x = F.max_pool3d(x, (layer.scale_pool.window, 1, 1), 1)  # (B, C, S', H', W')
     x = x.permute(0, 2, 3, 4, 1).flatten(1)  # (B, S*H*W*C)
     return net.head(x)
-
-
-# ---------------------------------------------------------------------------- the fast ops behind the modules
-CHUNK_BYTES = 12 << 20  # CPU: conv output per chunk in the fused conv + scale max, to stay in cache
-
-
-def _index_dtype(scales: int) -> torch.dtype:
-    return torch.uint8 if scales <= 255 else torch.int64
-
-
-def _scale_max_into(y: Tensor, window: int, out: Tensor, index: Tensor) -> None:
-    """Sliding max over dim 1 of y (b, S, N), stride 1, into out (b, S', N), and into index the
-    winning scale (the first one on ties, as a max-pool)."""
-    s, s_out = y.shape[1], out.shape[1]
-    if s_out == 1 and s <= 128:  # all scales at once, in few float passes (bool ones are slower)
-        torch.amax(y, 1, keepdim=True, out=out)
-        # s where y is the max, s + S elsewhere (sign(y - max) is 0 or -1): the min is the first winner
-        scale = torch.arange(s, dtype=y.dtype, device=y.device).view(1, s, 1)
-        rank = torch.sub(y, out).sign_().mul_(-s).add_(scale)  # in place: fewer passes over y
-        index.copy_(rank.amin(1, keepdim=True))
-        return
-    out.copy_(y[:, :s_out])
-    index.zero_()
-    for k in range(1, window):
-        cand = y[:, k:k + s_out]
-        better = torch.gt(cand, out)
-        torch.maximum(out, cand, out=out)
-        index.masked_fill_(better, k)
-    if s_out > 1:
-        index += torch.arange(s_out, dtype=index.dtype, device=index.device).view(1, s_out, 1)
-
-
-def _scale_max_values_into(y: Tensor, window: int, out: Tensor) -> None:
-    """_scale_max_into without the winners (inference)."""
-    s_out = out.shape[1]
-    if s_out == 1:
-        torch.amax(y, 1, keepdim=True, out=out)
-        return
-    out.copy_(y[:, :s_out])
-    for k in range(1, window):
-        torch.maximum(out, y[:, k:k + s_out], out=out)
-
-
-def _scatter_winners(grad: Tensor, index: Tensor, scales: int) -> Tensor:
-    """Backward of _scale_max_into: (b, S', N) gradients back to their winners in (b, S, N)."""
-    grad_in = grad.new_zeros(grad.shape[0], scales, grad.shape[2])
-    if grad.shape[1] == 1:
-        return grad_in.scatter_(1, index.long(), grad)
-    return grad_in.scatter_add_(1, index.long(), grad)  # overlapping windows can share a winner
-
-
-class _ScaleMax(torch.autograd.Function):
-    """Sliding max over dim 1 of (B, S, N), stride 1; saves only each output's winning scale."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, window: int) -> Tensor:  # (B, S, N) -> (B, S - window + 1, N)
-        b, s, n = x.shape
-        out = x.new_empty(b, s - window + 1, n)
-        index = torch.empty(out.shape, dtype=_index_dtype(s), device=x.device)
-        _scale_max_into(x, window, out, index)
-        ctx.save_for_backward(index)
-        ctx.scales = s
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (index,) = ctx.saved_tensors
-        return _scatter_winners(grad.contiguous(), index, ctx.scales), None
-
-
-def _conv_scale_max_chunks(x: Tensor, weight: Tensor, bias: Tensor, window: int, chunk: int,
-                           with_index: bool) -> tuple[Tensor, Tensor | None]:
-    """Conv then sliding scale max, `chunk` images at a time: (B, S, C, H, W) -> (B, S', C', H', W')
-    (stored channels-last) and, with_index, the winning scales (B, S', H'*W'*C')."""
-    b, s, _, h, w = x.shape
-    co, k = weight.shape[0], weight.shape[-1]
-    ho, wo = h - k + 1, w - k + 1
-    out = x.new_empty(b, s - window + 1, ho * wo * co)  # (B, S', H'*W'*C')
-    index = torch.empty(out.shape, dtype=_index_dtype(s), device=x.device) if with_index else None
-    weight = weight.to(memory_format=torch.channels_last)
-    for i in range(0, b, chunk):
-        y = F.conv2d(x[i:i + chunk].flatten(0, 1), weight, bias)  # (c*S, C', H', W')
-        y = y.permute(0, 2, 3, 1).reshape(-1, s, ho * wo * co)  # (c, S, H'*W'*C')
-        if index is None:
-            _scale_max_values_into(y, window, out[i:i + chunk])
-        else:
-            _scale_max_into(y, window, out[i:i + chunk], index[i:i + chunk])
-    return out.view(b, -1, ho, wo, co).permute(0, 1, 4, 2, 3), index
-
-
-def _autocast_inputs(x: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Cast to the autocast dtype where autocast is on (the fused op runs with it off)."""
-    if not torch.is_autocast_enabled(x.device.type):
-        return x, weight, bias
-    dtype = torch.get_autocast_dtype(x.device.type)
-    return x.to(dtype), weight.to(dtype), bias.to(dtype)
-
-
-class _SharedConvScaleMax(torch.autograd.Function):
-    """ScaleSharedConv then ScaleMaxPool in one pass over chunks of images, so the conv output
-    (S times larger than what the scale max keeps) never leaves the cache; its backward rebuilds
-    each chunk's sparse gradient from the winners (uint8) and calls the convolution's backward."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, window: int, chunk: int) -> Tensor:
-        # x: (B, S, C, H, W) stored (B, S, H, W, C); out: (B, S', C', H', W') stored the same way
-        ctx.dtypes = x.dtype, weight.dtype
-        x, weight, bias = _autocast_inputs(x, weight, bias)
-        weight = weight.to(memory_format=torch.channels_last)  # not contiguous(): a no-op for C=1
-        with torch.autocast(x.device.type, enabled=False):
-            out, index = _conv_scale_max_chunks(x, weight, bias, window, chunk, with_index=True)
-        ctx.save_for_backward(x, weight, index)
-        ctx.chunk = chunk
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor, None, None]:
-        x, weight, index = ctx.saved_tensors
-        chunk = ctx.chunk
-        b, s = x.shape[:2]
-        co, ho, wo = grad.shape[2:]
-        grad = grad.permute(0, 1, 3, 4, 2).reshape(index.shape).to(x.dtype)  # (B, S', H'*W'*C')
-        need_x = ctx.needs_input_grad[0]
-        grad_x = torch.empty_like(x) if need_x else None
-        x_dtype, w_dtype = ctx.dtypes
-        acc = torch.promote_types(w_dtype, torch.float32)  # sums over chunks in at least fp32
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=x.device)
-        grad_b = torch.zeros(co, dtype=acc, device=x.device)
-        for i in range(0, b, chunk):
-            g = _scatter_winners(grad[i:i + chunk], index[i:i + chunk], s)  # (c, S, H'*W'*C')
-            gx, gw, gb = torch.ops.aten.convolution_backward(
-                g.view(-1, ho, wo, co).permute(0, 3, 1, 2),  # (c*S, C', H', W'), channels-last
-                x[i:i + chunk].flatten(0, 1), weight, [co], [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                [need_x, True, True])
-            if need_x:
-                grad_x[i:i + chunk] = gx.unflatten(0, (-1, s))
-            grad_w += gw
-            grad_b += gb
-        if grad_x is not None:
-            grad_x = grad_x.to(x_dtype)
-        return grad_x, grad_w.to(w_dtype), grad_b.to(w_dtype), None, None
-
-
-def shared_conv_scale_max(x: Tensor, conv: ScaleSharedConv, window: int) -> Tensor:
-    """scale_pool(conv(x)) for ScaleMaxPool(window), fused: (B, S, C, H, W) -> (B, S', C', H', W')."""
-    b, s = x.shape[:2]
-    if x.device.type == "cpu":
-        per_image = s * conv.weight.shape[0] * (x.shape[-1] - conv.weight.shape[-1] + 1) ** 2 * 4
-        chunk = max(1, CHUNK_BYTES // per_image)
-    else:  # GPUs have no cache to fit; one chunk
-        chunk = b
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, conv.weight, conv.bias)):
-        return _SharedConvScaleMax.apply(x, conv.weight, conv.bias, window, chunk)
-    x, weight, bias = _autocast_inputs(x, conv.weight, conv.bias)  # inference: no winners kept
-    with torch.autocast(x.device.type, enabled=False):
-        return _conv_scale_max_chunks(x, weight, bias, window, chunk, with_index=False)[0]
-
-
-def _input_channels_last(x: Tensor) -> Tensor:
-    """(B, S, H, W) -> (B, S, 1, H, W) with channels-last strides: the channel stride must be 1 for
-    oneDNN to pick its channels-last kernels (4x faster backward for the 1-channel first layer),
-    and its convolution backward follows the weight's layout, so that one is converted with .to()."""
-    b, s, h, w = x.shape
-    return x.contiguous().as_strided((b, s, 1, h, w), (s * h * w, h * w, 1, w, 1))

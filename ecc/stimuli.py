@@ -1,23 +1,14 @@
 """Multiscale crowding stimuli: a target digit (and flankers) in a wide field, seen as centred crops.
 
-The original algorithm (../shared/reference/ORIGINAL.md) pastes squared digits into a black
-`field_size`^2 canvas and resizes `num_scales` centred crops of it to `crop_size`^2 with PIL's
-bilinear filter. We compute exactly the same pixels without building the canvas:
-
-* the canvas is black outside the objects, so each crop's resize only needs the objects' pixels;
-* PIL's resize is a separable linear map with fixed-point (22-bit) coefficients, applied
-  horizontally first, rounded to uint8, then vertically. We use the same integer coefficients
-  and the same two roundings, so the result is bit-identical to PIL when the arithmetic is
-  float64 (the default; every intermediate is an integer below 2^53), and within 1 gray level
-  in float32 (a faster option).
-
-Everything is batched in torch, on the CPU or a GPU. `normalize` turns stored uint8 crops into
-the model input (contrast normalisation, then -0.5), as the original did at load time.
+StimulusConfig (the geometry), the placement rules (one overlap rule: `check_spacing`), the
+original's random shifts, and `render`: the crops of the original algorithm
+(../shared/reference/ORIGINAL.md), bit-exact, computed without the canvas (resample.py), batched
+in torch on the CPU or a GPU. `normalize` turns stored uint8 crops into the model input
+(contrast normalisation, then -0.5), as the original did at load time.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.cli import arg
+from core.cli import arg, check_choice
+
+from .resample import Placed, compose_canvas, resize_crops, square
 
 # Bump when a change alters the pixels produced for the same inputs (part of every dataset key).
 GENERATOR_VERSION = 1
@@ -33,7 +26,6 @@ GENERATOR_VERSION = 1
 FOVEAS = ("exponential", "linear")
 CONTRAST_NORMS = ("None", "areafactor")
 FLANKER_TYPES = (0, 1, 2)
-PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (Resample.c)
 
 
 class InvalidPlacement(ValueError):
@@ -57,8 +49,7 @@ class StimulusConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.fovea not in FOVEAS:
-            raise ValueError(f"fovea {self.fovea!r} is not one of {', '.join(FOVEAS)}")
+        check_choice("fovea", self.fovea, FOVEAS)
         for name in ("digit_height", "flanker_height", "crop_size"):
             if getattr(self, name) > self.field_size:
                 raise ValueError(f"{name}={getattr(self, name)} exceeds field_size={self.field_size}")
@@ -142,8 +133,7 @@ def object_eccs(target_ecc: float, flanker_type: int, flanker_ecc: float | None)
 def check_placement(cfg: StimulusConfig, target_ecc: float, flanker_type: int = 0,
                     flanker_ecc: float | None = None) -> None:
     """Raise InvalidPlacement when the original could not render this configuration."""
-    if flanker_type not in FLANKER_TYPES:
-        raise InvalidPlacement(f"flanker_type {flanker_type!r} is not one of 0 (none), 1 (one), 2 (two, mirrored)")
+    check_choice("flanker_type", flanker_type, FLANKER_TYPES, InvalidPlacement)
     _check_box(cfg, "target", target_ecc, cfg.digit_height)
     if flanker_type == 0:
         return
@@ -222,111 +212,7 @@ def sample_random_shifts(cfg: StimulusConfig, n: int, rng: np.random.Generator, 
     raise InvalidPlacement(f"no position in a {cfg.field_size} px field fits flankers at spacing {spacing:g}")
 
 
-# ------------------------------------------------------------------- PIL-exact resampling
-@functools.lru_cache(maxsize=256)
-def pil_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) matrix of Pillow's 8-bit BILINEAR coefficients, in fixed point.
-
-    Reproduces Resample.c: a triangle filter whose support grows with the downscale factor
-    (antialiasing), normalised per output pixel, then rounded to PRECISION_BITS bits."""
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 1.0 * filterscale
-    out = np.zeros((out_size, in_size))
-    for xx in range(out_size):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), in_size)
-        x = np.arange(xmin, xmax)
-        w = np.maximum(0.0, 1.0 - np.abs((x - center + 0.5) / filterscale))
-        if w.sum() != 0.0:
-            w = w / w.sum()
-        out[xx, xmin:xmax] = np.floor(0.5 + w * (1 << PRECISION_BITS))
-    out.setflags(write=False)
-    return out
-
-
-def _round_fixed(acc: torch.Tensor) -> torch.Tensor:
-    """Pillow's clip8 on an accumulator already scaled by 2^-22: floor(acc + 1/2), in place.
-
-    No clamp is needed: the weights are non-negative and sum to 1 within 2^-22 per tap, so a
-    weighted sum of values in 0..255 rounds into 0..255."""
-    return acc.add_(0.5).floor_()
-
-
-class _Matrices:
-    """Per (device, dtype) cache of resampling matrices as tensors, scaled by 2^-22 (exact)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple, torch.Tensor] = {}
-
-    def get(self, in_size: int, out_size: int, device: torch.device, dtype: torch.dtype,
-            pad: int = 0) -> torch.Tensor:
-        """(out, in + 2 pad): zero columns on both sides let a window start outside the input."""
-        key = (in_size, out_size, str(device), dtype, pad)
-        t = self._cache.get(key)
-        if t is None:
-            m = np.pad(pil_bilinear_matrix(in_size, out_size), ((0, 0), (pad, pad))) / float(1 << PRECISION_BITS)
-            t = self._cache[key] = torch.tensor(m, dtype=dtype, device=device)
-        return t
-
-
-_MATRICES = _Matrices()
-
-
-@functools.lru_cache(maxsize=1024)
-def _support(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each input pixel, the first and last output pixel whose weight on it is non-zero."""
-    nz = pil_bilinear_matrix(in_size, out_size) > 0  # (out, in)
-    first = np.where(nz.any(0), nz.argmax(0), out_size)
-    last = np.where(nz.any(0), out_size - 1 - nz[::-1].argmax(0), -1)
-    return first, last
-
-
-@functools.lru_cache(maxsize=1024)
-def _window(in_size: int, out_size: int, width: int) -> int:
-    """Most output pixels that an object `width` px wide, anywhere in the input, can touch."""
-    first, last = _support(in_size, out_size)
-    u = np.arange(-width + 1, in_size)
-    lo, hi = np.maximum(u, 0), np.minimum(u + width, in_size) - 1
-    return int(max(1, (last[hi] - first[lo] + 1).max()))
-
-
-def _resize_exact(x: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
-    """PIL BILINEAR resize of a batch (N, H, W) of integer-valued floats: horizontal, round, vertical, round."""
-    _, h, w = x.shape
-    if w != out_w:
-        x = _round_fixed(x @ _MATRICES.get(w, out_w, x.device, x.dtype).T)
-    if h != out_h:
-        x = _round_fixed(_MATRICES.get(h, out_h, x.device, x.dtype) @ x)
-    return x
-
-
-def square(images: torch.Tensor, height: int) -> torch.Tensor:
-    """The original's make_square: resize so the longer side is `height` (aspect kept, int sizes),
-    centred in a black height x height square. (N, h, w) -> (N, height, height), same dtype."""
-    n, h, w = images.shape
-    out = images.new_zeros((n, height, height))
-    if h > w:
-        new_w = int(w / float(h) * height)
-        offset = int((height - new_w) / 2.0)
-        out[:, :, offset:offset + new_w] = _resize_exact(images, height, new_w)
-    else:
-        new_h = int(h / float(w) * height)
-        offset = int((height - new_h) / 2.0)
-        out[:, offset:offset + new_h, :] = _resize_exact(images, new_h, height)
-    return out
-
-
 # ------------------------------------------------------------------------------ render
-@dataclass(frozen=True)
-class _Object:
-    pixels: torch.Tensor  # (N, h, h) integer-valued floats
-    x0: torch.Tensor      # (N,) int64: left column of the box in the field
-    y0: int               # top row of the box (objects are centred vertically)
-    uniform: bool = False  # every image has it at the same place (a test condition)
-
-
 def _per_image(value: float | Sequence[float] | np.ndarray | None, n: int, name: str) -> np.ndarray:
     if value is None:
         return np.full(n, np.nan)
@@ -365,8 +251,7 @@ def render(targets: np.ndarray, cfg: StimulusConfig, *, target_ecc: float | Sequ
     targets = _as_images(targets, "targets")
     n = len(targets)
     te = _per_image(target_ecc, n, "target_ecc")
-    if flanker_type not in FLANKER_TYPES:
-        raise InvalidPlacement(f"flanker_type {flanker_type!r} is not one of 0 (none), 1 (one), 2 (two, mirrored)")
+    check_choice("flanker_type", flanker_type, FLANKER_TYPES, InvalidPlacement)
     fe = _per_image(flanker_ecc, n, "flanker_ecc")
     if flanker_type:
         if flankers is None:
@@ -393,20 +278,20 @@ def render(targets: np.ndarray, cfg: StimulusConfig, *, target_ecc: float | Sequ
                                flanker_type, device, dtype)
             if backgrounds is not None:
                 canvas = compose_canvas(cfg, objects, background=np.asarray(backgrounds[start]))
-                objects = [_Object(torch.as_tensor(canvas[None], dtype=dtype, device=device),
+                objects = [Placed(torch.as_tensor(canvas[None], dtype=dtype, device=device),
                                    torch.zeros(1, dtype=torch.int64, device=device), 0)]
-            out[sl] = _crops(cfg, objects).cpu().numpy()
+            out[sl] = resize_crops(cfg, objects).cpu().numpy()
     return out
 
 
 def _objects(cfg: StimulusConfig, targets: np.ndarray, te: np.ndarray, flankers: np.ndarray | None,
-             fe: np.ndarray, flanker_type: int, device: torch.device, dtype: torch.dtype) -> list[_Object]:
+             fe: np.ndarray, flanker_type: int, device: torch.device, dtype: torch.dtype) -> list[Placed]:
     """Squared target and flanker images with their boxes in the field."""
     half = cfg.field_size / 2.0
 
-    def place(pixels: torch.Tensor, ecc: np.ndarray, size: int) -> _Object:
+    def place(pixels: torch.Tensor, ecc: np.ndarray, size: int) -> Placed:
         left = np.trunc(half - size / 2.0 + ecc).astype(np.int64)  # int() of the original
-        return _Object(pixels, torch.as_tensor(left, device=device), centred_bounds(cfg.field_size, size)[0],
+        return Placed(pixels, torch.as_tensor(left, device=device), centred_bounds(cfg.field_size, size)[0],
                        uniform=bool((left == left[0]).all()))
 
     t_img = torch.as_tensor(targets, device=device).to(dtype)
@@ -416,121 +301,6 @@ def _objects(cfg: StimulusConfig, targets: np.ndarray, te: np.ndarray, flankers:
         for ecc in object_eccs(te, flanker_type, fe):  # type: ignore[arg-type]
             objs.append(place(f_img, ecc, cfg.flanker_height))
     return objs
-
-
-def _crops(cfg: StimulusConfig, objects: list[_Object]) -> torch.Tensor:
-    """Resize every centred crop of the (implicit) canvas holding `objects`: uint8 (N, S, C, C).
-
-    Objects never overlap (check_placement), so a canvas pixel is the one object covering it. Per
-    scale and object, only the output columns that the object's weights reach are computed
-    (a window of w columns starting at j0), and only the output rows that the objects' rows reach.
-    Horizontal results are kept transposed, (N, columns, rows), so the vertical pass is one matrix
-    product for the whole batch. An object at one place in every image (a test condition) shares
-    its weights across the batch: one large matrix product instead of a batched one."""
-    n, c = objects[0].pixels.shape[0], cfg.crop_size
-    dev, dtype = objects[0].pixels.device, objects[0].pixels.dtype
-    band_lo = min(o.y0 for o in objects)
-    band_hi = max(o.y0 + o.pixels.shape[-2] for o in objects)
-    out = torch.zeros((n, cfg.num_scales, c, c), dtype=torch.uint8, device=dev)
-    for i, (lo, hi) in enumerate(cfg.crop_bounds):
-        m = hi - lo
-        r_lo, r_hi = max(lo, band_lo), min(hi, band_hi)  # crop rows that can be non-black
-        if r_lo >= r_hi:
-            continue
-        first, last = _support(m, c)
-        a, b = int(first[r_lo - lo]), int(last[r_hi - lo - 1]) + 1  # output rows the band reaches
-        kv = _MATRICES.get(m, c, dev, dtype)[a:b, r_lo - lo:r_hi - lo]  # (b - a, rows)
-        parts = [p for o in objects if (p := _horizontal(cfg, o, i, lo, hi, r_lo)) is not None]
-        if not parts:
-            continue
-        if len(parts) == 1 and parts[0][3].shape[2] == r_hi - r_lo:
-            seen, j0, _, tmp = parts[0]  # one object: its window is the whole horizontal result
-        else:  # several: sum them over the full width before rounding, as on the canvas
-            seen, j0 = None, 0
-            tmp = torch.zeros((n, c, r_hi - r_lo), dtype=dtype, device=dev)
-            for images, start, row, part in parts:
-                k, w, rows = part.shape
-                if images is None and isinstance(start, int):
-                    tmp[:, start:start + w, row:row + rows] += part
-                    continue
-                start = torch.as_tensor(start, device=dev).expand(k)
-                idx = (start[:, None] + torch.arange(w, device=dev))[:, :, None].expand(-1, -1, rows)
-                full = torch.zeros((k, c, rows), dtype=dtype, device=dev).scatter_add_(1, idx, part)
-                if images is None:
-                    tmp[:, :, row:row + rows] += full
-                else:
-                    tmp[:, :, row:row + rows].index_add_(0, images, full)
-        tmp = _round_fixed(tmp.contiguous())
-        k, cols, _ = tmp.shape
-        vert = _round_fixed((tmp.reshape(k * cols, -1) @ kv.T).view(k, cols, b - a)).to(torch.uint8)
-        if seen is None and isinstance(j0, int):
-            out[:, i, a:b, j0:j0 + cols] = vert.transpose(1, 2)
-        else:
-            images = torch.arange(n, device=dev) if seen is None else seen
-            jj = torch.as_tensor(j0, device=dev).expand(k)[:, None] + torch.arange(cols, device=dev)
-            out[:, i].transpose(1, 2)[images[:, None], jj, a:b] = vert
-    return out
-
-
-def _horizontal(cfg: StimulusConfig, o: _Object, i: int, lo: int, hi: int, r_lo: int):
-    """Horizontal pass of crop i over one object: (images or None for all, first output column
-    (int when shared), first row in the band, (k, w, rows) result), or None when it is not in the crop."""
-    c, m, h = cfg.crop_size, hi - lo, o.pixels.shape[-1]
-    dev, dtype = o.pixels.device, o.pixels.dtype
-    y_lo, y_hi = max(o.y0, lo), min(o.y0 + h, hi)
-    if y_lo >= y_hi:
-        return None
-    pix = o.pixels[:, y_lo - o.y0:y_hi - o.y0, :]  # (N, rows, h), a view
-    black = cfg.blackout_bounds(i)
-    rows = torch.arange(y_lo, y_hi, device=dev)
-    black_rows = None if black is None else (rows >= black[0]) & (rows < black[1])
-    first, _ = _support(m, c)
-    w = min(c, _window(m, c, h))
-    # Weight blocks (w outputs x h object columns) are read from a matrix padded by h zero columns,
-    # so objects partly outside the crop get zero weights there.
-    kpad = _MATRICES.get(m, c, dev, dtype, pad=h)  # (C, m + 2h)
-    if o.uniform:
-        u = int(o.x0[0]) - lo  # crop column of the object's first column, the same in every image
-        if not (u < m and u + h > 0):
-            return None
-        if black_rows is not None:
-            cols = torch.arange(u + lo, u + lo + h, device=dev)
-            pix = pix.masked_fill(black_rows[:, None] & ((cols >= black[0]) & (cols < black[1]))[None, :], 0)
-        j0 = int(min(first[min(max(u, 0), m - 1)], c - w))
-        start = min(max(u + h, 0), m + h)
-        weights = kpad[j0:j0 + w, start:start + h]  # (w, h), shared by the batch
-        return None, j0, y_lo - r_lo, torch.matmul(pix, weights.T).transpose(1, 2)  # (N, w, rows)
-    u = o.x0 - lo  # (N,)
-    seen = torch.nonzero((u < m) & (u + h > 0)).squeeze(1)  # images where it is in the crop
-    if seen.numel() == 0:
-        return None
-    whole = seen.numel() == len(u)
-    u, pix = (u, pix) if whole else (u[seen], pix[seen])
-    if black_rows is not None:
-        cols = (u + lo)[:, None] + torch.arange(h, device=dev)
-        pix = pix.masked_fill(black_rows[None, :, None] & ((cols >= black[0]) & (cols < black[1]))[:, None, :], 0)
-    j0 = torch.as_tensor(first, device=dev)[u.clamp(0, m - 1)].clamp(max=c - w)  # (k,)
-    weights = kpad.unfold(0, w, 1).unfold(1, h, 1)[j0, (u + h).clamp(0, m + h)]  # (k, w, h)
-    return (None if whole else seen), j0, y_lo - r_lo, torch.bmm(weights, pix.transpose(1, 2))
-
-
-def compose_canvas(cfg: StimulusConfig, objects: list[_Object], index: int = 0,
-                   background: np.ndarray | None = None) -> np.ndarray:
-    """The full field of image `index` as the original built it (uint8 field_size^2): the
-    background resized to the field (or black), the target pasted over it, flankers by maximum."""
-    f = cfg.field_size
-    if background is not None:
-        bg = torch.as_tensor(_grayscale(background), dtype=torch.float64)[None]
-        canvas = _resize_exact(bg, f, f)[0].numpy().astype(np.uint8)
-    else:
-        canvas = np.zeros((f, f), np.uint8)
-    for k, o in enumerate(objects):
-        pix = o.pixels[index].cpu().numpy().astype(np.uint8)
-        h = pix.shape[0]
-        x0 = int(o.x0[index])
-        region = canvas[o.y0:o.y0 + h, x0:x0 + h]
-        canvas[o.y0:o.y0 + h, x0:x0 + h] = pix if k == 0 else np.maximum(region, pix)
-    return canvas
 
 
 def canvas(target: np.ndarray, cfg: StimulusConfig, *, target_ecc: float, flanker: np.ndarray | None = None,
@@ -545,24 +315,12 @@ def canvas(target: np.ndarray, cfg: StimulusConfig, *, target_ecc: float, flanke
     return compose_canvas(cfg, objs, 0, background)
 
 
-def _grayscale(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim == 3:  # RGB(A) -> L with PIL's weights
-        from PIL import Image
-
-        arr = np.asarray(Image.fromarray(arr[..., :3].astype(np.uint8)).convert("L"))
-    if arr.dtype != np.uint8 or arr.ndim != 2:
-        raise ValueError(f"a background must be a uint8 grayscale (H, W) or RGB image, got {arr.dtype} {arr.shape}")
-    return arr
-
-
 # --------------------------------------------------------------------------- model input
 def normalize(crops: np.ndarray | torch.Tensor, contrast_norm: str, cfg: StimulusConfig) -> np.ndarray | torch.Tensor:
     """uint8 crops (..., num_scales, C, C) -> float32 model input, as the original's loader:
     `None`: x / 255; `areafactor`: each crop that is not all black divided by its max and by
     `cfg.area_factor(i)`; then both shifted by -0.5. Returns the input's kind (numpy or torch)."""
-    if contrast_norm not in CONTRAST_NORMS:
-        raise ValueError(f"contrast_norm {contrast_norm!r} is not one of {', '.join(CONTRAST_NORMS)}")
+    check_choice("contrast_norm", contrast_norm, CONTRAST_NORMS)
     is_numpy = not isinstance(crops, torch.Tensor)
     x = torch.as_tensor(np.asarray(crops)) if is_numpy else crops
     if x.shape[-3:] != cfg.shape:

@@ -1,1 +1,2 @@
-"""What a researcher looks at: the results table (table.py) and the paper's figures (plots.py)."""
+"""What a researcher looks at: the results tables (table.py, training.py), statistics and findings
+(stats.py, findings.py), and the figures (plots.py and the modules it draws with)."""

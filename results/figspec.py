@@ -28,7 +28,7 @@ def _check_fields(cls: type, obj: Mapping[str, Any]) -> None:
 @dataclass(frozen=True)
 class Comparison:
     """A figure that puts several models (or flanker sets) on one axis, with Wilson intervals and
-    the chance line (results.plots.comparison_figure). kind:
+    the chance line (results.compare.comparison_figure). kind:
 
     * spacing: x = target eccentricity, accuracy of `label` at `spacing` (label a: no flanker),
       one curve per model (by="model") or per flanker set (by="flanker_dset");
@@ -96,19 +96,6 @@ class FigureSpec:
         return cls(**kw)
 
     @classmethod
-    def coerce(cls, spec: Any) -> FigureSpec:
-        """A FigureSpec from another one, a mapping, or any object with the same attributes
-        (sweeps.spec.FigureSpec)."""
-        if isinstance(spec, cls):
-            return spec
-        if isinstance(spec, Mapping):
-            return cls.from_json(spec)
-        names = [f.name for f in fields(cls)]
-        if not any(hasattr(spec, n) for n in names):
-            raise TypeError(f"{spec!r} is not a figure spec: it has none of {names}")
-        return cls.from_json({n: getattr(spec, n) for n in names if hasattr(spec, n)})
-
-    @classmethod
     def for_experiment(cls, exp_dir: str | Path) -> FigureSpec:
         """The spec saved with the sweep (spec.json's "figures" object) or the defaults."""
         try:
@@ -116,5 +103,5 @@ class FigureSpec:
         except CorruptFileError as e:
             logger.warning("using the default figure spec: %s", e)
             spec = {}
-        figures = spec.get("figures") or spec.get("figure_spec")
+        figures = spec.get("figures")
         return cls.from_json(figures) if isinstance(figures, Mapping) else cls()

@@ -237,7 +237,7 @@ def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model
         effect += w * p
         var += w * w * p * (1 - p) / n
         n_min = int(n) if n_min is None else min(n_min, int(n))
-    half = stats.tbl.Z95 * math.sqrt(var)
+    half = stats.Z95 * math.sqrt(var)
     f.effect, f.low, f.high = effect, effect - half, effect + half
     f.n_images = n_min or 0
     f.method = "unpaired normal interval on pooled counts (no per-image record)"

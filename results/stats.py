@@ -1,4 +1,4 @@
-"""Statistics over replicates and test images: the summary table, intervals, paired comparisons.
+"""Statistics of accuracies: the Wilson interval of one proportion, the summary over seeds, paired comparisons.
 
 Three kinds of uncertainty, kept apart:
   across seeds   mean accuracy of the replicates (seeds) and a t interval over them
@@ -29,9 +29,8 @@ import pandas as pd
 from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
 from ecc.evaluate import read_hits
 
-from . import table as tbl
-
 SUMMARY_PARQUET, SUMMARY_CSV = "summary.parquet", "summary.csv"
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
 BOOTSTRAP_SAMPLES = 4000
 BOOTSTRAP_SEED = 0  # fixed: a report is redrawn with the same intervals
 CONDITION_KEYS = ("flanker_type", "label", "target_ecc", "flanker_ecc", "spacing", "flanker_dset")
@@ -39,6 +38,27 @@ GROUP_KEYS = ("experiment", "model", "learning_rate")  # one configuration; its 
 SUMMARY_COLUMNS = (*GROUP_KEYS, *CONDITION_KEYS, "seeds_planned", "seeds_done", "seeds", "mean_accuracy",
                    "sd_accuracy", "seed_ci_low", "seed_ci_high", "n_images", "n_correct", "pooled_accuracy",
                    "ci_low", "ci_high")
+
+
+# ----------------------------------------------------------------------------- one proportion
+def wilson_interval(n_correct: Any, n_images: Any, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion k/n (no continuity correction).
+
+    centre = (p + z^2/2n) / (1 + z^2/n), half width = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2).
+    Vectorised; NaN where n is missing or 0."""
+    k = np.asarray(pd.to_numeric(pd.Series(np.atleast_1d(n_correct)), errors="coerce"), dtype=float)
+    n = np.asarray(pd.to_numeric(pd.Series(np.atleast_1d(n_images)), errors="coerce"), dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.where(n > 0, n, np.nan)
+        p = k / n
+        z2 = z * z
+        denom = 1 + z2 / n
+        centre = (p + z2 / (2 * n)) / denom
+        half = z / denom * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+        lo, hi = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # Exact ends (the formula gives them up to rounding): k = 0 -> low 0, k = n -> high 1.
+    lo, hi = np.where(k == 0, 0.0, lo), np.where(k == n, 1.0, hi)
+    return lo, hi
 
 
 # ----------------------------------------------------------------------------- across seeds
@@ -97,7 +117,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
                    n_correct=k if len(done) else None, pooled_accuracy=k / n if n else math.nan)
         out.append(rec)
     df = pd.DataFrame(out)
-    lo, hi = tbl.wilson_interval(pd.to_numeric(df["n_correct"], errors="coerce").to_numpy(float),
+    lo, hi = wilson_interval(pd.to_numeric(df["n_correct"], errors="coerce").to_numpy(float),
                                  pd.to_numeric(df["n_images"], errors="coerce").to_numpy(float))
     df["ci_low"], df["ci_high"] = lo, hi
     for col in ("n_images", "n_correct", "flanker_type"):
@@ -169,7 +189,7 @@ class Comparison:
     b_only: int = -1  # images B got right and A wrong (one seed)
 
 
-def newcombe_paired(both: int, a_only: int, b_only: int, neither: int, z: float = tbl.Z95) -> tuple[float, float, float]:
+def newcombe_paired(both: int, a_only: int, b_only: int, neither: int, z: float = Z95) -> tuple[float, float, float]:
     """(p_A - p_B, low, high): Newcombe's score interval for the difference of two paired proportions
     (method 10 of Newcombe 1998, from the Wilson intervals of each proportion and the phi correlation
     of the 2x2 table). p_A = (both + a_only) / n, p_B = (both + b_only) / n."""
@@ -178,8 +198,8 @@ def newcombe_paired(both: int, a_only: int, b_only: int, neither: int, z: float 
     if n <= 0:
         return math.nan, math.nan, math.nan
     p1, p2 = (a + b) / n, (a + c) / n
-    (l1,), (u1,) = tbl.wilson_interval(a + b, n, z)
-    (l2,), (u2,) = tbl.wilson_interval(a + c, n, z)
+    (l1,), (u1,) = wilson_interval(a + b, n, z)
+    (l2,), (u2,) = wilson_interval(a + c, n, z)
     denom = (a + b) * (c + d) * (a + c) * (b + d)
     phi = (a * d - b * c) / math.sqrt(denom) if denom > 0 else 0.0
     delta = p1 - p2

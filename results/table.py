@@ -4,8 +4,8 @@
 failed, running or missing job is a row with its state and NaN accuracy, never an absent row, and
 an unreadable result.json is reported in the row, never raised. A model whose selection chose no
 learning rate (`"chosen": null` in selection.json) gets rows with state `no_model`.
-`selection_table` lists every trained candidate (model x learning rate x seed) and which were chosen;
-`training_curves` reads the per-epoch metrics of every training run.
+`selection_table` lists every trained candidate (model x learning rate x seed) and which were chosen
+(per-epoch curves: results.training).
 
 Columns of `collect`, in order:
   experiment, model (display name from plan.json), model_hash (the training run), learning_rate;
@@ -27,28 +27,29 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+from core.atomic import atomic_write, atomic_write_bytes
+from core.plan import EvalEntry, TrainEntry
 from core.runs import STATES as RUN_STATES
-from core.runs import read_result, read_submission, result_problem, run_state
+from core.runs import read_result, read_submission, result_problem, run_dir_name, run_state
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import num_classes
 
+from .experiment import chosen_runs, read_plan, read_selection, unique
+from .stats import wilson_interval
+
 logger = logging.getLogger(__name__)
 
-PLAN, SELECTION = "plan.json", "selection.json"
 RESULTS_PARQUET, RESULTS_CSV, SELECTION_CSV = "results.parquet", "results.csv", "selection.csv"
-METRICS = "metrics.jsonl"
 
 NO_MODEL = "no_model"  # the selection chose no learning rate for this model: nothing to evaluate
 STATES = (*RUN_STATES, NO_MODEL)
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 # Columns every results table has, in this order; the model's settings (flattened from its
 # training config) go between MODEL_COLUMNS and CONDITION_COLUMNS.
@@ -68,26 +69,6 @@ _STATE_RANK = {"done": 0, "running": 1, "pending": 2, "failed": 3, "missing": 4,
 
 
 # ----------------------------------------------------------------------------- small pure helpers
-def wilson_interval(n_correct: Any, n_images: Any, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion k/n (no continuity correction).
-
-    centre = (p + z^2/2n) / (1 + z^2/n), half width = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2).
-    Vectorised; NaN where n is missing or 0."""
-    k = np.asarray(pd.to_numeric(pd.Series(np.atleast_1d(n_correct)), errors="coerce"), dtype=float)
-    n = np.asarray(pd.to_numeric(pd.Series(np.atleast_1d(n_images)), errors="coerce"), dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = np.where(n > 0, n, np.nan)
-        p = k / n
-        z2 = z * z
-        denom = 1 + z2 / n
-        centre = (p + z2 / (2 * n)) / denom
-        half = z / denom * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-        lo, hi = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
-    # Exact ends (the formula gives them up to rounding): k = 0 -> low 0, k = n -> high 1.
-    lo, hi = np.where(k == 0, 0.0, lo), np.where(k == n, 1.0, hi)
-    return lo, hi
-
-
 def _isnan(x: Any) -> bool:
     if x is None:
         return True
@@ -143,86 +124,25 @@ def flatten_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
         if name in out or name in RESERVED:
             name = "_".join(("train", *path))
         out[name] = _json_value(value)
-    if "num_scales" not in out and isinstance(out.get("pm"), str) and out["pm"].split("-")[0].isdigit():
-        out["num_scales"] = int(out["pm"].split("-")[0])  # pm's first number is the input's scales
     if "parity" in out:
         out["num_classes"] = num_classes(out["parity"])
     return out
 
 
-# ----------------------------------------------------------------------------- the experiment's files
-def read_plan(exp_dir: str | Path) -> dict[str, Any]:
-    """plan.json of an experiment (raises FileNotFoundError naming the folder when absent)."""
-    exp_dir = Path(exp_dir)
-    plan = read_json(exp_dir / PLAN)
-    if plan is None:
-        raise FileNotFoundError(f"{exp_dir / PLAN} does not exist: is {exp_dir} an experiment folder "
-                                "(launched with `python -m sweeps.launch`)?")
-    for key in ("train", "eval"):
-        if not isinstance(plan.get(key, []), list):
-            raise CorruptFileError(f"{exp_dir / PLAN}: '{key}' must be a list of jobs")
-    return plan
-
-
-def read_selection(exp_dir: str | Path) -> dict[str, Any] | None:
-    """selection.json, or None before the select stage ran (or when it is unreadable: logged)."""
-    try:
-        return read_json(Path(exp_dir) / SELECTION, ("models",))
-    except CorruptFileError as e:
-        logger.warning("ignoring an unreadable selection: %s", e)
-        return None
-
-
-def _unique(entries: Iterable[Any], what: str) -> list[dict[str, Any]]:
-    """Plan entries once each (by hash, first wins); non-objects are skipped with a warning."""
-    seen: set[str] = set()
-    out = []
-    for entry in entries:
-        if not isinstance(entry, Mapping) or not entry.get("hash"):
-            logger.warning("plan.json: skipping a %s entry without a hash: %r", what, entry)
-            continue
-        if entry["hash"] in seen:
-            continue
-        seen.add(str(entry["hash"]))
-        out.append(dict(entry))
-    return out
-
-
-def _run_dir(exp_dir: Path, entry: Mapping[str, Any], stage: str) -> tuple[Path, str]:
-    rel = str(entry.get("dir") or f"{stage}/{entry['hash']}")
-    return exp_dir / rel, rel
-
-
-def _train_config(exp_dir: Path, entry: Mapping[str, Any] | None, model_hash: str) -> dict[str, Any]:
-    """A training run's config: from plan.json, else its config.json or result.json."""
-    if entry and isinstance(entry.get("config"), Mapping):
-        return dict(entry["config"])
-    run = exp_dir / (str(entry.get("dir")) if entry and entry.get("dir") else f"train/{model_hash}")
-    for name in ("config.json", "result.json"):
-        try:
-            obj = read_json(run / name)
-        except CorruptFileError:
-            continue
-        if obj:
-            cfg = obj.get("config", obj) if name == "result.json" else obj
-            if isinstance(cfg, Mapping):
-                return dict(cfg)
-    return {}
-
-
-def _check_result(result: Mapping[str, Any], entry: Mapping[str, Any]) -> str:
+# ----------------------------------------------------------------------------- one evaluation's result
+def _check_result(result: Mapping[str, Any], entry: EvalEntry) -> str:
     """Why an eval result cannot be used (empty when it can)."""
     n, k = result.get("n_images"), result.get("n_correct")
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (n, k)):
         return f"invalid result.json: n_images={n!r}, n_correct={k!r} must be integers"
     if n <= 0 or not 0 <= k <= n:
         return f"invalid result.json: need 0 <= n_correct ({k}) <= n_images ({n}) and n_images > 0"
-    if result.get("hash") not in (None, entry.get("hash")):  # the condition check below decides
-        logger.warning("result.json of run %s names run %s", entry.get("hash"), result.get("hash"))
-    planned, got = entry.get("condition") or {}, result.get("condition") or {}
-    if not planned or not got:
+    if result.get("hash") not in (None, entry.hash):  # the condition check below decides
+        logger.warning("result.json of run %s names run %s", entry.hash, result.get("hash"))
+    got = result.get("condition")
+    if not isinstance(got, Mapping) or not got:  # nothing to compare with
         return ""
-    p, g = _condition_row(planned), _condition_row(got)
+    p, g = _condition_row(entry.condition), _condition_row(got)
     # Type 0 ignores flanker_ecc; type 2 is the same image mirrored, so only its spacing counts.
     extra = {1: ("flanker_ecc",), 2: ("spacing",)}.get(p["flanker_type"] or 0, ())
     keys = ("flanker_type", "target_ecc", *extra)
@@ -242,13 +162,13 @@ def collect(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> 
     docstring; the model's flattened settings sit between the model and condition columns."""
     exp_dir = Path(exp_dir)
     plan = read_plan(exp_dir)
-    experiment = str(plan.get("experiment") or exp_dir.name)
-    trains = {e["hash"]: e for e in _unique(plan.get("train", []), "train")}
+    trains = {e.hash: e for e in unique(plan.train)}
     settings_cache: dict[str, dict[str, Any]] = {}
 
     def settings(model_hash: str) -> dict[str, Any]:
         if model_hash not in settings_cache:
-            settings_cache[model_hash] = flatten_settings(_train_config(exp_dir, trains.get(model_hash), model_hash))
+            train = trains.get(model_hash)
+            settings_cache[model_hash] = flatten_settings(train.config if train else {})
         return settings_cache[model_hash]
 
     selection = read_selection(exp_dir) or {}
@@ -256,38 +176,27 @@ def collect(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> 
                   if isinstance(m, Mapping) and m.get("chosen") is None}
 
     rows: list[dict[str, Any]] = []
-    for entry in _unique(plan.get("eval", []), "eval"):
-        model_hash = str(entry.get("model_hash") or "")
-        train = trains.get(model_hash, {})
-        model = str(entry.get("model") or train.get("model") or model_hash)
-        cond = dict(entry.get("condition") or {})
-        run_dir, rel = _run_dir(exp_dir, entry, "eval")
-        if not cond:  # older plans: the run's own config.json holds the condition
-            try:
-                cond = dict((read_json(run_dir / "config.json") or {}).get("condition") or {})
-            except CorruptFileError:
-                cond = {}
-        row = _condition_row(cond)
-        row.update(experiment=experiment, model=model, model_hash=model_hash, hash=str(entry["hash"]),
-                   run_dir=rel, **settings(model_hash))
-        if _isnan(row.get("learning_rate")):
-            row["learning_rate"] = _float(entry.get("learning_rate", train.get("learning_rate")))
-        row.update(_outcome(run_dir, entry, scheduler))
-        if row["state"] != "done" and model in unselected:
-            row["state"], row["error"] = NO_MODEL, _no_model_reason(unselected[model])
+    for entry in unique(plan.eval):
+        row = _condition_row(entry.condition)
+        row.update(experiment=plan.experiment, model=entry.model, model_hash=entry.model_hash, hash=entry.hash,
+                   run_dir=entry.dir, **settings(entry.model_hash))
+        row["learning_rate"] = entry.learning_rate
+        row.update(_outcome(exp_dir / entry.dir, entry, scheduler))
+        if row["state"] != "done" and entry.model in unselected:
+            row["state"], row["error"] = NO_MODEL, _no_model_reason(unselected[entry.model])
         rows.append(row)
 
     evaluated = {r["model"] for r in rows}
     for model, sel in unselected.items():
         if model in evaluated:
             continue
-        candidates = [e for e in trains.values() if str(e.get("model")) == model]
+        candidates = [e for e in trains.values() if e.model == model]
         row = _condition_row({})
-        row.update(experiment=experiment, model=model, model_hash="", hash="", run_dir="", job_id="",
+        row.update(experiment=plan.experiment, model=model, model_hash="", hash="", run_dir="", job_id="",
                    state=NO_MODEL, error=_no_model_reason(sel), n_images=None, n_correct=None,
                    accuracy=math.nan, learning_rate=math.nan)
         if candidates:
-            row.update({k: v for k, v in settings(candidates[0]["hash"]).items() if k != "learning_rate"})
+            row.update({k: v for k, v in settings(candidates[0].hash).items() if k != "learning_rate"})
         rows.append(row)
 
     return _tidy(_dedupe(rows))
@@ -303,7 +212,7 @@ def _condition_row(cond: Mapping[str, Any]) -> dict[str, Any]:
             "flanker_dset": None if cond.get("flanker_dset") is None else str(cond["flanker_dset"])}
 
 
-def _outcome(run_dir: Path, entry: Mapping[str, Any], scheduler: Mapping[str, str] | None) -> dict[str, Any]:
+def _outcome(run_dir: Path, entry: EvalEntry, scheduler: Mapping[str, str] | None) -> dict[str, Any]:
     state = run_state(run_dir, scheduler, "eval")
     out: dict[str, Any] = {"state": state.state, "error": state.error, "job_id": state.job_id,
                            "n_images": None, "n_correct": None, "accuracy": math.nan}
@@ -318,7 +227,7 @@ def _outcome(run_dir: Path, entry: Mapping[str, Any], scheduler: Mapping[str, st
             out.update(n_images=n, n_correct=k, accuracy=k / n)
             per_image = result.get("per_image")
             if isinstance(per_image, Mapping) and per_image.get("file") and (run_dir / str(per_image["file"])).is_file():
-                out["per_image"] = f"{entry.get('dir') or 'eval/' + str(entry['hash'])}/{per_image['file']}"
+                out["per_image"] = f"{entry.dir}/{per_image['file']}"
             stored = _float(result.get("accuracy"))
             if not math.isnan(stored) and abs(stored - k / n) > 1e-3:
                 logger.warning("%s: stored accuracy %.4f != n_correct/n_images %.4f", run_dir, stored, k / n)
@@ -426,31 +335,26 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
     candidates the plan does not). The rule is in `.attrs["rule"]`."""
     exp_dir = Path(exp_dir)
     plan = read_plan(exp_dir)
-    experiment = str(plan.get("experiment") or exp_dir.name)
     selection = read_selection(exp_dir) or {}
     chosen = chosen_runs(selection)
     candidates = {str(c.get("hash")): (str(m.get("model")), c)
                   for m in selection.get("models", []) if isinstance(m, Mapping)
                   for c in (m.get("candidates") or []) if isinstance(c, Mapping) and c.get("hash")}
 
-    entries = _unique(plan.get("train", []), "train")
-    known = {e["hash"] for e in entries}
-    entries += [{"hash": h, "model": model, "learning_rate": c.get("learning_rate"), "seed": c.get("seed", 0)}
+    entries = unique(plan.train)
+    known = {e.hash for e in entries}
+    # The selection's candidates the plan no longer lists: their folders are named by their hash.
+    entries += [TrainEntry(h, run_dir_name("train", h), model, int(c.get("seed", 0)), _float(c.get("learning_rate")), {})
                 for h, (model, c) in candidates.items() if h not in known]
     rows = []
     for entry in entries:
-        run_dir, rel = _run_dir(exp_dir, entry, "train")
-        state = run_state(run_dir, scheduler, "train")
-        result = read_result(run_dir, "train") if state.state == "done" else None
+        state = run_state(exp_dir / entry.dir, scheduler, "train")
+        result = read_result(exp_dir / entry.dir, "train") if state.state == "done" else None
         final = result.get("final", {}) if result and isinstance(result.get("final"), Mapping) else {}
-        cand = candidates.get(entry["hash"], ("", {}))[1]
-        model = str(entry.get("model") or candidates.get(entry["hash"], ("",))[0])
-        seed = entry.get("seed", cand.get("seed", (entry.get("config") or {}).get("seed", 0)))
-        row = {"experiment": experiment, "model": model,
-               "learning_rate": _float(entry.get("learning_rate", cand.get("learning_rate"))),
-               "seed": int(seed) if isinstance(seed, (int, float)) and not _isnan(seed) else 0,
-               "chosen": (model, entry["hash"]) in chosen, "state": state.state,
-               "error": state.error or str(cand.get("error") or ""), "hash": entry["hash"], "run_dir": rel}
+        cand = candidates.get(entry.hash, ("", {}))[1]
+        row = {"experiment": plan.experiment, "model": entry.model, "learning_rate": entry.learning_rate,
+               "seed": entry.seed, "chosen": (entry.model, entry.hash) in chosen, "state": state.state,
+               "error": state.error or str(cand.get("error") or ""), "hash": entry.hash, "run_dir": entry.dir}
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             row[key] = _float(final.get(key, cand.get(key)))
         for key in ("best_epoch", "epochs", "wall_time_s"):
@@ -463,68 +367,6 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
     df = df.sort_values(["model", "learning_rate", "seed"], kind="stable").reset_index(drop=True)
     df.attrs["rule"] = str(selection.get("rule", ""))
     return df
-
-
-def chosen_runs(selection: Mapping[str, Any]) -> set[tuple[str, Any]]:
-    """(model, train hash) of every run a selection.json chose: "chosen_runs" since replicates;
-    older files name one run per model in "chosen"."""
-    out: set[tuple[str, Any]] = set()
-    for m in selection.get("models", []):
-        if not isinstance(m, Mapping):
-            continue
-        runs = m.get("chosen_runs")
-        hashes = [r.get("hash") for r in runs if isinstance(r, Mapping)] if isinstance(runs, list) else [m.get("chosen")]
-        out |= {(str(m.get("model")), h) for h in hashes if h}
-    return out
-
-
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a metrics.jsonl: a torn last line (a crash mid-write) is ignored, as is, with a
-    warning, any other line that is not a JSON object."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                logger.warning("%s:%d is not valid JSON; skipped", path, i + 1)
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
-def training_curves(exp_dir: str | Path) -> pd.DataFrame:
-    """Every training run's per-epoch metrics, long format: model, learning_rate, hash, chosen,
-    then the metrics.jsonl keys (epoch, step, train/loss, train/acc, val/loss, val/acc, ...)."""
-    exp_dir = Path(exp_dir)
-    plan = read_plan(exp_dir)
-    selection = read_selection(exp_dir) or {}
-    chosen = {h for _, h in chosen_runs(selection)}
-    frames = []
-    for entry in _unique(plan.get("train", []), "train"):
-        run_dir, _ = _run_dir(exp_dir, entry, "train")
-        records = read_metrics(run_dir / METRICS)
-        if not records:
-            continue
-        df = pd.DataFrame(records)
-        df.insert(0, "model", str(entry.get("model") or entry["hash"]))
-        df.insert(1, "learning_rate", _float(entry.get("learning_rate")))
-        df.insert(2, "hash", entry["hash"])
-        df.insert(3, "chosen", entry["hash"] in chosen)
-        frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=["model", "learning_rate", "hash", "chosen", "epoch"])
-    out = pd.concat(frames, ignore_index=True)
-    sort = ["model", "learning_rate"] + (["epoch"] if "epoch" in out.columns else [])
-    return out.sort_values(sort, kind="stable").reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- files beside the experiment

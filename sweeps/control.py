@@ -18,10 +18,9 @@ from submitit.core.utils import JobPaths
 
 from cluster.backends import BACKENDS
 from cluster.submission import scheduler_states
-from core.atomic import CorruptFileError, read_json
+from core.atomic import CorruptFileError, read_json, read_jsonl
 from core.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
 from ecc.train import METRICS, PROGRESS
-from results.table import read_metrics
 
 from . import driver
 
@@ -133,7 +132,10 @@ def training_progress(run_dir: Path, batch_size: int) -> str:
         prog = read_json(run_dir / PROGRESS) or {}
     except CorruptFileError:
         prog = {}
-    records = read_metrics(run_dir / METRICS)  # skips a line being written
+    try:
+        records = read_jsonl(run_dir / METRICS)  # skips a line being written
+    except CorruptFileError:
+        records = []
     last: dict = records[-1] if records else {}
     if not prog and not last:
         return "starting (no step recorded yet)"

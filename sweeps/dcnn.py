@@ -37,9 +37,9 @@ this budget the DCNNs, which see a small 3-digit field, stay above the eccentric
 
 from __future__ import annotations
 
+from ecc.config import TrainConfig
 from ecc.model import DCNN_POOLINGS, ModelConfig, dcnn
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import Comparison
 
 from .settings import PAPER, QUICK

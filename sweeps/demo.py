@@ -19,9 +19,9 @@ far out minus at the centre), and the inner/outer asymmetry (ax minus xa at the 
 
 from __future__ import annotations
 
+from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import Comparison
 from results.findings import Claim, demo_claims
 

@@ -33,9 +33,9 @@ unseen 96 train_ax 0.33 / 0.18 / 0.38 / 0.32. It needs the full sweep.
 
 from __future__ import annotations
 
+from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import Comparison
 
 from .settings import PAPER, QUICK

@@ -29,10 +29,11 @@ from cluster.backends import get_backend
 from cluster.submission import JobOutcome, Submission, scheduler_states
 from core.atomic import atomic_write_json, read_json
 from core.identity import to_jsonable
+from core.plan import PLAN, EvalEntry, Plan, TrainEntry
 from core.runs import RunState, read_result, run_state, write_config
 from ecc import datasets
-from ecc.model import job_env
-from ecc.train import RunOptions
+from ecc.config import RunOptions
+from ecc.runtime import job_env
 
 from . import tasks
 from .spec import EvalRun, StageResources, SweepSpec, TrainRun, choose
@@ -236,7 +237,7 @@ class Pipeline:
 
     def _submission(self, stage: str) -> Submission:
         # Local jobs share the machine with the launcher and whatever else runs there: OpenMP threads
-        # must not spin at barriers (ecc/model.py, SHARED_CPU_ENV); SLURM jobs own their cores.
+        # must not spin at barriers (ecc/runtime.py, SHARED_CPU_ENV); SLURM jobs own their cores.
         return Submission(self.backend, self.exp / "logs" / stage, stage, self.resources.stage(stage),
                           env=job_env(shared_cpus=self.backend.shares_cpus), name=f"{self.spec.name}-{stage}")
 
@@ -398,22 +399,16 @@ class Pipeline:
         return lines
 
     def _write_plan(self, train: Sequence[Unit], evals: Sequence[Unit]) -> None:
-        plan = {"experiment": self.spec.name, "train": [], "eval": []}
-        for u in train:
-            r: TrainRun = u.payload
-            plan["train"].append({"hash": r.hash, "dir": r.dir, "model": r.model, "seed": r.seed,
-                                  "learning_rate": r.config.learning_rate, "config": to_jsonable(r.config)})
-        seen = set()
+        runs: list[TrainRun] = [u.payload for u in train]
+        tests: dict[str, EvalRun] = {}  # one entry per evaluation (the first planned)
         for u in evals:
-            e: EvalRun = u.payload
-            if e.hash in seen:
-                continue
-            seen.add(e.hash)
-            plan["eval"].append({"hash": e.hash, "dir": e.dir, "model": e.model, "model_hash": e.model_hash,
-                                 "learning_rate": e.learning_rate, "seed": e.seed,
-                                 "condition": to_jsonable(e.condition),
-                                 "test_images": e.test_images})
-        atomic_write_json(self.exp / "plan.json", plan)
+            tests.setdefault(u.payload.hash, u.payload)
+        Plan(self.spec.name,
+             tuple(TrainEntry(r.hash, r.dir, r.model, r.seed, r.config.learning_rate, to_jsonable(r.config))
+                   for r in runs),
+             tuple(EvalEntry(h, e.dir, e.model, e.model_hash, e.learning_rate, e.seed,
+                             to_jsonable(e.condition), e.test_images) for h, e in tests.items()),
+             ).write(self.exp / PLAN)
 
 
 def _write_config(u: Unit) -> None:

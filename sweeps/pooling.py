@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import Comparison
 
 from .settings import PAPER, QUICK

@@ -9,7 +9,7 @@ results.csv rows with the same condition and different flanker_dset.
 One model (the demo's 11-1-1-1-1, contrast None) trained on isolated even digits at random
 positions, evaluated on the same grid with
 * MNIST flankers (odd digits) and `letters` flankers (A-J rendered from matplotlib's fonts,
-  ecc/letters.py: nothing to download; their ink is as tall as the digits', as the original's
+  ecc/sources/letters.py: nothing to download; their ink is as tall as the digits', as the original's
   flanker_height 85 for notMNIST did);
 * notMNIST and Omniglot flankers too when their folders (`$CROWDING_DATA/notMNIST`,
   `.../omniglot`) hold files, and a second model trained and tested on MIT Places backgrounds
@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ecc import sources
+from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.sources import SourceConfig
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import Comparison
 
 from .settings import PAPER, QUICK

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 
 from cluster.resources import Resources
+from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
-from ecc.train import TrainConfig
 
 from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
 

@@ -20,12 +20,13 @@ import numpy as np
 
 from cluster.resources import Resources
 from core.identity import config_hash, to_jsonable
+from core.runs import run_dir_name
 from ecc import sources
+from ecc.config import TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
 from ecc.sources import SourceConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig
-from ecc.train import TrainConfig
 from results.figspec import FigureSpec
 from results.findings import Claim, Term
 
@@ -122,7 +123,7 @@ class TrainRun:
 
     @property
     def dir(self) -> str:
-        return f"train/{self.hash}"
+        return run_dir_name("train", self.hash)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ class EvalRun:
 
     @property
     def dir(self) -> str:
-        return f"eval/{self.hash}"
+        return run_dir_name("eval", self.hash)
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,10 @@ from filelock import FileLock
 
 from core.runs import read_result, write_error, write_result
 from ecc import datasets
+from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import HITS, Condition, Evaluator
 from ecc.sources import SourceConfig
-from ecc.train import RunOptions, TrainConfig, train
+from ecc.train import train
 
 logger = logging.getLogger(__name__)
 

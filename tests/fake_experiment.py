@@ -21,7 +21,8 @@ import numpy as np
 
 from core.atomic import append_jsonl, atomic_write_json
 from core.identity import digest, to_jsonable
-from core.runs import record_submission, write_error, write_result
+from core.plan import PLAN, EvalEntry, Plan, TrainEntry
+from core.runs import record_submission, write_config, write_error, write_result
 from ecc.evaluate import HITS, write_hits
 from ecc.model import ModelConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
@@ -57,18 +58,18 @@ DEFAULT_MODELS = (FakeModel("areafactor", robustness=0.6), FakeModel("None", rob
 @dataclass
 class FakeExperiment:
     path: Path
-    plan: dict[str, Any]
+    plan: Plan
     accuracy: dict[str, float] = field(default_factory=dict)  # eval hash -> the synthetic accuracy
 
     def eval_dir(self, hash_: str) -> Path:
         return self.path / "eval" / hash_
 
     def find_eval(self, model: str, flanker_type: int, target_ecc: float,
-                  flanker_ecc: float | None = None) -> dict[str, Any]:
+                  flanker_ecc: float | None = None) -> EvalEntry:
         """The plan entry of one evaluation."""
-        for e in self.plan["eval"]:
-            c = e["condition"]
-            if (e["model"] == model and c["flanker_type"] == flanker_type and c["target_ecc"] == target_ecc
+        for e in self.plan.eval:
+            c = e.condition
+            if (e.model == model and c["flanker_type"] == flanker_type and c["target_ecc"] == target_ecc
                     and (flanker_type == 0 or c["flanker_ecc"] == flanker_ecc)):
                 return e
         raise KeyError((model, flanker_type, target_ecc, flanker_ecc))
@@ -131,9 +132,10 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
         shutil.rmtree(exp)
     exp.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    plan: dict[str, Any] = {"experiment": name, "train": [], "eval": []}
+    trains: list[TrainEntry] = []
+    evals: list[EvalEntry] = []
     selection: dict[str, Any] = {"rule": "highest val/acc, ties broken by lowest val/loss", "models": []}
-    fake = FakeExperiment(exp, plan)
+    fake = FakeExperiment(exp, Plan(name))
     job = 1000
     for model in models:
         candidates = []
@@ -141,11 +143,10 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
             cfg = train_config(model, lr, epochs, run_seed)
             h = digest(cfg)
             run = exp / "train" / h
-            atomic_write_json(run / "config.json", cfg)
+            write_config(run, "train", h, cfg, model=model.name)
             record_submission(run, executor="local", job_id=str(job), stage="train")
             job += 1
-            plan["train"].append({"hash": h, "dir": f"train/{h}", "model": model.name, "learning_rate": lr,
-                                  "seed": run_seed, "config": cfg})
+            trains.append(TrainEntry(h, f"train/{h}", model.name, run_seed, lr, cfg))
             cand = {"hash": h, "learning_rate": lr, "seed": run_seed, "state": "done", "error": ""}
             if model.train_fails:
                 write_error(run, message=f"CUDA out of memory (lr {lr})", kind="RuntimeError")
@@ -176,11 +177,14 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
                                                     for c in chosen],
                                     "candidates": candidates})
         for run in chosen:
-            shared = np.random.default_rng([seed, run["seed"], len(plan["eval"])]).random(n_images)
+            shared = np.random.default_rng([seed, run["seed"], len(evals)]).random(n_images)
             for cond in grid_conditions(grid, StimulusConfig()):
                 h = digest({"model": run["hash"], "condition": cond})
                 path = exp / "eval" / h
-                atomic_write_json(path / "config.json", {"model_hash": run["hash"], "condition": cond})
+                entry = EvalEntry(h, f"eval/{h}", model.name, run["hash"], run["learning_rate"], run["seed"], cond,
+                                  n_images)
+                write_config(path, "eval", h, {k: getattr(entry, k) for k in (
+                    "model", "model_hash", "learning_rate", "condition", "test_images", "seed")})
                 record_submission(path, executor="local", job_id=str(job), stage="eval")
                 job += 1
                 acc = synthetic_accuracy(cond, model)
@@ -199,9 +203,9 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
                 result.update(n_correct=k, accuracy=round(k / n_images, 4))
                 write_result(path, result)
                 fake.accuracy[h] = acc
-                plan["eval"].append({"hash": h, "dir": f"eval/{h}", "model": model.name, "model_hash": run["hash"],
-                                     "learning_rate": run["learning_rate"], "seed": run["seed"], "condition": cond})
-    atomic_write_json(exp / "plan.json", plan)
+                evals.append(entry)
+    fake.plan = Plan(name, tuple(trains), tuple(evals))
+    fake.plan.write(exp / PLAN)
     atomic_write_json(exp / "selection.json", selection)
     return fake
 
@@ -235,9 +239,9 @@ def write_demo_synthetic(root: str | Path, name: str = "demo-synthetic") -> Fake
     fake = write_fake_experiment(root, name=name, models=(*DEFAULT_MODELS, FakeModel("None", pm="11-3-1-1-1",
                                                                                      train_fails=True)))
     model = DEFAULT_MODELS[1].name
-    fail_run(fake.eval_dir(fake.find_eval(model, 1, 480.0, 600.0)["hash"]),
+    fail_run(fake.eval_dir(fake.find_eval(model, 1, 480.0, 600.0).hash),
              "writing the predictions\n[Errno 122] Disk quota exceeded", kind="OSError")
-    remove_run(fake.eval_dir(fake.find_eval(model, 2, 600.0, 720.0)["hash"]))
+    remove_run(fake.eval_dir(fake.find_eval(model, 2, 600.0, 720.0).hash))
     return fake
 
 

@@ -13,10 +13,12 @@ import torch
 
 import ecc.evaluate as ev
 from ecc import datasets
+from ecc.checkpoint import final_weights
+from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import Condition, Evaluator, eval_hash
-from ecc.model import EccNet, ModelConfig
+from ecc.model import ModelConfig, build
 from ecc.stimuli import InvalidPlacement, StimulusConfig, normalize
-from ecc.train import RunOptions, TrainConfig, final_weights, train
+from ecc.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -80,7 +82,7 @@ def test_every_image_counts(trained: Path) -> None:
     # Direct computation in one batch.
     data = datasets.generate(evaluator.spec(cond.canonical()))
     cfg = evaluator.config
-    model = EccNet(cfg.model, cfg.stimulus.crop_size)
+    model = build(cfg.model, cfg.stimulus.crop_size)
     model.load_state_dict(final_weights(trained))
     with torch.no_grad():
         logits = model(normalize(torch.from_numpy(np.array(data.images)), cfg.contrast_norm, cfg.stimulus))
@@ -103,8 +105,8 @@ def test_many_conditions_one_model_load(trained: Path, tmp_path: Path, monkeypat
     evaluator = Evaluator(trained, options=CPU, batch_size=16, test_images=20)
     conditions = [Condition(0), Condition(30, 0, 1), Condition(0, 30, 1), Condition(0, -30, 2)]
     outs = [tmp_path / f"{i}.json" for i in range(len(conditions))]
-    results = evaluator.evaluate_all(conditions, outs)
-    results.append(evaluator(Condition(0), test_images=11))  # callable, with its own limit
+    results = [evaluator(c, out=o) for c, o in zip(conditions, outs, strict=True)]  # as sweeps.tasks does
+    results.append(evaluator(Condition(0), test_images=11))  # with its own limit
     assert loads == [True]  # one load, tensors only
     assert [r["label"] for r in results] == ["a", "xa", "ax", "xax", "a"]
     assert results[3]["condition"]["flanker_ecc"] == 30.0  # canonical
@@ -122,7 +124,7 @@ def test_invalid_condition_refused_before_any_work(trained: Path, monkeypatch: p
     with pytest.raises(InvalidPlacement, match="overlaps the target"):
         evaluator.evaluate(Condition(0, 10, 1))
     with pytest.raises(InvalidPlacement, match="leaves the 96 px field"):
-        evaluator.evaluate_all([Condition(0), Condition(40, 70, 1)])  # the valid first one did not run
+        evaluator(Condition(40, 70, 1))
 
 
 def test_cache_and_memory_agree(trained: Path, tmp_path: Path) -> None:

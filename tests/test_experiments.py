@@ -16,10 +16,11 @@ import torch
 from fake_experiment import FakeGrid, FakeModel, write_fake_experiment
 from PIL import Image
 
-from ecc import letters, sources
+from ecc import sources
 from ecc.model import DCNN_POOLINGS, EccNet, ModelConfig, count_parameters, dcnn, reference_forward
+from ecc.sources import letters
 from ecc.stimuli import render
-from results import plots
+from results import compare, drawing
 from results import table as rt
 from results.figspec import Comparison, FigureSpec
 from sweeps import dcnn as dcnn_sweep
@@ -244,11 +245,11 @@ def error_bars(ax, label: str) -> list[tuple[float, float]]:
 
 
 def test_spacing_comparison_has_one_curve_per_model(fake_table: pd.DataFrame) -> None:
-    fig = plots.comparison_figure(fake_table, Comparison(kind="spacing", label="xax", spacing=120), SPEC)
+    fig = compare.comparison_figure(fake_table, Comparison(kind="spacing", label="xax", spacing=120), SPEC)
     ax = fig.axes[0]
     got = data_lines(ax)
-    assert set(got) == {A.name, B.name, plots.CHANCE_LABEL}
-    assert got[plots.CHANCE_LABEL][1][0] == pytest.approx(0.2)
+    assert set(got) == {A.name, B.name, drawing.CHANCE_LABEL}
+    assert got[drawing.CHANCE_LABEL][1][0] == pytest.approx(0.2)
     for model in (A.name, B.name):
         rows = fake_table[(fake_table["model"] == model) & (fake_table["label"] == "xax")
                           & np.isclose(fake_table["spacing"], 120)].sort_values("target_ecc")
@@ -261,7 +262,7 @@ def test_spacing_comparison_has_one_curve_per_model(fake_table: pd.DataFrame) ->
 
 def test_center_comparison_pools_per_model(fake_table: pd.DataFrame) -> None:
     comp = Comparison(kind="center", label="xax", spacing=120, off_target=240)
-    ax = plots.comparison_figure(fake_table, comp, SPEC).axes[0]
+    ax = compare.comparison_figure(fake_table, comp, SPEC).axes[0]
     got = data_lines(ax)
     order = sorted((A.name, B.name))  # the table's order (sorted by model)
     assert [t.get_text() for t in ax.get_xticklabels()] == order
@@ -279,7 +280,7 @@ def test_center_comparison_pools_per_model(fake_table: pd.DataFrame) -> None:
 
 def test_matrix_comparison_and_by_flanker_set(fake_table: pd.DataFrame) -> None:
     comp = Comparison(kind="matrix", spacing=120)
-    fig = plots.comparison_figure(fake_table, comp, SPEC)
+    fig = compare.comparison_figure(fake_table, comp, SPEC)
     image = next(im for im in fig.axes[0].images if im.get_gid() == "matrix")
     shown = np.asarray(image.get_array(), float)
     assert shown.shape == (2, 4)
@@ -293,7 +294,7 @@ def test_matrix_comparison_and_by_flanker_set(fake_table: pd.DataFrame) -> None:
             expected = sel["n_correct"].sum() / sel["n_images"].sum() if len(sel) else np.nan
             np.testing.assert_allclose(shown[i, j], expected)
     # by flanker set: one curve per set of the first model (the fake has MNIST only)
-    by_set = plots.comparison_curves(fake_table, Comparison(kind="spacing", label="xa", by="flanker_dset"), SPEC)
+    by_set = compare.comparison_curves(fake_table, Comparison(kind="spacing", label="xa", by="flanker_dset"), SPEC)
     assert list(by_set) == ["MNIST"] and by_set["MNIST"].has_data
 
 

@@ -10,15 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ecc.model import (
-    MALLOC_ENV,
-    EccNet,
-    ModelConfig,
-    ScaleMaxPool,
-    count_parameters,
-    job_env,
-    reference_forward,
-)
+from ecc.model import EccNet, ModelConfig, ScaleMaxPool, build, count_parameters, dcnn, reference_forward
 
 # (pm, total_pool, pool_stride, crop_size): demo, late and gradual scale pooling, one scale, no
 # total pool, stride 2 (the last layer's map drops below 5x5: a 1x1 convolution)
@@ -87,11 +79,9 @@ def test_bad_pm_is_refused(pm: str, message: str) -> None:
 
 def test_bad_input_is_refused() -> None:
     cfg = ModelConfig(pm="11-1-1-1-1")
-    with pytest.raises(ValueError, match=r"has 7; start pm with 7, e.g. 7-1-1-1-1"):
-        cfg.check_input(7, 60)
     # 18 -> 14 -> 12 -> 8 -> 6 -> 2: nothing left for the 3x3 pool of layer 2
     with pytest.raises(ValueError, match=r"layer 2: the 3x3 spatial max-pool would empty its 2x2 input"):
-        ModelConfig(pm="11-1-1-1-1", total_pool=False).check_input(11, 18)
+        ModelConfig(pm="11-1-1-1-1", total_pool=False).layer_shapes(18)
     with pytest.raises(ValueError, match=r"layer 0: a 5x5 convolution .* crop_size is 4"):
         EccNet(ModelConfig(), crop_size=4)
     with pytest.raises(ValueError, match="parity 'all' is not one of even, odd, none"):
@@ -154,11 +144,23 @@ def test_init_statistics_and_seed() -> None:
     assert not torch.equal(net.layers[1].conv.weight, other.layers[1].conv.weight)
 
 
+def test_build_is_the_one_constructor() -> None:
+    """build() makes every model from its config: the eccentricity model and the DCNNs alike."""
+    for cfg in (ModelConfig(), dcnn("progressive")):
+        net = build(cfg, 60, seed=7)
+        assert isinstance(net, EccNet) and net.cfg == cfg and net.crop_size == 60
+        assert all(torch.equal(a, b) for a, b in
+                   zip(net.parameters(), EccNet(cfg, 60, seed=7).parameters(), strict=True))
+    assert build(ModelConfig(), 60, bf16=True).bf16
+    with pytest.raises(TypeError, match="build takes a ModelConfig, got str: '11-1-1-1-1'"):
+        build("11-1-1-1-1", 60)  # type: ignore[arg-type]
+
+
 def test_loss_falls_on_a_tiny_problem() -> None:
     # class = which quadrant holds a bright blob, on 3 scales of 16x16 crops
     gen = torch.Generator().manual_seed(0)
     cfg = ModelConfig(pm="3-1-1", parity="even")
-    net = EccNet(cfg, crop_size=16, seed=0)
+    net = build(cfg, 16, seed=0)
     y = torch.randint(0, 4, (64,), generator=gen)
     x = 0.1 * torch.randn(64, 3, 16, 16, generator=gen)
     for i, label in enumerate(y.tolist()):
@@ -173,12 +175,6 @@ def test_loss_falls_on_a_tiny_problem() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
-
-
-def test_job_env() -> None:
-    assert job_env() == MALLOC_ENV and MALLOC_ENV["MALLOC_MMAP_MAX_"] == "0"
-    assert job_env(shared_cpus=True)["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert all(isinstance(v, str) for v in job_env(True).values())
 
 
 @pytest.mark.parametrize(("pm", "total_pool"), [("11-1-1-1-1", True), ("11-7-5-3-1", False)])

@@ -21,7 +21,7 @@ from core.identity import to_jsonable
 from core.runs import read_error
 from ecc.evaluate import Condition, Evaluator
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
-from results import plots, table
+from results import drawing, plots, table
 from sweeps import demo, launch, smoke, tasks
 from sweeps.pipeline import Pipeline
 from sweeps.spec import EvalGrid, SweepSpec
@@ -184,9 +184,9 @@ def test_the_whole_pipeline_in_process(finished: tuple[Path, Launch]) -> None:
     assert launch_.grep("[collect] results table: 24/24 conditions done")
     figures = exp / "figures"
     for name, _ in SMOKE.models:
-        pngs = {p.stem for p in (figures / plots.slug(name)).glob("*.png")}
+        pngs = {p.stem for p in (figures / drawing.slug(name)).glob("*.png")}
         assert {"spacing_40", "spacing_80", "target_0", "target_80", "heatmap", "training"} <= pngs, pngs
-        assert all((figures / plots.slug(name) / f"{stem}.pdf").is_file() for stem in pngs)
+        assert all((figures / drawing.slug(name) / f"{stem}.pdf").is_file() for stem in pngs)
     assert (figures / "stimuli.png").is_file()
 
 
@@ -349,7 +349,7 @@ def test_a_model_whose_training_failed_is_reported_and_not_evaluated(
     assert row["state"] == "no_model" and "injected training failure" in row["error"]
     status = {r.stage: r for r in Pipeline(SMOKE, experiment, executor="debug").status()}
     assert status["train"].counts == {"done": 2, "failed": 2} and status["eval"].counts == {"done": 12}
-    assert (experiment / "figures" / plots.slug(NONE) / "spacing_40.png").is_file()
+    assert (experiment / "figures" / drawing.slug(NONE) / "spacing_40.png").is_file()
 
 
 # ------------------------------------------------------------------ selection

@@ -43,22 +43,17 @@ from cluster.backends.slurm import SlurmBackend
 from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
-from core.atomic import CorruptFileError
+from core.atomic import CorruptFileError, read_jsonl
 from core.runs import read_error, read_result, record_submission, run_state, write_result
 from ecc import datasets, sources
+from ecc.checkpoint import CHECKPOINT, final_weights
+from ecc.config import RunOptions, TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.model import ModelConfig
+from ecc.runtime import DeferredSignals
+from ecc.sources import mnist
 from ecc.stimuli import StimulusConfig
-from ecc.train import (
-    CHECKPOINT,
-    METRICS,
-    DeferredSignals,
-    RunOptions,
-    TrainConfig,
-    final_weights,
-    read_jsonl,
-    train,
-)
+from ecc.train import METRICS, train
 from sweeps.spec import EvalGrid, FigureSpec, SpecError, StageResources, SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -450,13 +445,13 @@ def test_mnist_with_the_wrong_md5_is_refused_or_kept_apart(tmp_path: Path, monke
     spec = DatasetSpec(split="test", stimulus=TINY_FIELD, limit=10)
     assert datasets.dataset_key(spec, src) != datasets.dataset_key(spec)
 
-    sources._load_embedded.cache_clear()
-    monkeypatch.setattr(sources, "MNIST_PAYLOAD_MD5", {**sources.MNIST_PAYLOAD_MD5, "test_labels": "0" * 32})
+    mnist._load_embedded.cache_clear()
+    monkeypatch.setattr(mnist, "MNIST_PAYLOAD_MD5", {**mnist.MNIST_PAYLOAD_MD5, "test_labels": "0" * 32})
     try:
         with pytest.raises(CorruptFileError, match=r"test_labels has MD5 .*, expected 0{32}"):
             sources.load_mnist()
     finally:
-        sources._load_embedded.cache_clear()
+        mnist._load_embedded.cache_clear()
 
 
 def test_unwritable_output_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -17,10 +17,14 @@ from helpers import assert_same_weights
 from test_pipeline import Submitted, no_figures, submitted  # noqa: F401  (fixtures)
 from test_train import QUIET, Preempted, kill_at, tiny_config
 
+from core.plan import PLAN, Plan
+from ecc.checkpoint import final_weights
+from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import HITS, Condition, Evaluator, read_hits, write_hits
 from ecc.model import EccNet
+from ecc.runtime import apply_run_options
 from ecc.stimuli import normalize
-from ecc.train import RunOptions, TrainConfig, apply_run_options, final_weights, train
+from ecc.train import train
 from results import table
 from sweeps import launch, smoke
 from sweeps.pipeline import Pipeline
@@ -153,7 +157,7 @@ def test_select_with_seeds_writes_candidates_and_chosen_runs(tmp_path: Path) -> 
     assert [s["train/loss"] for s in m["scores"]] == pytest.approx([0.4, 0.4])
     evals = Pipeline(spec, tmp_path, executor="debug").eval_units(selected)
     assert {u.payload.seed for u in evals} == {0, 1}
-    (tmp_path / "plan.json").write_text(json.dumps({"train": [], "eval": []}))  # candidates from selection.json
+    Plan(spec.name).write(tmp_path / PLAN)  # no jobs planned: the candidates come from selection.json
     sel_table = table.selection_table(tmp_path)
     assert list(sel_table[sel_table["chosen"]][["learning_rate", "seed"]].itertuples(index=False, name=None)) == \
         [(0.01, 0), (0.01, 1)]

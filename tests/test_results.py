@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +22,21 @@ from fake_experiment import (
     write_fake_experiment,
 )
 
-from core.atomic import atomic_write_json
-from ecc.evaluate import condition_label
-from ecc.model import PARITIES, ModelConfig, num_classes
-from ecc.sources import SourceConfig
+from core.atomic import CorruptFileError, atomic_write_json
+from core.plan import PLAN, Plan
+from ecc.evaluate import LABELS, condition_label
+from ecc.model import ModelConfig, num_classes
+from ecc.sources import PARITIES, SourceConfig
 from ecc.stimuli import StimulusConfig
-from results import plots
+from results import drawing, gallery, plots, stats, training
 from results import table as rt
+from results.figspec import FigureSpec
 
 GRID = FakeGrid(target_eccs=(0.0, 120.0, 240.0, 360.0), flanker_eccs=(0.0, 120.0, 240.0, 360.0, 480.0))
 A = FakeModel("areafactor", robustness=0.6)
 B = FakeModel("None", robustness=0.3)
 C = FakeModel("None", pm="11-3-1-1-1", train_fails=True)  # no learning rate finishes: nothing chosen
-SPEC = plots.FigureSpec(spacings=(120.0, 240.0), center_target=0.0, far_target=360.0)
+SPEC = FigureSpec(spacings=(120.0, 240.0), center_target=0.0, far_target=360.0)
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "summary.ipynb"
 
 
@@ -48,12 +52,12 @@ class Broken:
         self.fake = fake = make(root)
         self.exp = fake.path
         e = fake.find_eval
-        self.a0 = e(A.name, 0, 0.0)["hash"]                   # 81 / 263 (Newcombe 1998's example)
-        self.xa240 = e(A.name, 1, 240.0, 120.0)["hash"]       # 0 / 20
-        self.failed = e(A.name, 1, 120.0, 240.0)["hash"]      # error.json
-        self.missing = e(A.name, 2, 240.0, 360.0)["hash"]     # folder gone
-        self.corrupt = e(A.name, 2, 120.0, 240.0)["hash"]     # truncated result.json
-        self.running = e(A.name, 1, 0.0, 240.0)["hash"]       # submitted, scheduler says RUNNING
+        self.a0 = e(A.name, 0, 0.0).hash                   # 81 / 263 (Newcombe 1998's example)
+        self.xa240 = e(A.name, 1, 240.0, 120.0).hash       # 0 / 20
+        self.failed = e(A.name, 1, 120.0, 240.0).hash      # error.json
+        self.missing = e(A.name, 2, 240.0, 360.0).hash     # folder gone
+        self.corrupt = e(A.name, 2, 120.0, 240.0).hash     # truncated result.json
+        self.running = e(A.name, 1, 0.0, 240.0).hash       # submitted, scheduler says RUNNING
         set_result(fake.eval_dir(self.a0), 81, 263)
         set_result(fake.eval_dir(self.xa240), 0, 20)
         fail_run(fake.eval_dir(self.failed))
@@ -63,13 +67,12 @@ class Broken:
         sub = json.loads((fake.eval_dir(self.running) / "submission.json").read_text())
         self.scheduler = {sub["job_id"]: "RUNNING"}
         # Model A's xax at spacing 240 is not planned at all; the plan lists a0 twice.
-        plan = fake.plan
-        plan["eval"] = [p for p in plan["eval"] if not (
-            p["model"] == A.name and p["condition"]["flanker_type"] == 2
-            and abs(p["condition"]["flanker_ecc"] - p["condition"]["target_ecc"]) == 240)]
-        plan["eval"].append(dict(next(p for p in plan["eval"] if p["hash"] == self.a0)))
-        atomic_write_json(self.exp / "plan.json", plan)
-        self.plan = plan
+        evals = [p for p in fake.plan.eval if not (
+            p.model == A.name and p.condition["flanker_type"] == 2
+            and abs(p.condition["flanker_ecc"] - p.condition["target_ecc"]) == 240)]
+        evals.append(next(p for p in evals if p.hash == self.a0))
+        self.plan = dataclasses.replace(fake.plan, eval=tuple(evals))
+        self.plan.write(self.exp / PLAN)
         self.table = rt.collect(self.exp, self.scheduler)
 
     def row(self, hash_: str) -> pd.Series:
@@ -89,13 +92,13 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Broken:
     (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
     (5, 10, 0.2366, 0.7634), (50, 100, 0.4038, 0.5962)])
 def test_wilson_interval_known_values(k: int, n: int, lo: float, hi: float) -> None:
-    got_lo, got_hi = rt.wilson_interval(k, n)
+    got_lo, got_hi = stats.wilson_interval(k, n)
     assert got_lo[0] == pytest.approx(lo, abs=5e-5) and got_hi[0] == pytest.approx(hi, abs=5e-5)
 
 
 def test_wilson_interval_edges() -> None:
-    z2 = rt.Z95**2
-    lo, hi = rt.wilson_interval([0, 10, 3], [10, 10, 0])
+    z2 = stats.Z95**2
+    lo, hi = stats.wilson_interval([0, 10, 3], [10, 10, 0])
     assert lo[0] == 0 and hi[0] == pytest.approx(z2 / (10 + z2), abs=1e-12)  # closed form at k = 0
     assert hi[1] == 1 and lo[1] == pytest.approx(10 / (10 + z2), abs=1e-12)   # and at k = n
     assert math.isnan(lo[2]) and math.isnan(hi[2])                             # no images: no interval
@@ -115,10 +118,35 @@ def test_condition_labels() -> None:
     assert condition_label(2, 240, 360) == "xax"
 
 
+def test_the_plan_reads_back_as_written(tmp_path: Path) -> None:
+    fake = make(tmp_path)
+    assert Plan.read(fake.path / PLAN) == fake.plan
+    assert Plan.read(tmp_path / "nothing" / PLAN) is None
+    assert set(json.loads((fake.path / PLAN).read_text())["eval"][0]) == {
+        "hash", "dir", "model", "model_hash", "learning_rate", "seed", "condition", "test_images"}
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["eval"][1].pop("seed"), "eval[1].seed is missing"),
+    (lambda p: p["train"][0].update(learning_rate="0.1"), "train[0].learning_rate must be a number, not '0.1'"),
+    (lambda p: p["eval"][0].update(test_images=True), "eval[0].test_images must be an integer, not True"),
+    (lambda p: p.update(train={}), "train must be a list"),
+    (lambda p: p.pop("experiment"), "experiment is missing"),
+    (lambda p: p["eval"][0].update(seeds=[0]), "eval[0] has unknown fields ['seeds']; valid: ['hash', 'dir'"),
+])
+def test_a_damaged_plan_names_the_file_and_the_field(tmp_path: Path, edit, message: str) -> None:
+    fake = make(tmp_path)
+    plan = json.loads((fake.path / PLAN).read_text())
+    edit(plan)
+    (fake.path / PLAN).write_text(json.dumps(plan))
+    with pytest.raises(CorruptFileError, match=re.escape(f"{fake.path / PLAN}: {message}")):
+        rt.collect(fake.path)
+
+
 def test_one_row_per_planned_job_no_duplicates(broken: Broken) -> None:
     t = broken.table
-    planned = {p["hash"] for p in broken.plan["eval"]}
-    assert len(broken.plan["eval"]) == len(planned) + 1  # a0 is listed twice
+    planned = {p.hash for p in broken.plan.eval}
+    assert len(broken.plan.eval) == len(planned) + 1  # a0 is listed twice
     assert set(t.loc[t["hash"] != "", "hash"]) == planned
     assert not t.loc[t["hash"] != "", "hash"].duplicated().any()
     assert len(t) == len(planned) + 1  # plus model C's no_model row
@@ -138,7 +166,7 @@ def test_done_rows_hold_the_results_exactly(broken: Broken) -> None:
         result = json.loads((broken.exp / r["run_dir"] / "result.json").read_text())
         assert (r["n_images"], r["n_correct"]) == (result["n_images"], result["n_correct"])
         assert r["accuracy"] == result["n_correct"] / result["n_images"]
-        lo, hi = rt.wilson_interval(result["n_correct"], result["n_images"])
+        lo, hi = stats.wilson_interval(result["n_correct"], result["n_images"])
         assert (r["ci_low"], r["ci_high"]) == (lo[0], hi[0])
         assert r["ci_low"] <= r["accuracy"] <= r["ci_high"]
         assert r["job_id"] != ""
@@ -179,7 +207,7 @@ def test_failed_missing_corrupt_running_rows(broken: Broken) -> None:
     for r in (failed, missing, corrupt, running):
         assert math.isnan(r["accuracy"]) and pd.isna(r["n_images"]) and pd.isna(r["n_correct"])
         assert math.isnan(r["ci_low"]) and math.isnan(r["ci_high"])
-        assert r["label"] in rt.LABELS  # the condition is known even without a result
+        assert r["label"] in LABELS  # the condition is known even without a result
 
 
 def test_model_without_a_chosen_learning_rate(broken: Broken) -> None:
@@ -198,14 +226,14 @@ def test_without_scheduler_a_submitted_job_is_pending(broken: Broken) -> None:
 
 def test_invalid_result_contents_are_failed_rows(tmp_path: Path) -> None:
     fake = make(tmp_path)
-    h = fake.find_eval(B.name, 0, 120.0)["hash"]
+    h = fake.find_eval(B.name, 0, 120.0).hash
     result = json.loads((fake.eval_dir(h) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(h) / "result.json", {**result, "n_correct": result["n_images"] + 1})
-    stale = fake.find_eval(B.name, 1, 240.0, 120.0)["hash"]  # a result for another condition
+    stale = fake.find_eval(B.name, 1, 240.0, 120.0).hash  # a result for another condition
     result = json.loads((fake.eval_dir(stale) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(stale) / "result.json",
                       {**result, "condition": {**result["condition"], "flanker_ecc": 360.0}})
-    benign = fake.find_eval(B.name, 0, 240.0)["hash"]  # type 0 ignores flanker_ecc: 0.0 or null alike
+    benign = fake.find_eval(B.name, 0, 240.0).hash  # type 0 ignores flanker_ecc: 0.0 or null alike
     result = json.loads((fake.eval_dir(benign) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(benign) / "result.json",
                       {**result, "condition": {**result["condition"], "flanker_ecc": 0.0}})
@@ -220,11 +248,11 @@ def test_invalid_result_contents_are_failed_rows(tmp_path: Path) -> None:
 def test_two_plan_entries_for_one_evaluation_give_one_row(tmp_path: Path) -> None:
     fake = make(tmp_path)
     entry = fake.find_eval(B.name, 0, 240.0)
-    fake.plan["eval"].append({**entry, "hash": "0123456789ab", "dir": "eval/0123456789ab"})  # never run
-    atomic_write_json(fake.path / "plan.json", fake.plan)
+    twin = dataclasses.replace(entry, hash="0123456789ab", dir="eval/0123456789ab")  # never run
+    dataclasses.replace(fake.plan, eval=(*fake.plan.eval, twin)).write(fake.path / PLAN)
     t = rt.collect(fake.path)
     rows = t[(t["model"] == B.name) & (t["flanker_type"] == 0) & (t["target_ecc"] == 240.0)]
-    assert len(rows) == 1 and rows["hash"].item() == entry["hash"] and rows["state"].item() == "done"
+    assert len(rows) == 1 and rows["hash"].item() == entry.hash and rows["state"].item() == "done"
 
 
 def test_selection_table(broken: Broken) -> None:
@@ -244,10 +272,10 @@ def test_selection_table(broken: Broken) -> None:
 
 def test_training_curves_ignore_a_torn_last_line(tmp_path: Path) -> None:
     fake = make(tmp_path)
-    h = fake.plan["train"][0]["hash"]
+    h = fake.plan.train[0].hash
     with open(fake.path / "train" / h / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 4, "train/lo')  # a crash mid-write
-    curves = rt.training_curves(fake.path)
+    curves = training.training_curves(fake.path)
     assert list(curves.loc[curves["hash"] == h, "epoch"]) == [1, 2, 3]
     assert set(curves["model"]) == {A.name, B.name}  # C's runs left no metrics
     assert curves.groupby("hash")["chosen"].first().sum() == 2
@@ -284,7 +312,7 @@ def bars(ax, label: str) -> dict[float, tuple[float, float]]:
 
 
 def notes(ax) -> str:
-    return "\n".join(t.get_text() for t in ax.texts if t.get_gid() == plots.NOTE_GID)
+    return "\n".join(t.get_text() for t in ax.texts if t.get_gid() == drawing.NOTE_GID)
 
 
 def expect(rows: pd.DataFrame, x: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -326,10 +354,10 @@ def test_a_curve_without_data_is_left_out_and_noted(broken: Broken, tmp_path: Pa
     assert {"a", "xa", "ax"} <= set(lines(ax))
     # planned but every job failed: also left out (never drawn as zeros), with the states in the note
     fake = make(tmp_path)
-    xa = [p for p in fake.plan["eval"] if p["model"] == B.name and p["condition"]["flanker_type"] == 1
-          and p["condition"]["target_ecc"] - p["condition"]["flanker_ecc"] == 240]
+    xa = [p for p in fake.plan.eval if p.model == B.name and p.condition["flanker_type"] == 1
+          and p.condition["target_ecc"] - p.condition["flanker_ecc"] == 240]
     for p in xa:
-        fail_run(fake.eval_dir(p["hash"]))
+        fail_run(fake.eval_dir(p.hash))
     ax = plots.spacing_figure(rt.collect(fake.path), B.name, 240).axes[0]
     assert "xa" not in lines(ax) and f"xa: no data ({len(xa)} planned: {len(xa)} failed)" in notes(ax)
 
@@ -379,21 +407,21 @@ def test_heatmap_matches_the_table(broken: Broken) -> None:
 
 
 def test_training_figure_highlights_the_chosen_rate(broken: Broken) -> None:
-    curves, sel = rt.training_curves(broken.exp), rt.selection_table(broken.exp)
-    fig = plots.training_figure(curves, A.name, sel)
+    curves, sel = training.training_curves(broken.exp), rt.selection_table(broken.exp)
+    fig = training.training_figure(curves, A.name, sel)
     got = {ln.get_label(): ln.get_linewidth() for ln in fig.axes[0].get_lines()}
     assert set(got) == {"lr 0.01 (chosen) train", "lr 0.01 (chosen) val", "lr 0.1 train", "lr 0.1 val"}
     assert got["lr 0.01 (chosen) train"] > got["lr 0.1 train"]
-    fig = plots.training_figure(curves, C.name, sel)
+    fig = training.training_figure(curves, C.name, sel)
     assert not fig.axes[0].get_lines() and "RuntimeError" in notes(fig.axes[1])
 
 
 def test_gallery_shows_every_configuration() -> None:
     cfg = StimulusConfig(field_size=480, digit_height=60, flanker_height=60, crop_size=30, num_scales=5)
-    fig = plots.gallery_figure(plots.text_glyph("4"), plots.text_glyph("7"), cfg, target_eccs=(0.0, 120.0),
+    fig = gallery.gallery_figure(gallery.text_glyph("4"), gallery.text_glyph("7"), cfg, target_eccs=(0.0, 120.0),
                                spacing=60.0)
     rows = [a for a in fig.axes if a.get_ylabel()]
-    assert [a.get_ylabel() for a in rows] == [f"{lab}\nt={t}" for t in (0, 120) for lab in rt.LABELS]
+    assert [a.get_ylabel() for a in rows] == [f"{lab}\nt={t}" for t in (0, 120) for lab in LABELS]
     shown = [a for a in rows if a.images]
     assert len(shown) == 7 and "not shown" in rows[1].texts[0].get_text()  # no xa at the centre
     montage = [a for a in fig.axes if a.images and not a.get_ylabel()]
@@ -401,24 +429,15 @@ def test_gallery_shows_every_configuration() -> None:
 
 
 def test_figure_spec_from_the_sweep(tmp_path: Path) -> None:
-    assert plots.FigureSpec.for_experiment(tmp_path) == plots.FigureSpec()
-    from types import SimpleNamespace
-
-    assert plots.FigureSpec.coerce(SimpleNamespace(spacings=(60, 120), center_target=0, far_target=360)) == \
-        plots.FigureSpec((60.0, 120.0), 0.0, 360.0)
-    assert plots.FigureSpec.coerce({"far_target": 360}) == plots.FigureSpec(far_target=360.0)
+    assert FigureSpec.for_experiment(tmp_path) == FigureSpec()
     atomic_write_json(tmp_path / "spec.json", {"figures": {"spacings": [60, 120], "far_target": 360}})
-    assert plots.FigureSpec.for_experiment(tmp_path) == plots.FigureSpec((60.0, 120.0), 0.0, 360.0)
+    assert FigureSpec.for_experiment(tmp_path) == FigureSpec((60.0, 120.0), 0.0, 360.0)
     with pytest.raises(ValueError, match="valid"):
-        plots.FigureSpec.from_json({"spacing": [60]})
+        FigureSpec.from_json({"spacing": [60]})
 
 
 def test_draw_all_writes_png_and_pdf(broken: Broken, tmp_path: Path) -> None:
-    try:  # called as sweeps.pipeline's collect stage calls it
-        from sweeps.spec import FigureSpec as SweepFigures
-    except ImportError:
-        from types import SimpleNamespace as SweepFigures  # type: ignore[assignment]
-    figures = SweepFigures(spacings=(120.0, 240.0), center_target=0.0, far_target=360.0)
+    figures = FigureSpec(spacings=(120.0, 240.0), center_target=0.0, far_target=360.0)
     paths = plots.draw_all(broken.exp, broken.table, rt.selection_table(broken.exp), figures, tmp_path / "figs",
                            stimulus=StimulusConfig(), source=SourceConfig(), dpi=60)
     names = {str(p.relative_to(tmp_path / "figs")) for p in paths}

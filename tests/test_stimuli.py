@@ -9,13 +9,13 @@ import original_stimuli as original
 import pytest
 import torch
 
+from ecc.resample import pil_bilinear_matrix
 from ecc.stimuli import (
     InvalidPlacement,
     StimulusConfig,
     canvas,
     check_placement,
     normalize,
-    pil_bilinear_matrix,
     render,
     sample_random_shifts,
 )

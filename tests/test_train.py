@@ -18,22 +18,13 @@ from helpers import assert_same_weights
 
 from core.atomic import read_jsonl
 from core.identity import from_jsonable, to_jsonable
+from core.runs import CONFIG, RESULT
+from ecc.checkpoint import CHECKPOINT, final_weights, load_checkpoint
+from ecc.config import RunOptions, TrainConfig, read_config
 from ecc.model import ModelConfig
+from ecc.runtime import MALLOC_ENV, job_env
 from ecc.stimuli import InvalidPlacement, StimulusConfig
-from ecc.train import (
-    CHECKPOINT,
-    CONFIG,
-    METRICS,
-    RESULT,
-    RunOptions,
-    TrainConfig,
-    best_epoch,
-    final_weights,
-    load_checkpoint,
-    main,
-    read_config,
-    train,
-)
+from ecc.train import METRICS, best_epoch, main, train
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -122,6 +113,13 @@ def test_best_epoch_ties() -> None:
     m = [{"epoch": 1, "val/acc": 0.5, "val/loss": 1.0}, {"epoch": 2, "val/acc": 0.7, "val/loss": 0.9},
          {"epoch": 3, "val/acc": 0.7, "val/loss": 0.8}, {"epoch": 4, "val/acc": 0.6, "val/loss": 0.1}]
     assert best_epoch(m) == 3
+
+
+# ------------------------------------------------------------------------------- runtime
+def test_job_env() -> None:
+    assert job_env() == MALLOC_ENV and MALLOC_ENV["MALLOC_MMAP_MAX_"] == "0"
+    assert job_env(shared_cpus=True)["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert all(isinstance(v, str) for v in job_env(True).values())
 
 
 # ------------------------------------------------------------------------------- training
@@ -249,7 +247,7 @@ def test_corrupt_checkpoint_is_set_aside_not_used(tmp_path: Path, data_root: Pat
     damaged = path.read_bytes()
 
     steps: list[int] = []
-    with caplog.at_level("WARNING", logger="ecc.train"):
+    with caplog.at_level("WARNING", logger="ecc.checkpoint"):
         result = train(tiny_config(), tmp_path, data_root=data_root, options=QUIET, on_step=steps.append)
     assert steps == list(range(1, 11))
     aside = list(tmp_path.glob(f"{CHECKPOINT}.corrupt-*"))

@@ -24,7 +24,6 @@ carries the generator version and a hash of the font files, so other fonts build
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -34,6 +33,10 @@ from filelock import FileLock
 from PIL import Image, ImageDraw, ImageFont
 
 from core.atomic import atomic_write
+from core.cli import check_choice
+from core.identity import bytes_digest
+
+from .config import SPLITS
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +77,10 @@ def font_paths() -> tuple[Path, ...]:
 
 @functools.lru_cache(maxsize=1)
 def fonts_fingerprint() -> str:
-    """Hash of the font files and the versions of the code that draws with them."""
-    h = hashlib.md5(f"v{VERSION}:{Image.__version__}:{ImageFont.core.freetype2_version}".encode())
-    for p in font_paths():
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:10]
+    """Hash of the font files (name and bytes of each) and the versions of the code that draws with them."""
+    versions = f"v{VERSION}:{Image.__version__}:{ImageFont.core.freetype2_version}".encode()
+    fonts = [part for p in font_paths() for part in (p.name.encode(), p.read_bytes())]
+    return bytes_digest(versions, *fonts, algorithm="md5")[:10]
 
 
 @functools.lru_cache(maxsize=len(FONT_FILES))
@@ -147,8 +148,7 @@ def sample_sheet(images: np.ndarray, path: str | os.PathLike, columns: int = 20,
 
 
 def cache_path(folder: str | os.PathLike, split: str) -> Path:
-    if split not in SPLIT_SIZES:
-        raise ValueError(f"split {split!r} is not one of {', '.join(SPLIT_SIZES)}")
+    check_choice("split", split, SPLITS)
     return Path(folder) / f"letters-v{VERSION}-{fonts_fingerprint()}-{split}.npy"
 
 
@@ -180,8 +180,3 @@ def _load(path_str: str, split: str) -> np.ndarray:
                       "delete it and it is rendered again")
     images.flags.writeable = False
     return images
-
-
-def labels(split: str) -> np.ndarray:
-    """Letter index (0 = A .. 9 = J) of each glyph of a split."""
-    return np.arange(SPLIT_SIZES[split], dtype=np.int64) % len(LETTERS)
