@@ -46,14 +46,11 @@ def unique(entries: Iterable[Entry]) -> list[Entry]:
     return list(out.values())
 
 
-def chosen_runs(selection: Mapping[str, Any]) -> set[tuple[str, Any]]:
-    """(model, train hash) of every run a selection.json chose: "chosen_runs" since replicates;
-    older files name one run per model in "chosen"."""
-    out: set[tuple[str, Any]] = set()
+def chosen_runs(selection: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(model, train hash) of every run a selection.json chose ("chosen_runs": every seed of the
+    chosen learning rate), in the file's order."""
+    out: dict[tuple[str, str], None] = {}
     for m in selection.get("models", []):
-        if not isinstance(m, Mapping):
-            continue
-        runs = m.get("chosen_runs")
-        hashes = [r.get("hash") for r in runs if isinstance(r, Mapping)] if isinstance(runs, list) else [m.get("chosen")]
-        out |= {(str(m.get("model")), h) for h in hashes if h}
-    return out
+        for run in m.get("chosen_runs", []) if isinstance(m, Mapping) else ():
+            out[(str(m.get("model")), str(run["hash"]))] = None
+    return list(out)

@@ -25,7 +25,8 @@ from ecc.train import METRICS, PROGRESS
 from . import driver
 
 if TYPE_CHECKING:
-    from .pipeline import Pipeline, Unit
+    from .pipeline import Pipeline
+    from .stages import Unit
 
 logger = logging.getLogger(__name__)
 
@@ -170,12 +171,11 @@ def _duration(seconds: float) -> str:
 def status_lines(pipeline: Pipeline) -> list[str]:
     """Per stage: counts, each failed run with its error and log files, each running training's
     progress; then the driver (when detached) and orphaned jobs."""
-    from .pipeline import RESULT_KIND
 
     lines = []
     for stage, units in pipeline.planned():
-        states = pipeline.states(units, RESULT_KIND[stage])
-        report = pipeline.report(stage, units, states)
+        states = pipeline.states(units, stage.kind)
+        report = pipeline.report(stage.name, units, states)
         lines.append(report.line())
         for u in units:
             s: RunState = states[u.run_dir]
@@ -184,7 +184,7 @@ def status_lines(pipeline: Pipeline) -> list[str]:
                 logs = log_files(pipeline.exp, u.run_dir)
                 lines.append("        logs: " + (", ".join(str(p) for p in logs) if logs else
                                                  f"none (see {u.run_dir / 'error.json'})"))
-            elif s.state == "running" and stage == "train":
+            elif s.state == "running" and stage.name == "train":
                 lines.append(f"    running: {u.label} (job {s.job_id}): "
                              f"{training_progress(u.run_dir, u.payload.config.batch_size)}")
     lines += driver.status_lines(pipeline.exp)

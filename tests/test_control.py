@@ -62,7 +62,7 @@ def status(out: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
 
 
 def test_status_names_the_log_files_of_failed_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    unit = pipeline(tmp_path).train_units()[0]
+    unit = pipeline(tmp_path).train.units()[0]
     unit.run_dir.mkdir(parents=True)
     record_submission(unit.run_dir, executor="local", job_id="4242", stage="train")
     (unit.run_dir / "error.json").write_text(json.dumps({"type": "ValueError", "message": "boom", "time": time.time()}))
@@ -77,7 +77,7 @@ def test_status_names_the_log_files_of_failed_runs(tmp_path: Path, capsys: pytes
 
 def test_status_shows_a_running_trainings_epoch_accuracy_and_time_left(tmp_path: Path, controllers,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    unit = pipeline(tmp_path).train_units()[1]
+    unit = pipeline(tmp_path).train.units()[1]
     unit.run_dir.mkdir(parents=True)
     job = controllers()
     record_submission(unit.run_dir, executor="local", job_id=str(job.pid), stage="train")
@@ -106,7 +106,7 @@ def test_training_progress_from_metrics_alone(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # a real local job and its logs: ~35 s
 def test_logs_prints_the_paths_and_tails_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    unit = pipeline(tmp_path).train_units()[0]
+    unit = pipeline(tmp_path).train.units()[0]
     unit.run_dir.mkdir(parents=True)
     record_submission(unit.run_dir, executor="slurm", job_id="77_3", stage="train")
     logs = tmp_path / "smoke" / "logs" / "train"
@@ -152,7 +152,7 @@ def test_orphans_are_listed_with_the_command_to_cancel_them(tmp_path: Path, cont
 def test_cancel_stops_every_job_records_it_and_touches_nothing_done(tmp_path: Path, controllers,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     p = pipeline(tmp_path)
-    running, done, orphan = p.train_units()[0].run_dir, p.train_units()[1].run_dir, tmp_path / "smoke/eval/abc"
+    running, done, orphan = p.train.units()[0].run_dir, p.train.units()[1].run_dir, tmp_path / "smoke/eval/abc"
     jobs = {}
     for run in (running, done, orphan):
         run.mkdir(parents=True)
@@ -170,7 +170,7 @@ def test_cancel_stops_every_job_records_it_and_touches_nothing_done(tmp_path: Pa
     assert jobs[done].poll() is None and read_error(done) is None  # a done run's job is left alone
     assert "train       4 jobs: 1 done, 1 cancelled, 2 missing" in status(tmp_path, capsys)
     # a relaunch resubmits a cancelled run even when failures are kept
-    states = p.states(p.train_units(), "train")
+    states = p.states(p.train.units(), "train")
     assert states[running].cancelled
     assert launch.main(["smoke", "--cancel", "--executor", "local", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines() == ["no queued or running stage job to cancel"]
@@ -179,13 +179,13 @@ def test_cancel_stops_every_job_records_it_and_touches_nothing_done(tmp_path: Pa
 def test_cancelled_runs_are_resubmitted_even_when_failures_are_kept(tmp_path: Path) -> None:
     submitted = []
     p = Pipeline(smoke.sweep(), tmp_path / "smoke", executor="debug", retry_failed=False, echo=lambda _: None)
-    cancelled, failed = (u.run_dir for u in p.dataset_units())
+    cancelled, failed = (u.run_dir for u in p.datasets.units())
     for run, kind in ((cancelled, CANCELLED), (failed, "ValueError")):
         run.mkdir(parents=True)
         record_submission(run, executor="debug", job_id="DEBUG_1", stage="datasets")
         (run / "error.json").write_text(json.dumps({"type": kind, "message": "x", "time": time.time() + 1}))
-    p._submit = lambda stage, units: submitted.extend(units) or []  # type: ignore[method-assign]
-    p.run_stage("datasets", p.dataset_units())
+    p._submit = lambda stage, submission, units: submitted.extend(units)  # type: ignore[method-assign]
+    p.run_stage(p.datasets)
     assert [u.run_dir for u in submitted] == [cancelled]
 
 

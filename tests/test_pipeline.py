@@ -387,7 +387,7 @@ def test_selection_takes_the_best_val_acc_ties_by_val_loss(tmp_path: Path) -> No
     assert [c["state"] for c in selection["models"][1]["candidates"]] == ["done", "done", "failed"]
     assert selection["models"][1]["candidates"][2]["error"] == "OSError: disk"
     assert len(lines) == 2 and "lr=0.001: failed" in lines[1] and "val/loss nan" in lines[1]
-    assert Pipeline(spec, tmp_path, executor="debug").eval_units(selected)  # the chosen ones get evaluated
+    assert Pipeline(spec, tmp_path, executor="debug").evaluation(selected).units()  # the chosen ones get evaluated
 
 
 def test_selection_with_no_finished_run_chooses_none(tmp_path: Path) -> None:
@@ -430,17 +430,18 @@ def test_conditions_per_job_chunks_one_array(experiment: Path, submitted: Submit
 def test_conditions_are_chunked_per_model(per_job: int, sizes: list[int], tmp_path: Path) -> None:
     spec = replace(SMOKE, conditions_per_job=per_job)
     pipe = Pipeline(spec, tmp_path, executor="debug")
-    units = pipe.eval_units([(NONE, "a" * 12, 0.1), (AREA, "b" * 12, 0.1)])
-    calls = pipe._calls("eval", units)
+    evaluation = pipe.evaluation([(NONE, "a" * 12, 0.1), (AREA, "b" * 12, 0.1)])
+    units = evaluation.units()
+    calls = evaluation.jobs(units)
     assert [len(chunk) for _, chunk in calls] == sizes * 2  # a job loads one model
     for job, chunk in calls:
         assert isinstance(job, ChunkJob) and len({u.payload.model for u in chunk}) == 1
         assert [Path(d) for d in job.run_dirs] == [u.run_dir for u in chunk]
     expected = f"-> {2 * len(sizes)} jobs"
     assert expected in next(line for line in pipe.plan_lines() if "conditions in total" in line)
-    for stage in ("datasets", "train"):  # one run per job there
-        units = pipe.dataset_units() if stage == "datasets" else pipe.train_units()
-        assert all(isinstance(c, RunJob) and chunk == [u] for (c, chunk), u in zip(pipe._calls(stage, units), units,
+    for stage in (pipe.datasets, pipe.train):  # one run per job there
+        units = stage.units()
+        assert all(isinstance(c, RunJob) and chunk == [u] for (c, chunk), u in zip(stage.jobs(units), units,
                                                                                     strict=True))
 
 

@@ -155,7 +155,7 @@ def test_select_with_seeds_writes_candidates_and_chosen_runs(tmp_path: Path) -> 
     assert m["learning_rate"] == 0.01 and [c["seed"] for c in m["chosen_runs"]] == [0, 1]
     assert len(m["candidates"]) == 4 and {c["seed"] for c in m["candidates"]} == {0, 1}
     assert [s["train/loss"] for s in m["scores"]] == pytest.approx([0.4, 0.4])
-    evals = Pipeline(spec, tmp_path, executor="debug").eval_units(selected)
+    evals = Pipeline(spec, tmp_path, executor="debug").evaluation(selected).units()
     assert {u.payload.seed for u in evals} == {0, 1}
     Plan(spec.name).write(tmp_path / PLAN)  # no jobs planned: the candidates come from selection.json
     sel_table = table.selection_table(tmp_path)
