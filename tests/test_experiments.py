@@ -161,9 +161,9 @@ PLANS = {  # (quick, sweep) -> lines the plan must hold
                             "[eval] 11-1-1-1-1_isolated: 294 conditions of the 672-point grid",
                             "a 14, ax 98, xa 84, xax 98"],
     (True, "similarity"): ["[train] 1 jobs", "[eval] 11-1-1-1-1_isolated: 176 conditions"],
-    (False, "flanker-training"): ["[datasets] 8 datasets", "[train] 12 jobs (4 models x 3 learning rates",
-                                  "[eval] train_xax: 154 conditions"],
-    (True, "flanker-training"): ["[train] 4 jobs", "train_xa lr=0.1", "[eval] 192 conditions in total"],
+    (False, "flanker-training"): ["[train] 24 jobs (8 models x 3 learning rates",
+                                  "[eval] ecc_11-1-1-1-1_train_xax: 154 conditions"],
+    (True, "flanker-training"): ["[train] 4 jobs", "dcnn_at_end_train_xa lr=0.1"],
 }
 
 
@@ -185,8 +185,12 @@ def test_each_sweep_states_its_claim_and_measure() -> None:
 def test_flanker_training_models_and_spacings() -> None:
     spec = flanker_training.sweep(quick=False)
     cfgs = dict(spec.models)
+    sides = {"train_a": (0, 0.0), "train_ax": (1, 120.0), "train_xa": (1, -120.0), "train_xax": (2, 120.0)}
     assert {n: (c.flanker_type, c.flanker_ecc - c.target_ecc) for n, c in cfgs.items()} == {
-        "train_a": (0, 0.0), "train_ax": (1, 120.0), "train_xa": (1, -120.0), "train_xax": (2, 120.0)}
+        f"{family}_{name}": side for family in flanker_training.FAMILIES for name, side in sides.items()}
+    dcnn = cfgs["dcnn_at_end_train_xax"]
+    assert (dcnn.stimulus.num_scales, dcnn.stimulus.field_size, dcnn.model.pm) == (1, 600, "1-1-1-1")
+    assert {n for n, _ in flanker_training.sweep(quick=True).models} == {f"dcnn_at_end_{n}" for n in sides}
     assert [c.spacing for c in spec.figures.comparisons if c.kind == "matrix"] == [120.0, 240.0]
 
 

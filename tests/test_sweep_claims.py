@@ -50,11 +50,13 @@ def test_similarity_and_flanker_training_claims_name_their_sets_models_and_spaci
     assert [c.name for c in sim] == ["MNIST flankers crowd more than letters", "MNIST flankers crowd more than notMNIST"]
     assert [(t.flanker_dset, t.weight) for t in sim[0].terms] == [("letters", 1.0), ("MNIST", -1.0)]
     ft = {c.name: c for c in flanker_training.claims(120)}
-    xax = ft["train_xax: no robustness to a spacing (240)"]
-    assert xax.models == ("train_xax",)
+    xax = ft["dcnn_at_end_train_xax: no robustness to a spacing (240)"]
+    assert xax.models == ("dcnn_at_end_train_xax",)
     assert [(t.label, t.spacing, t.weight, t.model) for t in xax.terms] == [
-        ("xax", 120, 1.0, None), ("xax", 120, -1.0, "train_a"), ("xax", 240, -1.0, None), ("xax", 240, 1.0, "train_a")]
-    models = {name for name, _ in flanker_training.sweep(True).models}
+        ("xax", 120, 1.0, None), ("xax", 120, -1.0, "dcnn_at_end_train_a"), ("xax", 240, -1.0, None),
+        ("xax", 240, 1.0, "dcnn_at_end_train_a")]
+    assert len(ft) == 3 * len(flanker_training.FAMILIES)
+    models = {name for name, _ in flanker_training.sweep(False).models}
     for claim in ft.values():  # every model a claim names is one the sweep trains
         assert set(claim.models) | {t.model for t in claim.terms if t.model} <= models
     for sweep in (dcnn, pooling, similarity, flanker_training):
