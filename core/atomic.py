@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,15 @@ def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[s
         raise CorruptFileError(f"{path} is not valid JSON ({e}); delete it to redo that step") from e
     if not isinstance(obj, dict):
         raise CorruptFileError(f"{path} holds a {type(obj).__name__}, expected a JSON object")
+    check_keys(path, obj, required)
+    return obj
+
+
+def check_keys(path: str | os.PathLike, obj: Mapping[str, Any], required: Iterable[str]) -> None:
+    """Raise CorruptFileError naming the file and the keys it lacks."""
     missing = [k for k in required if k not in obj]
     if missing:
         raise CorruptFileError(f"{path} lacks the keys {missing}")
-    return obj
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

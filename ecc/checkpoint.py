@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.atomic import CorruptFileError, append_jsonl, atomic_write, read_jsonl
+from core.atomic import CorruptFileError, append_jsonl, atomic_write, check_keys, read_jsonl
 from core.identity import to_jsonable
 
 from .config import read_config
@@ -49,9 +49,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CorruptFileError(f"{path} cannot be read: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
     if not isinstance(ckpt, dict):
         raise CorruptFileError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if missing:
-        raise CorruptFileError(f"{path} lacks the keys {missing}")
+    check_keys(path, ckpt, CHECKPOINT_KEYS)
     if ckpt["format"] != CHECKPOINT_FORMAT:
         raise CorruptFileError(f"{path} has checkpoint format {ckpt['format']!r}, expected {CHECKPOINT_FORMAT}")
     return ckpt

@@ -23,7 +23,7 @@ from .datasets import PLACES, DatasetSpec
 from .model import ModelConfig
 from .runtime import DEVICES, PRECISIONS
 from .sources import FLANKER_DSETS
-from .stimuli import CONTRAST_NORMS, FLANKER_TYPES, StimulusConfig, check_placement, check_shift_spacing
+from .stimuli import CONTRAST_NORMS, FLANKER_TYPES, StimulusConfig, check_positions
 
 
 @dataclass(frozen=True)
@@ -78,12 +78,7 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.random_shifts:
-            if self.flanker_type:
-                check_shift_spacing(self.stimulus, self.flanker_type, self.flanker_ecc - self.target_ecc)
-        else:
-            check_placement(self.stimulus, self.target_ecc, self.flanker_type,
-                            self.flanker_ecc if self.flanker_type else None)
+        check_positions(self.stimulus, self.random_shifts, self.target_ecc, self.flanker_type, self.flanker_ecc)
         if self.data_seed == self.seed:
             # One run, one identity: data_seed equal to seed is the default (None), so runs written
             # before data_seed existed (positions seeded by `seed`) keep their hash.

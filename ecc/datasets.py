@@ -40,8 +40,7 @@ from .stimuli import (
     GENERATOR_VERSION,
     StimulusConfig,
     canvas,
-    check_placement,
-    check_shift_spacing,
+    check_positions,
     render,
     sample_random_shifts,
 )
@@ -81,12 +80,7 @@ class DatasetSpec:
         for name in ("limit", "validation_size", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.random_shifts:
-            if self.flanker_type:
-                check_shift_spacing(self.stimulus, self.flanker_type, self.flanker_ecc - self.target_ecc)
-        else:
-            check_placement(self.stimulus, self.target_ecc, self.flanker_type,
-                            self.flanker_ecc if self.flanker_type else None)
+        check_positions(self.stimulus, self.random_shifts, self.target_ecc, self.flanker_type, self.flanker_ecc)
 
     def canonical(self) -> DatasetSpec:
         """Equal specs for equal data: unused placement fields are zeroed."""

@@ -173,6 +173,18 @@ def check_shift_spacing(cfg: StimulusConfig, flanker_type: int, spacing: float) 
             f"the field is {cfg.field_size} px")
 
 
+def check_positions(cfg: StimulusConfig, random_shifts: bool, target_ecc: float, flanker_type: int,
+                    flanker_ecc: float) -> None:
+    """The placement rule of a training set: with random shifts, flankers at the spacing
+    flanker_ecc - target_ecc that fit somewhere (check_shift_spacing); without, this one
+    configuration (check_placement). flanker_ecc is ignored without flankers."""
+    if random_shifts:
+        if flanker_type:
+            check_shift_spacing(cfg, flanker_type, flanker_ecc - target_ecc)
+    else:
+        check_placement(cfg, target_ecc, flanker_type, flanker_ecc if flanker_type else None)
+
+
 def _check_box(cfg: StimulusConfig, what: str, ecc: float, size: int) -> None:
     if not math.isfinite(ecc):
         raise InvalidPlacement(f"{what} eccentricity must be finite, got {ecc!r}")
