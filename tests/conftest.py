@@ -20,6 +20,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     runslow = config.getoption("--runslow")
     wanted = [item for item in items if runslow or "slow" not in item.keywords]
     for item in items:
+        # With pytest-xdist (`-n 2 --dist loadgroup`, as CI runs), the tests on the one-node SLURM
+        # cluster run one after another on one worker (they share its queue and its CPUs); the
+        # other worker runs the rest meanwhile.
+        if "slurm" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+    for item in items:
         if item not in wanted:
             item.add_marker(pytest.mark.skip(reason="slow: run with --runslow"))
     if not any("slurm" in item.keywords for item in wanted):
