@@ -27,12 +27,13 @@ field at 32x32 input (the progressive DCNN's last map is then 4x4, so its last c
 training samples for the eccentricity model (the quick demo's; at 48,000 its validation accuracy
 was 0.40), 48,000 for each DCNN (enough for validation accuracy 0.94-0.99 at a 32 px input).
 
-Measured here (2 shared CPU cores, load 8-10; docs/experiments.md), 400 test images a point,
-isolated target at the centre -> xax at spacing 48 with the target at the centre:
-ecc 0.8875 -> 0.875, DCNN at_end 0.9825 -> 0.9375, no_total_pool 0.955 -> 0.8825, progressive
-0.96 -> 0.9075. The direction of the claim shows in the drop (1 point for the eccentricity model,
-within its Wilson interval; 4.5-7 points for the DCNNs, outside theirs), not in the level: at
-this budget the DCNNs, which see a small 3-digit field, stay above the eccentricity model.
+Measured here (2 idle CPU cores: 3 min 25 s wall, 333 s CPU; docs/experiments.md), 400 test
+images a point, isolated target at the centre -> xax at spacing 48 with the target at the centre:
+ecc 0.8925 -> 0.870, DCNN at_end 0.975 -> 0.910, no_total_pool 0.9625 -> 0.870, progressive
+0.950 -> 0.915. The direction of the claim shows in the drop (2 points for the eccentricity
+model; 3.5-9 for the DCNNs; findings: no_total_pool +7.0 pp and at_end +4.2 pp more than the
+eccentricity model, supported; progressive +1.2, inconclusive), not in the level: at this budget
+the DCNNs, which see a small 3-digit field, stay above the eccentricity model.
 """
 
 from __future__ import annotations

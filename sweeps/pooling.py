@@ -18,11 +18,12 @@ scales, 11-11-11-11-1 costs 156, 7.6x 11-1-1-1-1: beyond a laptop's 10 minutes).
 rate (0.1), 48,000 training samples per model, a 96 px target grid, 300 test images per
 condition. Numbers measured here are in docs/experiments.md.
 
-The quick budget cannot show the claim. Measured here (2 shared CPU cores, load 7-9: 39 min wall,
-733 s CPU): validation accuracy 0.29 / 0.36 / 0.31 (early / progressive / end); isolated target at
-the centre 0.687 / 0.860 / 0.670, xax at spacing 48 there 0.677 / 0.837 / 0.677 (no model loses
-more than 2.3 points); every model is at chance (0.17-0.20) at target 96 and beyond, with or
-without flankers, so there is no crowding to compare. It needs the full sweep.
+The quick budget cannot show the claim. Measured here (2 idle CPU cores: 3 min 49 s wall, 380 s
+CPU): validation accuracy 0.30 / 0.35 / 0.31 (early / progressive / end); isolated target at the
+centre 0.707 / 0.780 / 0.857, xax at spacing 48 there 0.700 / 0.760 / 0.827 (no model loses more
+than 3 points); every model is near chance (0.18-0.33) at target 96 and beyond, with or without
+flankers, so there is little crowding to compare (findings: early 0.2 pp, inconclusive;
+progressive 3.5 pp, supported, on the central conditions). It needs the full sweep.
 """
 
 from __future__ import annotations

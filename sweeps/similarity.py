@@ -20,11 +20,12 @@ positions, evaluated on the same grid with
 `--quick`: the quick demo's geometry, one learning rate (0.1), 96,000 training samples, 400
 test images per condition. Numbers measured here are in docs/experiments.md.
 
-The quick budget does not show the claim's direction. Measured here (2 shared CPU cores, load
-8-10): isolated target at the centre 0.8875; with the target at the centre, xax at spacing 48
-MNIST 0.875 vs letters 0.8625, ax at 48 0.805 vs 0.7975, ax at 96 0.635 vs 0.575 (letters lower);
-pooled over the grid ax 0.636 vs 0.625, xax 0.498 vs 0.500. Away from the centre the quick
-model is near chance with either set, so the comparison rests on the few central conditions.
+The quick budget does not show the claim's direction. Measured here (2 idle CPU cores: 3 min 1 s
+wall, 218 s CPU): isolated target at the centre 0.8925; with the target at the centre, xax at
+spacing 48 MNIST 0.870 vs letters 0.860, ax at 48 0.890 vs 0.885; pooled over the grid ax 0.671
+vs 0.665, xax 0.512 vs 0.509 (findings: -1.0 pp, -3.1 to +1.1, inconclusive). Away from the
+centre the quick model is near chance with either set, so the comparison rests on the few
+central conditions.
 """
 
 from __future__ import annotations

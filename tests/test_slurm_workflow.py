@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 FEW = ("--executor", "slurm", "--conditions-per-job", "12")
+# The relaunched driver's evaluation one job of 2 conditions at a time, so that --cancel finds work
+# running (with 12 per job, two at once, it could finish the sweep before --cancel got there).
+SLOW_EVAL = ("--executor", "slurm", "--conditions-per-job", "2", "--array-parallelism", "1")
 DONE = ["datasets    2 jobs: 2 done", "train       4 jobs: 4 done", "eval       24 jobs: 24 done"]
 
 
@@ -111,7 +114,7 @@ def test_detach_status_logs_a_killed_driver_cancel_and_relaunches(tmp_path: Path
     assert re.search(r"CANCELLED|FAILED", driver_line(status(tmp_path)))
 
     # relaunched detached, it re-attaches to the training array and reruns nothing done
-    job2, _ = detach([*readme["--detach"], *FEW], tmp_path)
+    job2, _ = detach([*readme["--detach"], *SLOW_EVAL], tmp_path)
     assert job2 != job
     log = exp / "logs" / "driver" / f"{job2}_0_log.out"
     wait_until(lambda: log.is_file() and "[train] 4 jobs: " in log.read_text(), 300, "the second driver's train stage")
