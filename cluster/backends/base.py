@@ -81,7 +81,7 @@ class Backend:
         return self.kind
 
 
-def job_env(resources: Resources, env: Mapping[str, str] | None) -> dict[str, str]:
+def thread_env(resources: Resources, env: Mapping[str, str] | None) -> dict[str, str]:
     """The caller's variables, plus thread counts that match the job's cpus unless already set
     (several local jobs would otherwise each start one thread per core of the machine)."""
     out = {}

@@ -18,7 +18,7 @@ import submitit
 from submitit.core.core import Job
 
 from ..resources import LocalCapacity, Resources, local_capacity, local_slots
-from .base import Backend, job_env, setup_lines
+from .base import Backend, setup_lines, thread_env
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class LocalBackend(Backend):
         ex = BoundedLocalExecutor(Path(folder), max_jobs=slots, gpus=cap.gpus if resources.gpus else ())
         ex.update_parameters(timeout_min=resources.time_min, signal_delay_s=resources.signal_delay,
                              gpus_per_node=resources.gpus if cap.gpus else 0,
-                             setup=setup_lines(job_env(resources, env)))
+                             setup=setup_lines(thread_env(resources, env)))
         return ex
 
     def states(self, job_ids: Sequence[str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from submitit.core.core import Job
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from ..resources import Resources
-from .base import Backend, job_env, setup_lines
+from .base import Backend, setup_lines, thread_env
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ class SlurmBackend(Backend):
         params: dict[str, Any] = dict(
             job_name=name, time=resources.time_min, cpus_per_task=resources.cpus,
             array_parallelism=resources.array_parallelism, signal_delay_s=resources.signal_delay,
-            setup=setup_lines(job_env(resources, env)))
+            setup=setup_lines(thread_env(resources, env)))
         if resources.partition is not None:
             params["partition"] = resources.partition
         if resources.gpus:
