@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import CorruptFileError, atomic_write_json, read_json
+from .atomic import CorruptFileError, atomic_write_json, check_keys, read_json
 from .identity import to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -99,9 +99,10 @@ def _load_result(run_dir: Path, kind: str | None) -> tuple[dict[str, Any] | None
     have = result.get("kind")
     if kind is not None and have != kind:
         return None, f"corrupt result.json ({path} is a {have!r} result where a {kind!r} one belongs)"
-    missing = [k for k in DONE_KEYS.get(str(have), ()) if k not in result]
-    if missing:
-        return None, f"corrupt result.json ({path} lacks the keys {missing})"
+    try:
+        check_keys(path, result, DONE_KEYS.get(str(have), ()))
+    except CorruptFileError as e:
+        return None, f"corrupt result.json ({e})"
     return result, ""
 
 

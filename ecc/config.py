@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import read_json
-from core.cli import arg, check_choice, check_choices
+from core.cli import arg, check_choices
 from core.identity import config_hash, from_jsonable
 from core.runs import CONFIG, write_config
 
@@ -60,11 +60,7 @@ class TrainConfig:
             raise ValueError(f"pm {self.model.pm} starts with {self.model.num_scales} scales but --num_scales is "
                              f"{self.stimulus.num_scales}; the first number of pm must equal --num_scales")
         self.model.layer_shapes(self.stimulus.crop_size)  # crops large enough for every layer
-        check_choices(self)
-        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES)
-        check_choice("flanker_dset", self.flanker_dset, FLANKER_DSETS)
-        check_choice("contrast_norm", self.contrast_norm, CONTRAST_NORMS)
-        check_choice("place", self.place, PLACES)
+        check_choices(self)  # flanker_type, flanker_dset, contrast_norm, place
         for name in ("target_ecc", "flanker_ecc", "learning_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -129,8 +125,7 @@ class RunOptions:
     model_name: str = arg("", "CLI: name of the run folder under TRAIN_DIR/trained; empty: the config hash")
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        check_choice("precision", self.precision, PRECISIONS)
+        check_choices(self)  # device, precision
         for name in ("threads", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

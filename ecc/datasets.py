@@ -30,7 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.cli import arg, check_choice, check_choices
+from core.cli import arg, check_choices
 from core.identity import array_digest, digest, file_digest, to_jsonable
 
 from . import sources
@@ -74,9 +74,7 @@ class DatasetSpec:
     validation_size: int = arg(5000, "the first this many MNIST training images form the validation split")
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        check_choice("place", self.place, PLACES)
-        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES)
+        check_choices(self)  # split, parity, flanker_type, place
         for name in ("limit", "validation_size", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

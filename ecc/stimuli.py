@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.cli import arg, check_choice
+from core.cli import arg, check_choice, check_choices
 
 from .resample import Placed, compose_canvas, resize_crops, square
 
@@ -49,7 +49,7 @@ class StimulusConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        check_choice("fovea", self.fovea, FOVEAS)
+        check_choices(self)  # fovea
         for name in ("digit_height", "flanker_height", "crop_size"):
             if getattr(self, name) > self.field_size:
                 raise ValueError(f"{name}={getattr(self, name)} exceeds field_size={self.field_size}")

@@ -109,12 +109,13 @@ class Pipeline:
                 self.echo(line)
             # Until this launch's selection, the plan keeps the earlier one's evaluations: a launcher
             # stopped before then must not leave a plan (and --report a table) without them.
-            self._write_plan(self.evaluation(self.earlier_selection()))
+            self._write_plan(self.evaluation(self.earlier_selection()).units())
             ok = self.run_stage(self.datasets)
             ok &= self.run_stage(self.train)
             evaluation = self.evaluation(self.select())
-            self._write_plan(evaluation)
-            ok &= self.run_stage(evaluation)
+            evals = evaluation.units()  # the grid expanded once: for the plan and for the stage
+            self._write_plan(evals)
+            ok &= self.run_stage(evaluation, evals)
             self.collect()
         return 0 if ok else 1
 
@@ -149,9 +150,10 @@ class Pipeline:
         sched = scheduler_states([u.run_dir for u in units])
         return {u.run_dir: run_state(u.run_dir, sched, kind) for u in units}
 
-    def run_stage(self, stage: Stage) -> bool:
-        """Submit what a stage still needs as one array, wait, and report. True if all done."""
-        units = stage.units()
+    def run_stage(self, stage: Stage, units: Sequence[Unit] | None = None) -> bool:
+        """Submit what a stage still needs as one array, wait, and report. True if all done.
+        `units`: the stage's run folders when the caller has them already (stage.units())."""
+        units = stage.units() if units is None else units
         states = self.states(units, stage.kind)
         todo = [u for u in units if states[u.run_dir].state == "missing" or states[u.run_dir].cancelled
                 or (states[u.run_dir].state == "failed" and self.retry_failed)]
@@ -268,10 +270,10 @@ class Pipeline:
             lines.append(f"[resources] {stage}: {self.resources.stage(stage).summary()}")
         return lines
 
-    def _write_plan(self, evaluation: EvalStage) -> None:
+    def _write_plan(self, evals: Sequence[Unit]) -> None:
         runs: list[TrainRun] = self.spec.train_runs()
         tests: dict[str, EvalRun] = {}  # one entry per evaluation (the first planned)
-        for u in evaluation.units():
+        for u in evals:
             tests.setdefault(u.payload.hash, u.payload)
         Plan(self.spec.name,
              tuple(TrainEntry(r.hash, r.dir, r.model, r.seed, r.config.learning_rate, to_jsonable(r.config))
