@@ -12,6 +12,7 @@ the last jobs of many run folders in one batched query per backend.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -24,10 +25,18 @@ import submitit
 from submitit.core.core import Job
 from submitit.core.utils import UncompletedJobError
 
-from core.runs import error_line, read_error, read_result, read_submission, record_submission, write_error
+from core.runs import (
+    JobRef,
+    error_line,
+    read_error,
+    read_result,
+    read_submission,
+    record_submission,
+    write_error,
+)
 
 from .backends import BACKENDS
-from .backends.base import Backend
+from .backends.base import Backend, Guard
 from .resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -45,12 +54,16 @@ class JobOutcome:
     error: str = ""     # one line; empty when the job succeeded
 
 
+OnEnd = Callable[[JobOutcome, int, int], None]  # (how a job ended, jobs ended so far, jobs in all)
+
+
 @dataclass
 class Submission:
     """One stage's jobs on one backend, their submitit files and logs in `logs`.
 
     `resources`, `env`, `name`: what the executor asks for (cluster.backends.base.Backend.executor).
-    `jobs`: (job, its run folders) submitted or attached and not yet waited for."""
+    `jobs`: (job, its run folders) submitted or attached and not yet reported as ended; `total`:
+    jobs submitted or attached so far, `ended`: how many of them were reported as ended."""
 
     backend: Backend
     logs: Path
@@ -59,6 +72,8 @@ class Submission:
     env: Mapping[str, str] | None = None
     name: str = "crowding"
     jobs: list[tuple[Job[Any], list[Path]]] = field(default_factory=list)
+    total: int = 0
+    ended: int = 0
 
     def __post_init__(self) -> None:
         self.logs = Path(self.logs)
@@ -68,41 +83,53 @@ class Submission:
         """The stage's executor, made when first needed (attaching needs none)."""
         return self.backend.executor(self.logs, self.resources, env=self.env, name=self.name)
 
-    def submit(self, jobs: Sequence[tuple[Callable[[], Any], Sequence[str | os.PathLike]]]) -> list[Job[Any]]:
+    def submit(self, jobs: Sequence[tuple[Callable[[], Any], Sequence[str | os.PathLike]]], *,
+               guard: Guard = contextlib.nullcontext, on_end: OnEnd | None = None) -> list[Job[Any]]:
         """Submit (callable, run folders) pairs as one array; each run's submission.json is written as
-        soon as its job has an id. Returns the jobs, in order."""
+        soon as its job has an id, inside `guard()` (which may refuse: core.cancel). Runs that wait for
+        a slot in this launcher (local) are recorded as queued first. `on_end`: called for jobs that end
+        while later ones still wait for a slot. Returns the jobs, in order."""
         runs = [[Path(d) for d in dirs] for _, dirs in jobs]
+        self.total += len(jobs)
+        queue = self.backend.queue_ref()
+        if queue is not None:
+            for run_dir in (d for dirs in runs for d in dirs):
+                record_submission(run_dir, executor=self.backend.kind, job_id=queue.job_id, stage=self.stage,
+                                  token=queue.token)
 
         def record(i: int, job: Job[Any]) -> None:
+            ref = self.backend.ref(job, self.executor.folder)
             for run_dir in runs[i]:
-                record_submission(run_dir, executor=self.backend.kind, job_id=job.job_id, stage=self.stage)
+                record_submission(run_dir, executor=self.backend.kind, job_id=ref.job_id, stage=self.stage,
+                                  folder=ref.folder, token=ref.token)
+            self.jobs.append((job, runs[i]))
 
-        submitted = self.backend.submit(self.executor, [call for call, _ in jobs], record)
-        self.jobs += zip(submitted, runs, strict=True)
-        return submitted
+        return self.backend.submit(self.executor, [call for call, _ in jobs], record, guard,
+                                   on_wait=lambda: self._report_ended(on_end))
 
     def attach(self, run_dirs: Sequence[str | os.PathLike]) -> list[Path]:
         """Wait also for the jobs that an earlier launcher submitted for these runs (named by their
         submission.json) rather than run them twice. Returns the runs left with nothing to wait for
         (e.g. a local job whose launcher died): resubmit them (the run lock makes a copy wait)."""
-        by_job: dict[tuple[str, str], list[Path]] = {}
+        by_job: dict[tuple[str, JobRef], list[Path]] = {}
         lost = []
         for run_dir in map(Path, run_dirs):
             sub = read_submission(run_dir)
             if sub is None or sub["executor"] not in BACKENDS:
                 lost.append(run_dir)
             else:
-                by_job.setdefault((sub["executor"], str(sub["job_id"])), []).append(run_dir)
-        for (kind, job_id), group in by_job.items():
+                by_job.setdefault((sub["executor"], JobRef.from_submission(sub)), []).append(run_dir)
+        for (kind, ref), group in by_job.items():
             backend = self.backend if kind == self.backend.kind else BACKENDS[kind]()
-            job = backend.attach(self.logs, job_id)
+            job = backend.attach(self.logs, ref)
             if job is None:
                 lost += group
             else:
                 self.jobs.append((job, group))
+                self.total += 1
         return lost
 
-    def wait(self, on_end: Callable[[JobOutcome, int, int], None] | None = None) -> list[JobOutcome]:
+    def wait(self, on_end: OnEnd | None = None) -> list[JobOutcome]:
         """Wait for every job submitted or attached so far, as they end (in order where the backend
         runs them when waited on). `on_end(outcome, n ended, total)` after each; a job's failure is
         its outcome's error, never an exception here. Returns the outcomes in the order they ended."""
@@ -111,15 +138,25 @@ class Submission:
         pending = [job for job, _ in waiting]
         order = pending if self.backend.waits_in_order else submitit.helpers.as_completed(
             pending, poll_frequency=self.backend.poll_s)
-        outcomes = []
-        for n, job in enumerate(order, 1):
-            outcome = wait_job(job, runs[id(job)])
-            for run_dir in outcome.run_dirs:
-                note_outcome(run_dir, outcome)
-            outcomes.append(outcome)
-            if on_end is not None:
-                on_end(outcome, n, len(waiting))
-        return outcomes
+        return [self._ended(job, runs[id(job)], on_end) for job in order]
+
+    def _report_ended(self, on_end: OnEnd | None) -> None:
+        """Report the jobs that have ended already (while later ones wait for a slot)."""
+        if self.backend.waits_in_order:
+            return
+        ended = [(job, dirs) for job, dirs in self.jobs if job.done()]
+        self.jobs = [(job, dirs) for job, dirs in self.jobs if not any(job is j for j, _ in ended)]
+        for job, dirs in ended:
+            self._ended(job, dirs, on_end)
+
+    def _ended(self, job: Job[Any], run_dirs: list[Path], on_end: OnEnd | None) -> JobOutcome:
+        outcome = wait_job(job, run_dirs)
+        for run_dir in outcome.run_dirs:
+            note_outcome(run_dir, outcome)
+        self.ended += 1
+        if on_end is not None:
+            on_end(outcome, self.ended, self.total)
+        return outcome
 
 
 def wait_job(job: Job[Any], run_dirs: Sequence[Path]) -> JobOutcome:
@@ -168,11 +205,11 @@ def _has_fresh_error(run_dir: Path) -> bool:
 def scheduler_states(run_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
     """{job id: scheduler state} of the last job of each run folder (its submission.json): one batched
     query per backend. Feed it to `core.runs.run_state`."""
-    ids: dict[str, list[str]] = {}
+    ids: dict[str, list[JobRef]] = {}
     for run_dir in run_dirs:
         sub = read_submission(Path(run_dir))
         if sub:
-            ids.setdefault(str(sub["executor"]), []).append(str(sub["job_id"]))
+            ids.setdefault(str(sub["executor"]), []).append(JobRef.from_submission(sub))
     out: dict[str, str] = {}
     for kind, job_ids in ids.items():
         if kind not in BACKENDS:

@@ -153,10 +153,31 @@ def read_error(run_dir: Path) -> dict[str, Any] | None:
         return {"type": "CorruptFileError", "message": str(e)}
 
 
-def record_submission(run_dir: Path, *, executor: str, job_id: str, stage: str) -> None:
+@dataclass(frozen=True)
+class JobRef:
+    """A submitted job as its runs' submission.json records it: enough to find it again, and to tell
+    it from another job that got the same id later (a local job's pid is reused)."""
+
+    job_id: str
+    folder: str = ""  # the executor's folder (logs/<stage>, absolute): the job's submitit files
+    token: str = ""   # what else the job must match (local: its process's start time); "" = not recorded
+
+    @classmethod
+    def of(cls, job: JobRef | str) -> JobRef:
+        """A JobRef, or a bare job id taken as one (nothing else to match)."""
+        return job if isinstance(job, JobRef) else cls(str(job))
+
+    @classmethod
+    def from_submission(cls, sub: Mapping[str, Any]) -> JobRef:
+        return cls(str(sub["job_id"]), str(sub.get("folder", "")), str(sub.get("token", "")))
+
+
+def record_submission(run_dir: Path, *, executor: str, job_id: str, stage: str, folder: str = "",
+                      token: str = "") -> None:
+    """Record how the run was last submitted (`folder`, `token`: see JobRef)."""
     atomic_write_json(Path(run_dir) / SUBMISSION, {
         "executor": executor, "job_id": str(job_id), "stage": stage, "time": time.time(),
-        "host": socket.gethostname(), "pid": os.getpid()})
+        "host": socket.gethostname(), "pid": os.getpid(), "folder": str(folder), "token": str(token)})
 
 
 def read_submission(run_dir: Path) -> dict[str, Any] | None:

@@ -8,21 +8,27 @@ queries; nothing is kept anywhere else, so these commands work from any shell, a
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from filelock import FileLock, Timeout
 from submitit.core.utils import JobPaths
 
 from cluster.backends import BACKENDS
 from cluster.submission import scheduler_states
-from core.atomic import CorruptFileError, read_json, read_jsonl
-from core.runs import ACTIVE_STATES, CANCELLED, RunState, read_result, read_submission, write_error
+from core import cancel as cancel_mark
+from core import procs
+from core.atomic import CorruptFileError, atomic_write_json, read_json, read_jsonl
+from core.runs import ACTIVE_STATES, CANCELLED, JobRef, RunState, read_result, read_submission, write_error
 from ecc.train import METRICS, PROGRESS
 
 from . import driver
+from .pipeline import LAUNCH_JSON, LAUNCH_LOCK
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TAIL_LINES = 20
+CANCEL_ROUNDS = 5  # --cancel asks the scheduler again after each round, until it holds nothing of the experiment
 
 
 # ------------------------------------------------------------------ jobs of this experiment
@@ -235,28 +242,124 @@ def logs_lines(pipeline: Pipeline, key: str, n: int = TAIL_LINES) -> list[str]:
 
 
 def cancel(pipeline: Pipeline, wait_s: float = 120.0) -> list[str]:
-    """Cancel every queued or running job of the experiment: the driver first (so that it submits
-    nothing more), then each stage's jobs, one scheduler call per job array (one call for all local
-    jobs). The runs they left without a result get an error.json of type Cancelled, which --status
-    shows as cancelled and a later launch resubmits. Runs that are done are not touched."""
-    lines = driver.cancel(pipeline.exp)
-    jobs = active_jobs(pipeline.exp)
-    if not jobs:
-        return [*lines, "no queued or running stage job to cancel"]
-    for kind, units in _units(jobs).items():
-        # each backend waits until its jobs are gone: one killed while writing its own error.json
-        # must not overwrite ours
-        lines += BACKENDS[kind]().cancel(units, wait_s)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    """Cancel the experiment: afterwards nothing of it is queued or running, and nothing submits more.
+
+    1. Mark it cancelled (core.cancel): from then on no launcher that started before submits a job
+       (a submission in progress finishes recording its jobs first, so they are found below).
+    2. Stop what launches: the detached driver (driver.json) and the launcher that holds the
+       experiment (launch.json: pid and start time, on this host), and take the launch lock, so that
+       no launch starts while the jobs are cancelled.
+    3. Cancel jobs until the scheduler holds nothing of the experiment: those its run folders record,
+       and those the scheduler lists under its logs folder (a job whose submission.json was never
+       written: its launcher was killed between the scheduler call and the record).
+    The runs left without a result get an error.json of type Cancelled, which --status shows as
+    cancelled and a later launch resubmits. Runs that are done are not touched."""
+    exp = pipeline.exp
+    mark = cancel_mark.raise_mark(exp)
+    deadline = time.monotonic() + wait_s
+    lines = driver.cancel(exp)
+    lock = FileLock(str(exp / LAUNCH_LOCK))
+    lines += _stop_launcher(exp, lock, wait_s)
+    try:
+        lines += _cancel_jobs(pipeline, mark, deadline)
+    finally:
+        if lock.is_locked:
+            lock.release()
+    return lines
+
+
+def _stop_launcher(exp: Path, lock: FileLock, wait_s: float) -> list[str]:
+    """Stop the launcher that holds the experiment (SIGINT, then SIGTERM, then SIGKILL) when it runs on
+    this host, and take the launch lock; returns what was done."""
+    try:
+        lock.acquire(timeout=0)
+        return []
+    except Timeout:
+        pass
+    try:
+        holder = read_json(exp / LAUNCH_JSON) or {}
+    except CorruptFileError:
+        holder = {}
+    pid, host = holder.get("pid"), holder.get("host", "?")
+    lines = []
+    if pid is not None and host == socket.gethostname() and int(pid) != os.getpid():
+        was = "running" if procs.alive(pid, token=str(holder.get("token", ""))) else "ending"
+        driver.stop_process(int(pid), str(holder.get("token", "")), wait_s)
+        lines.append(f"stopped the launcher: pid {pid} ({holder.get('command', '?')}, was {was})")
+    try:
+        lock.acquire(timeout=wait_s)
+    except Timeout:
+        lines.append(f"the launcher pid {pid or '?'} on {host} still holds {exp / LAUNCH_LOCK}: it cannot be stopped "
+                     "from here; it submits nothing more (the experiment is marked cancelled)")
+        return lines
+    atomic_write_json(exp / LAUNCH_JSON, {"pid": os.getpid(), "token": procs.start_time(os.getpid()),
+                                          "host": socket.gethostname(), "command": "--cancel",
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return lines
+
+
+def _cancel_jobs(pipeline: Pipeline, mark: dict, deadline: float) -> list[str]:
+    """Cancel, round after round, every job the run folders record and every job the scheduler lists
+    under the experiment's logs folder, until there is none (or the deadline)."""
+    exp, lines = pipeline.exp, []
+    cancelled: dict[Path, ActiveJob] = {}
+    strays: set[tuple[str, str]] = set()
+    stamp = mark.get("when", time.strftime("%Y-%m-%d %H:%M:%S"))
+    for _ in range(CANCEL_ROUNDS):
+        jobs = active_jobs(exp)
+        units = {(j.executor, j.array) for j in jobs}
+        skip = units | _done_units(exp)
+        found = {(kind, BACKENDS[kind]().cancel_unit(r.job_id)): r for kind in _kinds(pipeline)
+                 for r in BACKENDS[kind]().queued(exp / "logs")
+                 if (kind, BACKENDS[kind]().cancel_unit(r.job_id)) not in skip}
+        if not jobs and not found:
+            break
+        for kind in BACKENDS:
+            refs = [JobRef.from_submission(read_submission(j.run_dir) or {"job_id": j.job_id})
+                    for j in jobs if j.executor == kind] + [r for (k, _), r in found.items() if k == kind]
+            if refs:
+                # each backend waits until its jobs are gone: one killed while writing its own
+                # error.json must not overwrite ours
+                lines += BACKENDS[kind]().cancel(refs, max(1.0, deadline - time.monotonic()))
+        for j in jobs:
+            if read_result(j.run_dir) is None:
+                write_error(j.run_dir, message=f"job {j.job_id} cancelled by --cancel at {stamp}", kind=CANCELLED)
+            cancelled.setdefault(j.run_dir, j)
+        strays |= set(found)
+        if time.monotonic() > deadline:
+            break
+    if (cancelled or strays) and active_jobs(exp):
+        lines.append("the scheduler still lists jobs of this experiment; run --cancel again, or: "
+                         + cancel_command(active_jobs(exp)))
     by_array: dict[tuple[str, str, str], list[ActiveJob]] = {}
-    for j in jobs:
-        if read_result(j.run_dir) is None:
-            write_error(j.run_dir, message=f"job {j.job_id} cancelled by --cancel at {stamp}", kind=CANCELLED)
+    for j in cancelled.values():
         by_array.setdefault((j.stage, j.executor, j.array), []).append(j)
     for (stage, kind, array), group in sorted(by_array.items()):
         what = f"{BACKENDS[kind].unit_name} {array}"
         lines.append(f"cancelled [{stage}] {what} ({kind}): {len(group)} run(s), "
                      + ", ".join(sorted({j.state for j in group})))
-    lines.append(f"cancelled {len(jobs)} run(s) in {len(by_array)} job(s); relaunch the same command to resubmit them")
+    for kind, unit in sorted(strays):
+        lines.append(f"cancelled {BACKENDS[kind].unit_name} {unit} ({kind}): listed by the scheduler under "
+                     f"{exp / 'logs'}, recorded by no run folder")
+    if not by_array and not strays:
+        return [*lines, "no queued or running stage job to cancel"]
+    n_runs = sum(len(g) for g in by_array.values())
+    lines.append(f"cancelled {n_runs} run(s) in {len(by_array) + len(strays)} job(s); relaunch the same command to "
+                 "resubmit them")
     return lines
 
+
+def _done_units(exp: Path) -> set[tuple[str, str]]:
+    """(executor, cancel unit) of the jobs whose runs are done (a finished job still exiting is left alone)."""
+    out = set()
+    for d in run_folders(exp):
+        sub = read_submission(d)
+        if sub and sub["executor"] in BACKENDS and read_result(d) is not None:
+            out.add((str(sub["executor"]), BACKENDS[sub["executor"]]().cancel_unit(str(sub["job_id"]))))
+    return out
+
+
+def _kinds(pipeline: Pipeline) -> list[str]:
+    """The backends that may hold jobs of the experiment: the pipeline's, and those its run folders name."""
+    kinds = {pipeline.kind} | {str(s["executor"]) for d in run_folders(pipeline.exp) if (s := read_submission(d))}
+    return [k for k in BACKENDS if k in kinds and (k == "local" or BACKENDS[k].available())]

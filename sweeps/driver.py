@@ -10,7 +10,9 @@ loses nothing: a relaunch (detached or not) continues from the run folders.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -24,12 +26,15 @@ import submitit
 
 from cluster.backends.slurm import SlurmBackend
 from cluster.resources import Resources
+from core import procs
 from core.atomic import CorruptFileError, atomic_write_json, read_json
 from core.runs import ACTIVE_STATES
 
 DRIVER_JSON = "driver.json"
 DRIVER_MEM_GB = 4  # the driver collects the results table and draws the figures at the end
 LOCAL_LOG = "driver.log"
+
+logger = logging.getLogger(__name__)
 
 
 class DriverJob(submitit.helpers.Checkpointable):
@@ -49,29 +54,50 @@ class DriverJob(submitit.helpers.Checkpointable):
         return code
 
 
+def run_local(record: str, argv: Sequence[str]) -> int:
+    """What the local driver process runs (`python -m sweeps.driver DRIVER_JSON ARGV`): the launcher,
+    then its exit status into driver.json, so that --status tells a clean end from a killed driver."""
+    from .launch import main
+
+    code = main(list(argv))
+    path = Path(record)
+    try:
+        rec = read_json(path)
+    except CorruptFileError:
+        return code
+    if rec is not None and str(rec.get("job_id")) == str(os.getpid()):  # not replaced by a later --detach
+        atomic_write_json(path, {**rec, "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "exit": code})
+    return code
+
+
 # ------------------------------------------------------------------ driver.json
 
 
 def read_driver(exp: Path) -> dict[str, Any] | None:
-    try:
-        return read_json(exp / DRIVER_JSON, ("executor", "job_id"))
-    except CorruptFileError:
-        return None
+    """driver.json (None when the experiment was never detached). A damaged one raises
+    CorruptFileError naming the file."""
+    return read_json(exp / DRIVER_JSON, ("executor", "job_id"))
 
 
-def _local_alive(pid: str) -> bool:
-    try:
-        return b"sweeps.launch" in Path(f"/proc/{int(pid)}/cmdline").read_bytes()  # pids are reused
-    except (OSError, ValueError):
-        return False
+def _local_alive(rec: dict[str, Any]) -> bool:
+    """The local driver process is alive: its pid, started when recorded (pids are reused), running
+    the launcher."""
+    return procs.alive(rec["job_id"], token=str(rec.get("token", "")), contains=("sweeps.",))
 
 
 def driver_state(rec: dict[str, Any]) -> str:
-    """The scheduler's state of the driver (RUNNING, PENDING, COMPLETED, CANCELLED...; locally RUNNING
-    or ENDED)."""
+    """The scheduler's state of the driver (RUNNING, PENDING, COMPLETED, CANCELLED...). Locally:
+    RUNNING; ENDED (it finished: exit 0, or 1 with failed runs); FAILED (another exit status);
+    CANCELLED (by --cancel); KILLED (gone without recording an end: SIGKILL, a reboot...)."""
     job_id = str(rec["job_id"])
     if rec["executor"] == "local":
-        return "RUNNING" if _local_alive(job_id) else "ENDED"
+        if _local_alive(rec):
+            return "RUNNING"
+        if rec.get("cancelled"):
+            return "CANCELLED"
+        if "exit" in rec:
+            return "ENDED" if rec["exit"] in (0, 1) else "FAILED"
+        return "KILLED"
     return SlurmBackend().states([job_id]).get(job_id, "UNKNOWN")
 
 
@@ -89,7 +115,11 @@ def _is_self(rec: dict[str, Any]) -> bool:
 def busy(exp: Path) -> str:
     """Why a launch must not start now: a detached driver of this experiment is queued or running
     (and this process is not it). Empty when free."""
-    rec = read_driver(exp)
+    try:
+        rec = read_driver(exp)
+    except CorruptFileError as e:  # a running driver holds the launch lock, which the caller has
+        logger.warning("%s; a driver still queued would not be seen", e)
+        return ""
     if rec is None or _is_self(rec):
         return ""
     state = driver_state(rec)
@@ -120,10 +150,11 @@ def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, n
         with open(log, "a") as f:
             f.write(f"---- {started}: {command}\n")
             f.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "sweeps.launch", *argv], cwd=cwd, stdin=subprocess.DEVNULL,
-                                    stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        rec = {"executor": "local", "job_id": str(proc.pid), "log": str(log)}
+            record = str((exp / DRIVER_JSON).absolute())
+            proc = subprocess.Popen([sys.executable, "-m", "sweeps.driver", record, *argv], cwd=cwd,
+                                    stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        rec = {"executor": "local", "job_id": str(proc.pid), "token": procs.start_time(proc.pid), "log": str(log)}
     else:
         raise ValueError(f"--detach needs the slurm or local executor, not {kind!r} (debug jobs run inside "
                          "the launcher)")
@@ -136,7 +167,10 @@ def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, n
 
 
 def status_lines(exp: Path) -> list[str]:
-    rec = read_driver(exp)
+    try:
+        rec = read_driver(exp)
+    except CorruptFileError as e:
+        return [f"driver   damaged record: {e}; --cancel still finds the driver through the scheduler"]
     if rec is None:
         return []
     state = driver_state(rec)
@@ -155,7 +189,11 @@ def status_lines(exp: Path) -> list[str]:
 def logs_lines(exp: Path, n: int) -> list[str]:
     from .control import tail
 
-    rec = read_driver(exp)
+    try:
+        rec = read_driver(exp)
+    except CorruptFileError as e:
+        raise ValueError(f"{e}: the driver's log is {exp / LOCAL_LOG} (local) or in {exp / 'logs' / 'driver'} "
+                         "(SLURM)") from None
     if rec is None:
         raise ValueError(f"{exp} has no driver.json: this experiment was never launched with --detach")
     lines = [f"driver job {rec['job_id']} ({rec['executor']}): {driver_state(rec)}, started {rec.get('started', '?')}"]
@@ -170,24 +208,52 @@ def logs_lines(exp: Path, n: int) -> list[str]:
 
 
 def cancel(exp: Path, wait_s: float = 60.0) -> list[str]:
-    """Stop the driver if it is queued or running (scancel; locally SIGTERM, then SIGKILL), and wait
-    until it is gone, so that it submits nothing more."""
-    rec = read_driver(exp)
+    """Stop the driver if it is queued or running (scancel; locally SIGTERM, then SIGKILL after 10 s),
+    and wait until it is gone. (The caller has marked the experiment cancelled first: a driver still
+    running meanwhile submits nothing.)"""
+    try:
+        rec = read_driver(exp)
+    except CorruptFileError as e:
+        return [f"{e}: the driver is stopped through launch.json and the scheduler instead"]
     if rec is None or _is_self(rec):
         return []
     state = driver_state(rec)
     if not is_active(state):
         return []
     job_id = str(rec["job_id"])
-    deadline = time.monotonic() + wait_s
     if rec["executor"] == "slurm":
         SlurmBackend().cancel([job_id], wait_s)  # scancel, then until squeue lets it go (KillWait)
     else:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(job_id), signal.SIGTERM)
-        while time.monotonic() < deadline and _local_alive(job_id):
-            if time.monotonic() > deadline - wait_s + 10:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(job_id), signal.SIGKILL)
-            time.sleep(0.1)
+        atomic_write_json(exp / DRIVER_JSON, {**rec, "cancelled": time.strftime("%Y-%m-%d %H:%M:%S")})
+        stop_process(int(job_id), str(rec.get("token", "")), wait_s, first=signal.SIGTERM)
     return [f"cancelled the driver: job {job_id} ({rec['executor']}, was {state})"]
+
+
+def stop_process(pid: int, token: str, wait_s: float, first: signal.Signals = signal.SIGINT) -> bool:
+    """Stop a process of this machine (pid and start time): `first`, SIGTERM after 10 s, SIGKILL after
+    20 s; waits (pidfd) until it is gone, at most `wait_s`. True when it is gone."""
+    if not procs.alive(pid, token=token):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        deadline = time.monotonic() + wait_s
+        for sig, after in ((first, 10.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, wait_s)):
+            if not procs.alive(pid, token=token):
+                return True
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, sig)
+            if select.select([fd], [], [], max(0.0, min(after, deadline - time.monotonic())))[0]:
+                return True
+            if time.monotonic() >= deadline:
+                break
+        return not procs.alive(pid, token=token)
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(run_local(sys.argv[1], sys.argv[2:]))

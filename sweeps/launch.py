@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING
 
 from cluster.backends import KINDS
 from cluster.resources import Resources, split_sbatch
+from core import cancel as cancel_mark
 from core.atomic import read_json
+from core.cancel import Cancelled
 from core.cli import Parser, add_arguments, arg, from_namespace
 from ecc import sources
 
@@ -279,9 +281,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LauncherBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except Cancelled as e:
+        print(f"cancelled: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted: jobs already submitted keep running; relaunch the same command to continue",
-              file=sys.stderr)
+        if pipeline.generation is not None and cancel_mark.generation(pipeline.exp) != pipeline.generation:
+            print("cancelled by --cancel: it stops every job of the experiment; relaunch the same command to "
+                  "continue", file=sys.stderr)
+        else:
+            print("interrupted: jobs already submitted keep running; relaunch the same command to continue",
+                  file=sys.stderr)
         return 130
     except Exception as e:
         if cfg.verbose:

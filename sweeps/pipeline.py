@@ -22,7 +22,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from cluster.backends import get_backend
-from cluster.submission import JobOutcome, Submission, scheduler_states
+from cluster.submission import JobOutcome, OnEnd, Submission, scheduler_states
+from core import cancel, procs
 from core.atomic import atomic_write_json, read_json
 from core.identity import to_jsonable
 from core.plan import PLAN, EvalEntry, Plan, TrainEntry
@@ -36,7 +37,23 @@ from .stages import DatasetStage, EvalStage, Stage, TrainStage, Unit
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("datasets", "train", "eval")  # the order of the stages that submit jobs (select runs in the launcher)
+STAGES = ("datasets", "train", "eval")
+LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment  # the order of the stages that submit jobs (select runs in the launcher)
+
+
+PAUSE_ENV = "CROWDING_PAUSE_BEFORE_SUBMIT"  # fault injection: STAGE:FOLDER (docs/reliability.md)
+
+
+def _pause_before_submit(stage: str) -> None:
+    """Hold the launcher just before it submits STAGE, as the reliability tests need it (a --cancel
+    that arrives right then): with CROWDING_PAUSE_BEFORE_SUBMIT=STAGE:FOLDER it writes FOLDER/held and
+    waits until FOLDER/go exists. Unset (always, outside tests), it does nothing."""
+    want, _, folder = os.environ.get(PAUSE_ENV, "").partition(":")
+    if want != stage or not folder:
+        return
+    (Path(folder) / "held").write_text(f"{os.getpid()} {stage}\n")
+    while not (Path(folder) / "go").exists():
+        time.sleep(0.05)
 
 
 class LauncherBusy(RuntimeError):
@@ -79,6 +96,7 @@ class Pipeline:
         self.device = device
         self.echo = echo
         self.progress = progress
+        self.generation: int | None = None  # the cancel mark this launch started under (core.cancel)
 
     # ------------------------------------------------------------------ stages
     def options(self, stage: str) -> RunOptions:
@@ -101,6 +119,8 @@ class Pipeline:
         """All stages; 0 when every job is done, 1 when some failed (they are rows in the table)."""
         self.exp.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            # Submissions from here on are refused once --cancel marks the experiment (core.cancel).
+            self.generation = cancel.generation(self.exp)
             atomic_write_json(self.exp / "spec.json", self.spec.to_json())
             self.echo(f"experiment {self.spec.name} in {self.exp} (executor: {self.kind})")
             from .control import orphan_lines
@@ -124,11 +144,11 @@ class Pipeline:
         """Hold the experiment: a second launch refuses, naming the first (which holds the lock)."""
         from . import driver
 
-        lock = FileLock(str(self.exp / "launch.lock"), timeout=0)
+        lock = FileLock(str(self.exp / LAUNCH_LOCK), timeout=0)
         try:
             lock.acquire()
         except Timeout:
-            holder = read_json(self.exp / "launch.json") or {}
+            holder = read_json(self.exp / LAUNCH_JSON) or {}
             raise LauncherBusy(
                 f"experiment {self.spec.name!r} is already being run by pid {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')}{' in SLURM job ' + holder['job'] if holder.get('job') else ''} since {holder.get('started', '?')} ({holder.get('command', '?')}); "
@@ -137,9 +157,10 @@ class Pipeline:
             why = driver.busy(self.exp)  # a detached driver still queued holds no lock yet
             if why:
                 raise LauncherBusy(why)
-            atomic_write_json(self.exp / "launch.json", {
-                "pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv),
-                "job": os.environ.get("SLURM_JOB_ID", ""), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+            atomic_write_json(self.exp / LAUNCH_JSON, {
+                "pid": os.getpid(), "token": procs.start_time(os.getpid()), "host": socket.gethostname(),
+                "command": " ".join(sys.argv), "job": os.environ.get("SLURM_JOB_ID", ""),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")})
             yield
         finally:
             lock.release()
@@ -171,8 +192,6 @@ class Pipeline:
             if len(lost) < len(active):
                 self.echo(f"[{stage.name}] waiting for {len(submission.jobs)} job(s) submitted by an earlier launch")
             todo += [u for u in active if u.run_dir in lost]  # nothing to wait for: run again
-        if todo:
-            self._submit(stage, submission, todo)
         failed = 0
 
         def ended(outcome: JobOutcome, n: int, total: int) -> None:
@@ -181,6 +200,8 @@ class Pipeline:
             self.echo(f"[{stage.name}] {n}/{total} jobs finished" + (f" ({failed} failed)" if failed else "")
                       + f", {time.time() - t0:.0f} s into the stage")
 
+        if todo:
+            self._submit(stage, submission, todo, ended)
         submission.wait(ended)
         final = self.states(units, stage.kind)
         report = self.report(stage.name, units, final)
@@ -195,14 +216,23 @@ class Pipeline:
         return Submission(self.backend, self.exp / "logs" / stage, stage, self.resources.stage(stage),
                           env=job_env(shared_cpus=self.backend.shares_cpus), name=f"{self.spec.name}-{stage}")
 
-    def _submit(self, stage: Stage, submission: Submission, units: Sequence[Unit]) -> None:
+    def _submit(self, stage: Stage, submission: Submission, units: Sequence[Unit], on_end: OnEnd) -> None:
+        """Submit the units' jobs, each submission guarded by the cancel mark (core.cancel): once
+        --cancel has marked the experiment, Cancelled is raised and nothing more is submitted."""
+        if self.generation is None:  # a stage run on its own (not through run())
+            self.generation = cancel.generation(self.exp)
+        started = self.generation
+        _pause_before_submit(stage.name)
+        with cancel.guard(self.exp, started):  # refused before any config.json is written
+            pass
         calls = stage.jobs(units)
         for u in units:
             u.run_dir.mkdir(parents=True, exist_ok=True)
             stage.write_config(u)
         self.echo(f"[{stage.name}] submitting {len(calls)} job(s) for {len(units)} run(s) as one array "
                   f"({self.backend.describe(submission.resources)})")
-        submission.submit([(call, [u.run_dir for u in chunk]) for call, chunk in calls])
+        submission.submit([(call, [u.run_dir for u in chunk]) for call, chunk in calls],
+                          guard=lambda: cancel.guard(self.exp, started), on_end=on_end)
 
     # ------------------------------------------------------------------ select
     def select(self) -> list[selection.Selected]:

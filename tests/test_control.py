@@ -184,7 +184,7 @@ def test_cancelled_runs_are_resubmitted_even_when_failures_are_kept(tmp_path: Pa
         run.mkdir(parents=True)
         record_submission(run, executor="debug", job_id="DEBUG_1", stage="datasets")
         (run / "error.json").write_text(json.dumps({"type": kind, "message": "x", "time": time.time() + 1}))
-    p._submit = lambda stage, submission, units: submitted.extend(units)  # type: ignore[method-assign]
+    p._submit = lambda stage, submission, units, on_end: submitted.extend(units)  # type: ignore[method-assign]
     p.run_stage(p.datasets)
     assert [u.run_dir for u in submitted] == [cancelled]
 

@@ -48,9 +48,9 @@ def submitted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
     real = Submission.submit
 
-    def submit(self: Submission, jobs: Any) -> Any:
+    def submit(self: Submission, jobs: Any, **kwargs: Any) -> Any:
         calls.append([call for call, _ in jobs])
-        return real(self, jobs)
+        return real(self, jobs, **kwargs)
 
     monkeypatch.setattr(Submission, "submit", submit)
     return calls

@@ -70,9 +70,9 @@ def submitted(monkeypatch: pytest.MonkeyPatch) -> Submitted:
     spy = Submitted([])
     real = Submission.submit
 
-    def submit(self: Submission, jobs: Any) -> Any:
+    def submit(self: Submission, jobs: Any, **kwargs: Any) -> Any:
         spy.arrays.append((self.stage, type(self.backend).__name__, [call for call, _ in jobs]))
-        return real(self, jobs)
+        return real(self, jobs, **kwargs)
 
     monkeypatch.setattr(Submission, "submit", submit)
     return spy

@@ -1,7 +1,8 @@
 """The cluster workflow on the real SLURM cluster: --detach returns at once and the sweep completes
 (--status during it), a second launch refuses while the driver runs, the driver killed mid-train and
-a relaunch that reruns nothing done, --cancel leaving nothing in squeue and a relaunch that completes,
-and the README's own sweep file, kept outside the package.
+a relaunch that reruns nothing done, --cancel while the relaunched driver is held just before it
+submits (it submits nothing, squeue ends empty) and a relaunch that completes, and the README's own
+sweep file, kept outside the package.
 
 The one-node test cluster has 2 CPUs and a driver takes one, so these runs use the smoke sweep with
 few eval jobs (--conditions-per-job 12)."""
@@ -20,6 +21,7 @@ import pytest
 from helpers import wait_until
 
 from sweeps import control
+from sweeps.pipeline import PAUSE_ENV
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -31,8 +33,9 @@ SLOW_EVAL = ("--executor", "slurm", "--conditions-per-job", "2", "--array-parall
 DONE = ["datasets    2 jobs: 2 done", "train       4 jobs: 4 done", "eval       24 jobs: 24 done"]
 
 
-def launcher(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+def launcher(*args: str, cwd: Path, timeout: float = 400,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "sweeps.launch", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
 
@@ -72,9 +75,9 @@ def readme_cluster_commands(out: Path) -> dict[str, list[str]]:
     return commands
 
 
-def detach(argv: list[str], cwd: Path) -> tuple[str, float]:
+def detach(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float]:
     t0 = time.time()
-    proc = launcher(*argv, cwd=cwd)
+    proc = launcher(*argv, cwd=cwd, env=env)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     match = re.match(r"detached: driver job (\d+) \(slurm\) runs smoke in ", proc.stdout)
@@ -113,8 +116,11 @@ def test_detach_status_logs_a_killed_driver_cancel_and_relaunches(tmp_path: Path
     wait_until(lambda: not squeue("smoke-driver"), 60, "the driver to be gone")
     assert re.search(r"CANCELLED|FAILED", driver_line(status(tmp_path)))
 
-    # relaunched detached, it re-attaches to the training array and reruns nothing done
-    job2, _ = detach([*readme["--detach"], *SLOW_EVAL], tmp_path)
+    # relaunched detached, it re-attaches to the training array and reruns nothing done; it is held
+    # just before it submits the evaluations (fault injection), where a --cancel used to race it
+    held = tmp_path / "held"
+    held.mkdir()
+    job2, _ = detach([*readme["--detach"], *SLOW_EVAL], tmp_path, env={PAUSE_ENV: f"eval:{held}"})
     assert job2 != job
     log = exp / "logs" / "driver" / f"{job2}_0_log.out"
     wait_until(lambda: log.is_file() and "[train] 4 jobs: " in log.read_text(), 300, "the second driver's train stage")
@@ -125,15 +131,26 @@ def test_detach_status_logs_a_killed_driver_cancel_and_relaunches(tmp_path: Path
     assert submissions(exp, "datasets") == datasets_done
     assert submissions(exp, "train") == train_submitted  # waited for, not resubmitted
 
-    # --cancel: nothing left in squeue, the runs cancelled, the done ones untouched
-    proc = launcher(*readme["--cancel"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
+    # --cancel while the driver is about to submit: the driver is released the moment the experiment
+    # is marked cancelled (before its job is scancel'ed): it submits nothing, and squeue ends empty
+    wait_until(lambda: (held / "held").exists(), 600, "the second driver to reach the eval stage")
+    cancelling = subprocess.Popen([sys.executable, "-m", "sweeps.launch", *readme["--cancel"]], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wait_until(lambda: (exp / "cancel.json").is_file(), 120, "the cancel mark")
+    (held / "go").touch()
+    out, err = cancelling.communicate(timeout=400)
+    assert cancelling.returncode == 0, out + err
+    lines = out.splitlines()
     assert lines[0].startswith(f"cancelled the driver: job {job2} (slurm, was "), lines
+    assert lines[-1] == "no queued or running stage job to cancel", lines
     assert squeue("smoke-") == []
+    assert submissions(exp, "eval") == {}  # nothing was submitted after the mark
     after = status(tmp_path)
-    assert after[0] == DONE[0] and "CANCELLED" in driver_line(after)
-    assert " cancelled" in after[1] + after[2], after  # training or evaluation runs were stopped
+    assert after[:2] == DONE[:2] and re.search(r"CANCELLED|COMPLETED", driver_line(after)), after
+    assert after[2] == "eval       24 jobs: 24 missing", after
+    driver_log = log.read_text()
+    assert "[eval] submitting" not in driver_log, driver_log
     done = {p: text for p, text in {**submissions(exp, "train"), **submissions(exp, "eval")}.items()
             if (p.parent / "result.json").is_file()}
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import submitit
 from submitit.core.core import Job
 
+from core.runs import JobRef
+
 from ..resources import Resources
+
+Guard = Callable[[], contextlib.AbstractContextManager[Any]]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -20,8 +26,10 @@ class Backend:
     """One kind of executor (slurm, local, debug): everything that differs between them.
 
     A backend makes the submitit executor of a stage, submits its jobs, asks the scheduler for the
-    states of job ids (one batched query), re-attaches to a job of an earlier launcher by its id,
-    and cancels jobs. cluster.submission drives them all through this interface; a new scheduler
+    states of jobs (one batched query), re-attaches to a job of an earlier launcher, lists every job
+    it still holds whose files are in a folder (what --cancel must leave empty), and cancels jobs.
+    Jobs are named by `JobRef`s (core.runs: the id, the executor's folder, and a token where ids are
+    reused); a bare job id is accepted wherever a JobRef is. cluster.submission drives them all through this interface; a new scheduler
     is one module in cluster/backends/ and one line in the registry (cluster/backends/__init__.py)."""
 
     kind: ClassVar[str]                     # as recorded in submission.json
@@ -44,25 +52,43 @@ class Backend:
         raise NotImplementedError
 
     def submit(self, executor: submitit.Executor, calls: Sequence[Callable[[], Any]],
-               on_submit: Callable[[int, Job[Any]], None]) -> list[Job[Any]]:
-        """Submit argument-less callables, in order; `on_submit(i, job)` as soon as job i has an id.
-        By default one by one (a bounded executor blocks until a slot is free)."""
+               on_submit: Callable[[int, Job[Any]], None], guard: Guard = contextlib.nullcontext,
+               on_wait: Callable[[], None] = lambda: None) -> list[Job[Any]]:
+        """Submit argument-less callables, in order; `on_submit(i, job)` as soon as job i has an id,
+        inside `guard()` with the scheduler call (the guard may refuse: cancelled). By default one
+        by one; `on_wait()` after each submission (a bounded executor reports ended jobs there)."""
         jobs = []
         for i, call in enumerate(calls):
-            job = executor.submit(call)
-            jobs.append(job)
-            on_submit(i, job)
+            with guard():
+                job = executor.submit(call)
+                jobs.append(job)
+                on_submit(i, job)
+            on_wait()
         return jobs
 
-    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
+    def ref(self, job: Job[Any], folder: str | os.PathLike) -> JobRef:
+        """What submission.json records of a job just submitted (see JobRef)."""
+        return JobRef(str(job.job_id), str(Path(folder).absolute()))
+
+    def queue_ref(self) -> JobRef | None:
+        """What a run waiting in this launcher for a free slot records, where jobs wait there (local);
+        None where the scheduler queues them."""
+        return None
+
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
         """{job id: state, in sacct's names (RUNNING, PENDING, COMPLETED, CANCELLED...)} for the jobs the
         scheduler still knows, from one batched query. Feed it to `core.runs.run_state`."""
         raise NotImplementedError
 
-    def attach(self, folder: str | os.PathLike, job_id: str) -> Job[Any] | None:
+    def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """A Job for one submitted earlier (by a launcher that has since restarted), from the executor's
-        folder and the recorded id; None when there is nothing to wait for (resubmit the run)."""
+        folder and the recorded reference; None when there is nothing to wait for (resubmit the run)."""
         return None
+
+    def queued(self, folder: str | os.PathLike) -> list[JobRef]:
+        """Every job the scheduler still holds (queued or running) whose files are in `folder` or below,
+        as the scheduler sees it (a job whose submission.json was never written included)."""
+        return []
 
     def cancel_unit(self, job_id: str) -> str:
         """What one cancel call names for this job (SLURM: its array)."""
@@ -72,8 +98,8 @@ class Backend:
         """The shell command that cancels these units, for a user to type ("" when there is none)."""
         return ""
 
-    def cancel(self, units: Sequence[str], wait_s: float) -> list[str]:
-        """Cancel these units and wait (at most `wait_s`) until they are gone; returns problems, one per line."""
+    def cancel(self, jobs: Sequence[JobRef | str], wait_s: float) -> list[str]:
+        """Cancel these jobs and wait (at most `wait_s`) until they are gone; returns problems, one per line."""
         return []
 
     def describe(self, resources: Resources) -> str:

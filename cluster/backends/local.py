@@ -1,5 +1,6 @@
 """This machine: at most as many jobs at once as fit (`BoundedLocalExecutor`), each known by its
-controller's pid; states from /proc, re-attaching after a launcher restart, cancelling as scancel does."""
+controller's pid, the pid's start time and the job folder in its command line (pids are reused);
+states from /proc, re-attaching after a launcher restart, cancelling as scancel does."""
 
 from __future__ import annotations
 
@@ -7,34 +8,45 @@ import contextlib
 import logging
 import os
 import select
+import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import submitit
 from submitit.core.core import Job
 
+from core import procs
+from core.runs import JobRef
+
 from ..resources import LocalCapacity, Resources, local_capacity, local_slots
-from .base import Backend, setup_lines, thread_env
+from .base import Backend, Guard, setup_lines, thread_env
 
 logger = logging.getLogger(__name__)
 
 LOCAL_CONTROLLER = "submitit.local._local"  # in the command line of every local job's controller
+QUEUED = "queued-"  # job id prefix of runs waiting in their launcher for a free slot: queued-<launcher pid>
+CONTROLLER_LOG = "controllers.log"  # the controllers' own output (a cancelled one's KeyboardInterrupt)
 
 
 # ------------------------------------------------------------------ processes of a local job
 
 
-def local_controller_alive(pid: int | str) -> bool:
-    """True when `pid` is a live submitit local controller (pids are reused, so the command line is checked)."""
-    try:
-        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes()  # empty for a zombie
-    except (OSError, ValueError):
-        return False
-    return LOCAL_CONTROLLER.encode() in cmdline
+def local_controller_alive(pid: int | str, folder: str = "", token: str = "") -> bool:
+    """True when `pid` is a live submitit local controller (or the shell that runs one), started at
+    `token` (its start time, when recorded) for the job folder `folder` (when recorded): a pid reused
+    by another experiment's job, or by anything else, is not taken for it."""
+    return procs.alive(pid, token=token, contains=(LOCAL_CONTROLLER, *([folder] if folder else [])))
+
+
+def local_job_alive(job: JobRef | str) -> bool:
+    ref = JobRef.of(job)
+    if ref.job_id.startswith(QUEUED):  # waiting for a slot in its launcher: as long as that launcher lives
+        return bool(ref.token) and procs.alive(ref.job_id[len(QUEUED):], token=ref.token)
+    return local_controller_alive(ref.job_id, ref.folder, ref.token)
 
 
 def local_controller_pids(pid: int | str) -> list[int]:
@@ -142,10 +154,13 @@ class BoundedLocalJob(submitit.LocalJob):
 
 
 class AttachedLocalJob(submitit.LocalJob):
-    """A local job started by an earlier launcher: known by its controller pid, not as our child."""
+    """A local job started by an earlier launcher: known by its controller pid and that process's
+    start time (`token`), not as our child."""
+
+    token = ""
 
     def get_info(self, mode: str = "force") -> dict[str, str]:
-        if local_controller_alive(self.job_id):
+        if local_controller_alive(self.job_id, token=self.token):
             return {"jobState": "RUNNING"}
         return {"jobState": "FINISHED" if self.paths.result_pickle.exists() else "INTERRUPTED"}
 
@@ -176,21 +191,18 @@ class BoundedLocalExecutor(submitit.LocalExecutor):
     def _reap(self) -> None:
         self._running = [(p, g) for p, g in self._running if p.poll() is None]
 
-    def running(self) -> int:
-        """Jobs of this executor still running."""
-        self._reap()
-        return len(self._running)
-
-    def _wait_for_slot(self) -> None:
+    def wait_for_slot(self, on_ended: Callable[[], None] = lambda: None) -> None:
+        """Block until fewer than max_jobs jobs run; `on_ended()` each time one has ended meanwhile."""
         self._reap()
         while len(self._running) >= self.max_jobs:
             logger.debug("%d local jobs running (max %d): waiting for one to end", len(self._running),
                          self.max_jobs)
             wait_for_any_exit([p.pid for p, _ in self._running])
             self._reap()
+            on_ended()
 
     def _submit_command(self, command: str) -> BoundedLocalJob:
-        self._wait_for_slot()
+        self.wait_for_slot()
         n_gpus = self.parameters.get("gpus_per_node", 0)
         devices: tuple[int, ...] = ()
         if n_gpus and self.gpus:
@@ -233,26 +245,83 @@ class LocalBackend(Backend):
                            resources.gpus)
         slots = local_slots(resources, cap) if self.max_jobs is None else self.max_jobs
         ex = BoundedLocalExecutor(Path(folder), max_jobs=slots, gpus=cap.gpus if resources.gpus else ())
+        # The controller's own output goes to a file of the folder, not to the launcher's terminal
+        # or driver.log (a cancelled controller prints its KeyboardInterrupt there).
+        log = shlex.quote(str(ex.folder / CONTROLLER_LOG))
         ex.update_parameters(timeout_min=resources.time_min, signal_delay_s=resources.signal_delay,
                              gpus_per_node=resources.gpus if cap.gpus else 0,
-                             setup=setup_lines(thread_env(resources, env)))
+                             setup=[*setup_lines(thread_env(resources, env)), f"exec >>{log} 2>&1"])
         return ex
 
-    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """RUNNING for a live controller; a dead one is left out."""
-        return {str(j): "RUNNING" for j in job_ids if local_controller_alive(j)}
+    def submit(self, executor: submitit.Executor, calls: Sequence[Callable[[], Any]],
+               on_submit: Callable[[int, Job[Any]], None], guard: Guard = contextlib.nullcontext,
+               on_wait: Callable[[], None] = lambda: None) -> list[Job[Any]]:
+        """One by one as slots free up; the guard is held only while a job starts, not while waiting
+        for its slot, and `on_wait()` runs each time a job has ended meanwhile."""
+        assert isinstance(executor, BoundedLocalExecutor)
+        jobs = []
+        for i, call in enumerate(calls):
+            executor.wait_for_slot(on_wait)
+            with guard():
+                job = executor.submit(call)
+                jobs.append(job)
+                on_submit(i, job)
+        return jobs
 
-    def attach(self, folder: str | os.PathLike, job_id: str) -> Job[Any] | None:
+    def ref(self, job: Job[Any], folder: str | os.PathLike) -> JobRef:
+        return JobRef(str(job.job_id), str(Path(folder).absolute()), procs.start_time(job.job_id))
+
+    def queue_ref(self) -> JobRef:
+        """What a run waiting for a slot in this launcher records: pending while the launcher lives."""
+        return JobRef(f"{QUEUED}{os.getpid()}", "", procs.start_time(os.getpid()))
+
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
+        """RUNNING for a live controller (PENDING for a run waiting in a live launcher); a dead one,
+        or a pid now used by another process, is left out."""
+        refs = [JobRef.of(j) for j in jobs]
+        return {r.job_id: "PENDING" if r.job_id.startswith(QUEUED) else "RUNNING" for r in refs
+                if local_job_alive(r)}
+
+    def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """None when the controller is gone without leaving a result (resubmit; the run lock keeps
-        copies apart)."""
-        job = AttachedLocalJob(folder=Path(folder), job_id=str(job_id))
-        if local_controller_alive(job_id) or job.paths.result_pickle.exists():
-            return job
+        copies apart), or the run was still waiting for a slot in a launcher that is gone."""
+        ref = JobRef.of(job)
+        if ref.job_id.startswith(QUEUED):
+            return None
+        attached = AttachedLocalJob(folder=Path(folder), job_id=ref.job_id)
+        attached.token = ref.token
+        if local_job_alive(ref) or attached.paths.result_pickle.exists():
+            return attached
         return None
 
-    def cancel_command(self, units: Sequence[str]) -> str:
-        return f"kill -INT {' '.join(units)}" if units else ""
+    def queued(self, folder: str | os.PathLike) -> list[JobRef]:
+        """Local controllers of this machine whose command line names a folder in `folder` (the
+        outermost process of each: the shell that wraps a controller, where there is one)."""
+        root = str(Path(folder).absolute())
+        found = {}
+        for pid in procs.pids():
+            line = procs.cmdline(pid)
+            if LOCAL_CONTROLLER in line and (f"{root}/" in line or line.endswith(root)):
+                found[pid] = JobRef(str(pid), "", procs.start_time(pid))
+        return [ref for pid, ref in found.items() if procs.parent(pid) not in found]
 
-    def cancel(self, units: Sequence[str], wait_s: float) -> list[str]:
-        cancel_local_jobs(units)
+    def cancel_command(self, units: Sequence[str]) -> str:
+        pids = [u for u in units if not u.startswith(QUEUED)]
+        return f"kill -INT {' '.join(pids)}" if pids else ""
+
+    def cancel(self, jobs: Sequence[JobRef | str], wait_s: float) -> list[str]:
+        """Only processes that are still these jobs (pid, start time, folder) are signalled. A run still
+        waiting for a slot has no process of its own: its launcher is stopped (SIGINT, SIGKILL after
+        5 s), so that it starts nothing more."""
+        refs = [r for r in map(JobRef.of, jobs) if local_job_alive(r)]
+        cancel_local_jobs([r.job_id for r in refs if not r.job_id.startswith(QUEUED)])
+        launchers = {int(r.job_id[len(QUEUED):]): r.token for r in refs if r.job_id.startswith(QUEUED)}
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            for pid, token in launchers.items():
+                if procs.alive(pid, token=token):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, sig)
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline and any(procs.alive(p, token=t) for p, t in launchers.items()):
+                time.sleep(0.05)
         return []

@@ -3,6 +3,7 @@ watcher (squeue for what sacct does not know yet), re-attaching by job id, scanc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -19,8 +20,10 @@ import submitit
 from submitit.core.core import Job
 from submitit.slurm.slurm import SlurmInfoWatcher
 
+from core.runs import JobRef
+
 from ..resources import Resources
-from .base import Backend, setup_lines, thread_env
+from .base import Backend, Guard, setup_lines, thread_env
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +209,10 @@ class SlurmBackend(Backend):
         return ex
 
     def submit(self, executor: submitit.Executor, calls: Sequence[Callable[[], Any]],
-               on_submit: Callable[[int, Job[Any]], None]) -> list[Job[Any]]:
-        """One array job per chunk; `on_submit` per task as soon as its chunk has been submitted."""
+               on_submit: Callable[[int, Job[Any]], None], guard: Guard = contextlib.nullcontext,
+               on_wait: Callable[[], None] = lambda: None) -> list[Job[Any]]:
+        """One array job per chunk; `on_submit` per task as soon as its chunk has been submitted, inside
+        the chunk's `guard()`."""
         if not calls:
             return []
         sizes = chunk_sizes(len(calls), self.max_array_size or max_array_size())
@@ -221,21 +226,37 @@ class SlurmBackend(Backend):
         try:
             start = 0
             for size in sizes:
-                new = [_with_gone_check(job) for job in executor.submit_array(list(calls[start:start + size]))]
-                for i, job in enumerate(new, start):
-                    on_submit(i, job)
+                with guard():
+                    new = [_with_gone_check(job) for job in executor.submit_array(list(calls[start:start + size]))]
+                    for i, job in enumerate(new, start):
+                        on_submit(i, job)
                 jobs += new
                 start += size
+                on_wait()
         finally:
             executor.update_parameters(array_parallelism=parallelism)
         return jobs
 
-    def states(self, job_ids: Sequence[str]) -> dict[str, str]:
-        return slurm_states(job_ids)
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
+        return slurm_states(JobRef.of(j).job_id for j in jobs)
 
-    def attach(self, folder: str | os.PathLike, job_id: str) -> Job[Any] | None:
+    def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """Always a job: the scheduler knows how it ended."""
-        return SlurmJob(folder=Path(folder), job_id=str(job_id))
+        return SlurmJob(folder=Path(folder), job_id=JobRef.of(job).job_id)
+
+    def queued(self, folder: str | os.PathLike) -> list[JobRef]:
+        """The arrays (and single jobs) squeue lists whose stdout file is in `folder` or below: one
+        squeue call. Raises RuntimeError when squeue does not answer (nothing can be said then)."""
+        root = str(Path(folder).absolute())
+        out = _run(["squeue", "-h", "-r", "-O", "ArrayJobID:|,StdOut:|"])
+        if out is None or out.returncode != 0:
+            raise RuntimeError(f"squeue failed: {out.stderr.strip() if out is not None else 'no answer'}")
+        arrays = set()
+        for line in out.stdout.splitlines():
+            array, _, stdout = line.partition("|")
+            if stdout.rstrip("|").startswith(f"{root}/"):
+                arrays.add(array.strip())
+        return [JobRef(a) for a in sorted(arrays, key=lambda a: (len(a), a))]
 
     def cancel_unit(self, job_id: str) -> str:
         return job_id.split("_")[0]
@@ -243,9 +264,10 @@ class SlurmBackend(Backend):
     def cancel_command(self, units: Sequence[str]) -> str:
         return f"scancel {' '.join(units)}" if units else ""
 
-    def cancel(self, units: Sequence[str], wait_s: float) -> list[str]:
+    def cancel(self, jobs: Sequence[JobRef | str], wait_s: float) -> list[str]:
         """One scancel per array, then wait until squeue lists none of them (a cancelled job holds on for
         the cluster's KillWait; one killed while writing its own error.json must not overwrite ours)."""
+        units = sorted({self.cancel_unit(JobRef.of(j).job_id) for j in jobs}, key=lambda u: (len(u), u))
         problems = []
         for unit in units:
             out = subprocess.run(["scancel", unit], capture_output=True, text=True, timeout=_TIMEOUT_S)
