@@ -16,7 +16,8 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,10 +136,25 @@ class Submission:
         its outcome's error, never an exception here. Returns the outcomes in the order they ended."""
         waiting, self.jobs = self.jobs, []
         runs = {id(job): dirs for job, dirs in waiting}
-        pending = [job for job, _ in waiting]
-        order = pending if self.backend.waits_in_order else submitit.helpers.as_completed(
-            pending, poll_frequency=self.backend.poll_s)
-        return [self._ended(job, runs[id(job)], on_end) for job in order]
+        return [self._ended(job, runs[id(job)], on_end, gone) for job, gone in self._as_ended([j for j, _ in waiting])]
+
+    def _as_ended(self, jobs: Sequence[Job[Any]]) -> Iterator[tuple[Job[Any], bool]]:
+        """(job, forgotten by the scheduler) as each ends: submitit's done(), or the backend's gone()."""
+        if self.backend.waits_in_order:
+            yield from ((job, False) for job in jobs)
+            return
+        pending = list(jobs)
+        while pending:
+            ended = []
+            for job in pending:
+                if job.done():
+                    ended.append((job, False))
+                elif self.backend.gone(job):
+                    ended.append((job, True))
+            pending = [job for job in pending if not any(job is j for j, _ in ended)]
+            yield from ended
+            if pending and not ended:
+                time.sleep(self.backend.poll_s)
 
     def _report_ended(self, on_end: OnEnd | None) -> None:
         """Report the jobs that have ended already (while later ones wait for a slot)."""
@@ -149,8 +165,8 @@ class Submission:
         for job, dirs in ended:
             self._ended(job, dirs, on_end)
 
-    def _ended(self, job: Job[Any], run_dirs: list[Path], on_end: OnEnd | None) -> JobOutcome:
-        outcome = wait_job(job, run_dirs)
+    def _ended(self, job: Job[Any], run_dirs: list[Path], on_end: OnEnd | None, gone: bool = False) -> JobOutcome:
+        outcome = wait_job(job, run_dirs, gone)
         for run_dir in outcome.run_dirs:
             note_outcome(run_dir, outcome)
         self.ended += 1
@@ -159,10 +175,13 @@ class Submission:
         return outcome
 
 
-def wait_job(job: Job[Any], run_dirs: Sequence[Path]) -> JobOutcome:
+def wait_job(job: Job[Any], run_dirs: Sequence[Path], gone: bool = False) -> JobOutcome:
     """Wait for one job. Its error is the one its runs recorded (error.json); only when they recorded
-    none, how the job ended: no output and the scheduler's state, or the exception's type and first line."""
+    none, how the job ended: no output and the scheduler's state, or the exception's type and first line.
+    `gone`: the scheduler has forgotten the job (Backend.gone): it has no result to wait for."""
     try:
+        if gone:
+            raise UncompletedJobError(f"job {job.job_id} is unknown to the scheduler")
         return JobOutcome(str(job.job_id), tuple(run_dirs), job.result())
     except Exception as e:  # FailedJobError (raised in the job), UncompletedJobError (killed...), or
         # the body's own exception on the debug executor

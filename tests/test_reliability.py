@@ -953,7 +953,7 @@ def test_slurm_an_array_task_cancelled_while_pending_does_not_hang_the_launcher(
         tmp_path: Path, slurm_name: str, fast_results, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pending array task that is cancelled vanishes from sacct and squeue alike; submitit would
     wait for it forever. It ends as failed, and the scheduler query calls it missing (resubmit)."""
-    monkeypatch.setattr("cluster.backends.slurm.SlurmJob.gone_after_s", 3.0)
+    monkeypatch.setattr("cluster.backends.slurm.SlurmBackend.gone_after_s", 3.0)
     runs = [tmp_path / "r0", tmp_path / "r1"]
     sub = slurm_submission(tmp_path / "logs", slurm_name, mem_gb=0.25, time_min=2, extra_sbatch=("begin=now+600",))
     jobs = sub.submit([(checkpointable(r, tmp_path, 0.0), [r]) for r in runs])

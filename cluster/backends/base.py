@@ -85,6 +85,11 @@ class Backend:
         folder and the recorded reference; None when there is nothing to wait for (resubmit the run)."""
         return None
 
+    def gone(self, job: Job[Any]) -> bool:
+        """True when the scheduler has forgotten a job that has not ended as submitit sees it: it never
+        will, so it counts as ended without output (asked while waiting, after `job.done()`)."""
+        return False
+
     def queued(self, folder: str | os.PathLike) -> list[JobRef]:
         """Every job the scheduler still holds (queued or running) whose files are in `folder` or below,
         as the scheduler sees it (a job whose submission.json was never written included)."""

@@ -125,46 +125,6 @@ def slurm_queue() -> set[str]:
     return set(out.stdout.split()) if out is not None and out.returncode == 0 else set()
 
 
-# ------------------------------------------------------------------ jobs
-
-
-class SlurmJob(submitit.SlurmJob):
-    """submitit's SlurmJob that also ends when the scheduler has forgotten the job altogether.
-
-    submitit waits as long as sacct says nothing about a job ("UNKNOWN"): forever when it never
-    will. An array task cancelled while pending is such a job: it leaves no trace in sacct nor in
-    squeue, and a launcher waiting on it would hang. Once neither sacct nor squeue (the controller,
-    which lists every pending and running job, and ended ones for MinJobAge) has known the job for
-    `gone_after_s`, it counts as ended: result() then raises UncompletedJobError, the launcher records
-    the run as failed, and the next launch resubmits it."""
-
-    gone_after_s = 30.0
-
-    def done(self, force_check: bool = False) -> bool:
-        if super().done(force_check):
-            return True
-        if self._sub_jobs or self.watcher.get_state(self.job_id, mode="cache").upper() != "UNKNOWN":
-            self.__dict__.pop("_unknown_since", None)
-            return False
-        now = time.time()
-        since = self.__dict__.setdefault("_unknown_since", now)
-        if now - since < self.gone_after_s:
-            return False
-        if self.job_id in slurm_states([self.job_id]):  # known after all: wait on
-            self.__dict__["_unknown_since"] = now
-            return False
-        logger.warning("job %s is unknown to sacct and squeue since %.0f s: taking it as ended", self.job_id,
-                       now - since)
-        return True
-
-
-def _with_gone_check(job: Job[Any]) -> Job[Any]:
-    """A submitted job as a `SlurmJob` of this module (submitit builds array tasks as its own)."""
-    if type(job) is submitit.SlurmJob:
-        job.__class__ = SlurmJob
-    return job
-
-
 # ------------------------------------------------------------------ the backend
 
 
@@ -176,12 +136,14 @@ class SlurmBackend(Backend):
     kind = "slurm"
     poll_s = 5.0
     unit_name = "array"
+    gone_after_s = 30.0  # a job unknown to sacct and squeue this long has been forgotten (see gone)
 
     def __init__(self, max_array_size: int | None = None) -> None:
         if max_array_size is not None and (isinstance(max_array_size, bool) or not isinstance(max_array_size, int)
                                            or max_array_size < 1):
             raise ValueError(f"max_array_size {max_array_size!r} must be an integer >= 1, or None for the cluster's")
         self.max_array_size = max_array_size
+        self._unknown_since: dict[str, float] = {}
 
     @classmethod
     def available(cls) -> bool:
@@ -227,7 +189,7 @@ class SlurmBackend(Backend):
             start = 0
             for size in sizes:
                 with guard():
-                    new = [_with_gone_check(job) for job in executor.submit_array(list(calls[start:start + size]))]
+                    new = executor.submit_array(list(calls[start:start + size]))
                     for i, job in enumerate(new, start):
                         on_submit(i, job)
                 jobs += new
@@ -242,7 +204,29 @@ class SlurmBackend(Backend):
 
     def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """Always a job: the scheduler knows how it ended."""
-        return SlurmJob(folder=Path(folder), job_id=JobRef.of(job).job_id)
+        return submitit.SlurmJob(folder=Path(folder), job_id=JobRef.of(job).job_id)
+
+    def gone(self, job: Job[Any]) -> bool:
+        """True once neither sacct nor squeue has known the job for `gone_after_s`.
+
+        submitit waits as long as sacct says nothing about a job ("UNKNOWN"): forever when it never
+        will. An array task cancelled while pending is such a job: it leaves no trace in sacct nor in
+        squeue (the controller lists every pending and running job, and ended ones for MinJobAge), and
+        a launcher waiting on it would hang. Such a job counts as ended without output: the launcher
+        records the run as failed, and the next launch resubmits it."""
+        if job.state.upper() != "UNKNOWN":
+            self._unknown_since.pop(job.job_id, None)
+            return False
+        now = time.time()
+        since = self._unknown_since.setdefault(job.job_id, now)
+        if now - since < self.gone_after_s:
+            return False
+        if job.job_id in slurm_states([job.job_id]):  # known after all: wait on
+            self._unknown_since[job.job_id] = now
+            return False
+        logger.warning("job %s is unknown to sacct and squeue since %.0f s: taking it as ended", job.job_id,
+                       now - since)
+        return True
 
     def queued(self, folder: str | os.PathLike) -> list[JobRef]:
         """The arrays (and single jobs) squeue lists whose stdout file is in `folder` or below: one
