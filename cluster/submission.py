@@ -28,6 +28,7 @@ from submitit.core.utils import UncompletedJobError
 
 from core.runs import (
     JobRef,
+    JobState,
     error_line,
     read_error,
     read_result,
@@ -221,7 +222,7 @@ def _has_fresh_error(run_dir: Path) -> bool:
     return sub is None or float(error.get("time", 0)) >= float(sub.get("time", 0))
 
 
-def scheduler_states(run_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
+def scheduler_states(run_dirs: Sequence[str | os.PathLike]) -> dict[str, JobState]:
     """{job id: scheduler state} of the last job of each run folder (its submission.json): one batched
     query per backend. Feed it to `core.runs.run_state`."""
     ids: dict[str, list[JobRef]] = {}
@@ -229,7 +230,7 @@ def scheduler_states(run_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
         sub = read_submission(Path(run_dir))
         if sub:
             ids.setdefault(str(sub["executor"]), []).append(JobRef.from_submission(sub))
-    out: dict[str, str] = {}
+    out: dict[str, JobState] = {}
     for kind, job_ids in ids.items():
         if kind not in BACKENDS:
             logger.warning("%d run(s) name executor %r, which is not one of %s: taken as unknown to the scheduler",

@@ -6,7 +6,11 @@ boot: two processes never share both), and what its command line must contain.""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +68,28 @@ def pids() -> Iterator[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != me:
             yield int(entry.name)
+
+
+def stop_process(pid: int, token: str, wait_s: float, first: signal.Signals = signal.SIGINT) -> bool:
+    """Stop a process of this machine (pid and start time): `first`, SIGTERM after 10 s, SIGKILL after
+    20 s; waits (pidfd) until it is gone, at most `wait_s`. True when it is gone."""
+    if not alive(pid, token=token):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        deadline = time.monotonic() + wait_s
+        for sig, after in ((first, 10.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, wait_s)):
+            if not alive(pid, token=token):
+                return True
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, sig)
+            if select.select([fd], [], [], max(0.0, min(after, deadline - time.monotonic())))[0]:
+                return True
+            if time.monotonic() >= deadline:
+                break
+        return not alive(pid, token=token)
+    finally:
+        os.close(fd)

@@ -49,12 +49,30 @@ STATES = ("done", "failed", "running", "pending", "missing")
 CANCELLED = "Cancelled"  # error.json type of a run whose job a user cancelled (--cancel): resubmitted on relaunch
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")  # 123, 123_4, a local pid, DEBUG_140..., pid-42
 
-# Scheduler states (sacct/squeue, and submitit's local states) grouped by what they mean for us.
-ACTIVE_STATES = {"PENDING": "pending", "REQUEUED": "pending", "CONFIGURING": "pending", "RESIZING": "pending",
-                 "SUSPENDED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
-                 "RUNNING": "running", "COMPLETING": "running", "STAGE_OUT": "running", "SIGNALING": "running"}
-FAILED_STATES = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
-                 "DEADLINE", "REVOKED", "INTERRUPTED"}
+# What a scheduler says of a job, in our words: each backend maps its scheduler's names onto these
+# (cluster/backends/), and nothing above the backends knows sacct's or /proc's vocabulary.
+JOB_STATES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job as its scheduler sees it: one of JOB_STATES, and the scheduler's own name for it (TIMEOUT,
+    OUT_OF_MEMORY, NODE_FAIL...: a failed job's reason, for messages)."""
+
+    state: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.state not in JOB_STATES:
+            raise ValueError(f"job state {self.state!r} is not one of {', '.join(JOB_STATES)}")
+
+    @property
+    def active(self) -> bool:
+        """Queued or running: the job may still write its runs' results."""
+        return self.state in ("pending", "running")
+
+    def __str__(self) -> str:
+        return self.name or self.state.upper()
 
 
 @dataclass(frozen=True)
@@ -202,26 +220,26 @@ def error_line(error: Mapping[str, Any] | None) -> str:
     return f"{error.get('type', 'Error')}: {message[-1] if message else ''}".rstrip(": ")
 
 
-def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None, kind: str | None = None) -> RunState:
+def run_state(run_dir: Path, scheduler: Mapping[str, JobState] | None = None, kind: str | None = None) -> RunState:
     """State of one run from its folder, plus the scheduler's view of its last job when known.
 
-    `scheduler` maps job ids to scheduler states (sacct names, e.g. RUNNING, FAILED)."""
+    `scheduler` maps job ids to their JobState (cluster.submission.scheduler_states)."""
     run_dir = Path(run_dir)
     if read_result(run_dir, kind) is not None:
         return RunState("done")
     sub = read_submission(run_dir)
     job_id = str(sub["job_id"]) if sub else ""
-    sched = (scheduler or {}).get(job_id, "") if job_id else ""
-    sched = sched.split()[0].rstrip("+") if sched else ""  # "CANCELLED by 0" -> CANCELLED
+    sched = (scheduler or {}).get(job_id) if job_id else None
     error = read_error(run_dir)
     # An error.json from an earlier attempt does not make a requeued or resubmitted job failed.
-    if sched in ACTIVE_STATES and (error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0)):
-        return RunState(ACTIVE_STATES[sched], job_id=job_id)
+    if sched is not None and sched.active and (
+            error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0)):
+        return RunState(sched.state, job_id=job_id)
     if error is not None:
         return RunState("failed", error_line(error), job_id, kind=str(error.get("type", "")))
-    if sched in FAILED_STATES or sched == "COMPLETED":
+    if sched is not None:
         # The job ended without a result or an error of its own: killed, out of memory, node lost...
-        why = f"scheduler state {sched} and no result" if sched != "COMPLETED" else "job ended without a result"
+        why = "job ended without a result" if sched.state == "completed" else f"scheduler state {sched} and no result"
         return RunState("failed", why, job_id)
     if sub is not None and not sched:
         return RunState("pending" if scheduler is None else "missing", job_id=job_id)

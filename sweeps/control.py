@@ -24,7 +24,7 @@ from cluster.submission import scheduler_states
 from core import cancel as cancel_mark
 from core import procs
 from core.atomic import CorruptFileError, atomic_write_json, read_json, read_jsonl
-from core.runs import ACTIVE_STATES, CANCELLED, JobRef, RunState, read_result, read_submission, write_error
+from core.runs import CANCELLED, JobRef, RunState, read_result, read_submission, write_error
 from ecc.train import METRICS, PROGRESS
 
 from . import driver
@@ -73,9 +73,9 @@ def active_jobs(exp: Path) -> list[ActiveJob]:
     states = scheduler_states(list(subs))
     out = []
     for d, s in subs.items():
-        state = ACTIVE_STATES.get(states.get(str(s["job_id"]), ""))
-        if state and read_result(d) is None:
-            out.append(ActiveJob(d, str(s.get("stage", "?")), s["executor"], str(s["job_id"]), state))
+        state = states.get(str(s["job_id"]))
+        if state is not None and state.active and read_result(d) is None:
+            out.append(ActiveJob(d, str(s.get("stage", "?")), s["executor"], str(s["job_id"]), state.state))
     return out
 
 
@@ -194,7 +194,7 @@ def status_lines(pipeline: Pipeline) -> list[str]:
             elif s.state == "running" and stage.name == "train":
                 lines.append(f"    running: {u.label} (job {s.job_id}): "
                              f"{training_progress(u.run_dir, u.payload.config.batch_size)}")
-    lines += driver.status_lines(pipeline.exp)
+    lines += driver.status_lines(pipeline.exp, tail)
     lines += orphan_lines(pipeline)
     return lines
 
@@ -210,7 +210,7 @@ def logs_lines(pipeline: Pipeline, key: str, n: int = TAIL_LINES) -> list[str]:
     """Paths and tails of one run's stdout/stderr (or the driver's log for `driver`). ValueError when
     `key` names no run or several."""
     if key == "driver":
-        return driver.logs_lines(pipeline.exp, n)
+        return driver.logs_lines(pipeline.exp, n, tail)
     found = find_units(pipeline, key)
     if not found:
         raise ValueError(f"no run of {pipeline.spec.name!r} is labelled {key!r} or has a folder starting with it; "
@@ -284,7 +284,7 @@ def _stop_launcher(exp: Path, lock: FileLock, wait_s: float) -> list[str]:
     lines = []
     if pid is not None and host == socket.gethostname() and int(pid) != os.getpid():
         was = "running" if procs.alive(pid, token=str(holder.get("token", ""))) else "ending"
-        driver.stop_process(int(pid), str(holder.get("token", "")), wait_s)
+        procs.stop_process(int(pid), str(holder.get("token", "")), wait_s)
         lines.append(f"stopped the launcher: pid {pid} ({holder.get('command', '?')}, was {was})")
     try:
         lock.acquire(timeout=wait_s)

@@ -26,7 +26,7 @@ from cluster.jobs import RunJob
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
 from core import cancel, procs
-from core.runs import CANCELLED, read_error, read_submission, record_submission, run_state
+from core.runs import CANCELLED, JobState, read_error, read_submission, record_submission, run_state
 from sweeps import control, driver, launch, smoke
 from sweeps.pipeline import PAUSE_ENV, Pipeline
 
@@ -185,7 +185,7 @@ def test_submission_json_records_the_jobs_folder_and_start_time(tmp_path: Path) 
     assert rec["job_id"] == job.job_id and rec["folder"] == str((tmp_path / "logs").absolute())
     assert rec["token"] == procs.start_time(job.job_id) != ""
     assert str(tmp_path / "logs") in procs.cmdline(job.job_id)  # the folder is in the job's command line
-    assert scheduler_states([run]) == {job.job_id: "RUNNING"}
+    assert scheduler_states([run]) == {job.job_id: JobState("running")}
     sub.wait()
     assert not (tmp_path / "logs" / "controllers.log").read_text().strip()  # the controller said nothing
 
@@ -246,13 +246,14 @@ def test_a_killed_local_driver_reads_killed_and_a_damaged_record_is_named(tmp_pa
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "sweeps.launch"])
     rec = {"executor": "local", "job_id": str(proc.pid), "token": procs.start_time(proc.pid), "log": str(exp / "x")}
     (exp / "driver.json").write_text(json.dumps(rec))
-    wait_until(lambda: driver.driver_state(rec) == "RUNNING", 30, "the stand-in driver")
+    wait_until(lambda: driver.driver_state(rec) == ("RUNNING", True), 30, "the stand-in driver")
     proc.kill()
     proc.wait()
-    assert driver.driver_state(rec) == "KILLED"
-    assert driver.driver_state({**rec, "exit": 0}) == "ENDED"
-    assert driver.driver_state({**rec, "exit": 2}) == "FAILED"
-    assert driver.driver_state({**rec, "cancelled": "now"}) == "CANCELLED"
+    assert driver.driver_state(rec) == ("KILLED", False)
+    assert driver.driver_state({**rec, "exit": 0}) == ("ENDED", False)
+    assert driver.driver_state({**rec, "exit": 1}) == ("ENDED", False)  # some runs failed: in the table
+    assert driver.driver_state({**rec, "exit": 2}) == ("FAILED", False)
+    assert driver.driver_state({**rec, "cancelled": "now"}) == ("CANCELLED", False)
     (exp / "driver.json").write_text('{"executor": "lo')
     assert launch.main(["smoke", "--status", "--executor", "local", "--out", str(tmp_path)]) == 0
     assert any(line.startswith("driver   damaged record: ") and "driver.json" in line

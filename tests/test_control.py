@@ -245,14 +245,14 @@ def test_local_detach_cancel_and_a_detached_relaunch_that_completes(tmp_path: Pa
     assert not [p for p in Path("/proc").glob("[0-9]*") if str(exp) in _cmdline(p)]  # no process left
     status = cli("smoke", "--status", *few).stdout
     assert "cancelled" in status and ": CANCELLED, " in status
-    log = (exp / "driver.log").read_text()
+    log = (exp / "logs" / "driver" / "smoke-driver.log").read_text()
     assert "KeyboardInterrupt" not in log and "Traceback" not in log, log  # the controllers log elsewhere
 
     # relaunched detached, the driver completes in the background; nothing done was rerun
     assert cli("smoke", "--detach", *few).returncode == 0
     lines = _wait_driver_done(tmp_path, 900)
     assert lines[:3] == ["datasets    2 jobs: 2 done", "train       4 jobs: 4 done", "eval       24 jobs: 24 done"]
-    assert "[collect] results table: 24/24" in (exp / "driver.log").read_text()
+    assert "[collect] results table: 24/24" in (exp / "logs" / "driver" / "smoke-driver.log").read_text()
     assert {p: p.read_text() for p in (exp / "datasets" / "jobs").glob("*/submission.json")} == datasets_before
     # the driver had no terminal, yet every training job's log carries its epoch lines
     for run in (exp / "train").iterdir():

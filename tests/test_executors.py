@@ -29,7 +29,7 @@ from cluster.jobs import (
 )
 from cluster.resources import LocalCapacity, Resources, local_slots
 from cluster.submission import Submission, scheduler_states
-from core.runs import read_error, record_submission, run_state
+from core.runs import JobState, read_error, record_submission, run_state
 
 # Job processes cannot import this test module: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -207,7 +207,7 @@ def test_scheduler_states_for_local_pids(tmp_path: Path) -> None:
     other = subprocess.Popen(["sleep", "30"])  # alive, but not a submitit controller (as a reused pid)
     try:
         assert local_controller_alive(job.job_id)
-        assert local.states([job.job_id, str(other.pid), "not-a-pid"]) == {job.job_id: "RUNNING"}
+        assert local.states([job.job_id, str(other.pid), "not-a-pid"]) == {job.job_id: JobState("running")}
         # a relaunched launcher re-attaches by pid and waits for the job to end
         again = local.attach(tmp_path / "logs", job.job_id)
         assert again.result() is None

@@ -20,7 +20,7 @@ from cluster.backends.slurm import SlurmBackend
 from cluster.jobs import CheckpointableRunJob, RunJob, read_attempts
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
-from core.runs import read_error, record_submission, run_state
+from core.runs import JobState, read_error, record_submission, run_state
 
 pytestmark = pytest.mark.slurm
 
@@ -109,9 +109,10 @@ def test_a_stage_is_one_array_job_and_a_failure_stays_in_its_run(tmp_path: Path,
     rows = wait_until(lambda: len(r := sacct_by_name(name)) == 4 and r, what="4 tasks in sacct")  # lags
     assert len({job_id.split("_")[0] for job_id, _ in rows}) == 1 and all("_" in j for j, _ in rows), rows
     ids = [j.job_id for j in jobs]
-    final = wait_until(lambda: (s := scheduler_states(run_dirs)) and set(s.values()) <= {"COMPLETED", "FAILED"}
+    final = wait_until(lambda: (s := scheduler_states(run_dirs)) and {str(v) for v in s.values()} <= {"COMPLETED", "FAILED"}
                        and len(s) == 4 and s, what="final states in sacct")
-    assert [final[i] for i in ids] == ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED"]
+    assert [str(final[i]) for i in ids] == ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED"]
+    assert [final[i].state for i in ids] == ["completed", "completed", "failed", "completed"]
 
 
 def test_arrays_are_chunked_by_max_array_size(tmp_path: Path, name: str) -> None:
@@ -145,9 +146,9 @@ def test_states_of_running_pending_cancelled_jobs_and_reattach(tmp_path: Path, n
     ids = [job_short.job_id, job_long.job_id, job_waiting.job_id]
     runs = [short, long_, waiting]
     try:
-        states = wait_until(lambda: (s := scheduler_states(runs)).get(ids[0]) == "RUNNING"
-                            and s.get(ids[1]) == "RUNNING" and s, what="both jobs running")
-        assert states[ids[2]] == "PENDING"
+        states = wait_until(lambda: str((s := scheduler_states(runs)).get(ids[0])) == "RUNNING"
+                            and str(s.get(ids[1])) == "RUNNING" and s, what="both jobs running")
+        assert states[ids[2]] == JobState("pending", "PENDING")
         assert [run_state(d, states).state for d in (short, long_, waiting)] == ["running", "running", "pending"]
 
         # The launcher restarts: it has only the run folders' submission.json and the log folder.
@@ -160,8 +161,8 @@ def test_states_of_running_pending_cancelled_jobs_and_reattach(tmp_path: Path, n
         assert run_state(short).state == "done"
 
         subprocess.run(["scancel", job_long.job_id, job_waiting.job_id], check=True)
-        states = wait_until(lambda: (s := scheduler_states(runs)).get(ids[1]) == "CANCELLED"
-                            and s.get(ids[2]) == "CANCELLED" and s, what="cancelled in sacct")
+        states = wait_until(lambda: str((s := scheduler_states(runs)).get(ids[1])) == "CANCELLED"
+                            and str(s.get(ids[2])) == "CANCELLED" and s, what="cancelled in sacct")
         assert run_state(long_, states).state == "failed"
         assert "CANCELLED" in run_state(long_, states).error
         assert again.attach([long_]) == []
@@ -181,7 +182,7 @@ def test_usr2_requeues_a_checkpointable_run_that_then_resumes(tmp_path: Path, na
         wait_until(lambda: (run_dir / "first-start").exists(), what="the first start")
         # what SLURM sends before the time limit (and on preemption): submitit calls checkpoint(), requeues
         subprocess.run(["scancel", "--signal", "USR2", job.job_id], check=True)
-        wait_until(lambda: scheduler_states([run_dir]).get(job.job_id) == "PENDING"
+        wait_until(lambda: str(scheduler_states([run_dir]).get(job.job_id)) == "PENDING"
                    and (run_dir / "attempts.json").exists()
                    and read_attempts(run_dir)[0]["outcome"] == "interrupted", what="the requeue")
         # SLURM delays a requeued job's start by ~2 minutes; let it start now
@@ -204,6 +205,6 @@ def test_squeue_answers_when_sacct_fails(tmp_path: Path, name: str, monkeypatch:
         (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: accounting storage is disabled' >&2\nexit 1\n")
         (bin_dir / "sacct").chmod(0o755)
         monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-        assert SlurmBackend().states([job.job_id, "999999"]) == {job.job_id: "PENDING"}
+        assert SlurmBackend().states([job.job_id, "999999"]) == {job.job_id: JobState("pending", "PENDING")}
     finally:
         subprocess.run(["scancel", job.job_id], check=False)

@@ -5,19 +5,54 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import runpy
 import shlex
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import submitit
 from submitit.core.core import Job
 
-from core.runs import JobRef
+from core.runs import JobRef, JobState
 
 from ..resources import Resources
 
 Guard = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class Started:
+    """A process started as a job of its own (`Backend.start`): how to find it, and its log files."""
+
+    ref: JobRef
+    log: Path
+    err: Path | None = None  # None where stderr goes to `log`
+
+
+class ModuleJob(submitit.helpers.Checkpointable):
+    """`python -m MODULE ARGS` in `cwd`, run inside a scheduler job (in the job's own Python, as
+    runpy does). Checkpointable: on its time limit or a preemption, submitit requeues it unchanged.
+    An exit status outside `ok` fails the job."""
+
+    def __init__(self, module: str, args: Sequence[str], cwd: str, ok: Sequence[int] = (0,)) -> None:
+        self.module, self.args, self.cwd, self.ok = module, list(args), cwd, tuple(ok)
+
+    def __call__(self) -> int:
+        os.chdir(self.cwd)
+        argv, sys.argv = sys.argv, [self.module, *self.args]
+        try:
+            runpy.run_module(self.module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            sys.argv = argv
+        if code not in self.ok:
+            raise RuntimeError(f"python -m {self.module} {' '.join(self.args)} exited with status {code}")
+        return code
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -75,15 +110,25 @@ class Backend:
         None where the scheduler queues them."""
         return None
 
-    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
-        """{job id: state, in sacct's names (RUNNING, PENDING, COMPLETED, CANCELLED...)} for the jobs the
-        scheduler still knows, from one batched query. Feed it to `core.runs.run_state`."""
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, JobState]:
+        """{job id: its JobState (core.runs: our five states, and the scheduler's own name)} for the
+        jobs the scheduler still knows, from one batched query. Feed it to `core.runs.run_state`."""
         raise NotImplementedError
 
     def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """A Job for one submitted earlier (by a launcher that has since restarted), from the executor's
         folder and the recorded reference; None when there is nothing to wait for (resubmit the run)."""
         return None
+
+    def start(self, module: str, args: Sequence[str], *, folder: str | os.PathLike, resources: Resources,
+              cwd: str, name: str = "crowding", ok: Sequence[int] = (0,)) -> Started:
+        """Run `python -m MODULE ARGS` in `cwd` as a job of its own (a launcher's --detach driver), its
+        files and logs in `folder`; `ok`: the exit statuses that are not a failure."""
+        raise ValueError(f"the {self.kind} executor cannot start a job of its own (use slurm or local)")
+
+    def current(self, job: JobRef) -> bool:
+        """True inside that job (this process is the job, or runs in it)."""
+        return False
 
     def gone(self, job: Job[Any]) -> bool:
         """True when the scheduler has forgotten a job that has not ended as submitit sees it: it never

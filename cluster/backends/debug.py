@@ -12,7 +12,7 @@ import submitit
 from submitit.core.core import Job
 from submitit.local.debug import DebugJob
 
-from core.runs import JobRef
+from core.runs import JobRef, JobState
 
 from ..resources import Resources
 from .base import Backend
@@ -85,5 +85,5 @@ class DebugBackend(Backend):
         """`env` is set only while each job runs; `resources` and `name` do not apply."""
         return InProcessExecutor(Path(folder), env={k: str(v) for k, v in (env or {}).items()})
 
-    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, JobState]:
         return {}

@@ -11,6 +11,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,10 +21,10 @@ import submitit
 from submitit.core.core import Job
 
 from core import procs
-from core.runs import JobRef
+from core.runs import JobRef, JobState
 
 from ..resources import LocalCapacity, Resources, local_capacity, local_slots
-from .base import Backend, Guard, setup_lines, thread_env
+from .base import Backend, Guard, Started, setup_lines, thread_env
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,15 @@ def local_controller_alive(pid: int | str, folder: str = "", token: str = "") ->
 
 
 def local_job_alive(job: JobRef | str) -> bool:
+    """Whether a local job is alive: a run waiting for a slot (queued-<launcher pid>) while its launcher
+    lives; a controller (recorded with its folder) by pid, start time and folder; a process started by
+    `LocalBackend.start` (a token, no folder) by pid and start time; a bare pid, as older records
+    have it, when it is a controller."""
     ref = JobRef.of(job)
-    if ref.job_id.startswith(QUEUED):  # waiting for a slot in its launcher: as long as that launcher lives
+    if ref.job_id.startswith(QUEUED):
         return bool(ref.token) and procs.alive(ref.job_id[len(QUEUED):], token=ref.token)
+    if ref.token and not ref.folder:
+        return procs.alive(ref.job_id, token=ref.token)
     return local_controller_alive(ref.job_id, ref.folder, ref.token)
 
 
@@ -246,7 +253,7 @@ class LocalBackend(Backend):
         slots = local_slots(resources, cap) if self.max_jobs is None else self.max_jobs
         ex = BoundedLocalExecutor(Path(folder), max_jobs=slots, gpus=cap.gpus if resources.gpus else ())
         # The controller's own output goes to a file of the folder, not to the launcher's terminal
-        # or driver.log (a cancelled controller prints its KeyboardInterrupt there).
+        # or a detached driver's log (a cancelled controller prints its KeyboardInterrupt there).
         log = shlex.quote(str(ex.folder / CONTROLLER_LOG))
         ex.update_parameters(timeout_min=resources.time_min, signal_delay_s=resources.signal_delay,
                              gpus_per_node=resources.gpus if cap.gpus else 0,
@@ -275,12 +282,12 @@ class LocalBackend(Backend):
         """What a run waiting for a slot in this launcher records: pending while the launcher lives."""
         return JobRef(f"{QUEUED}{os.getpid()}", "", procs.start_time(os.getpid()))
 
-    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
-        """RUNNING for a live controller (PENDING for a run waiting in a live launcher); a dead one,
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, JobState]:
+        """Running for a live controller (pending for a run waiting in a live launcher); a dead one,
         or a pid now used by another process, is left out."""
         refs = [JobRef.of(j) for j in jobs]
-        return {r.job_id: "PENDING" if r.job_id.startswith(QUEUED) else "RUNNING" for r in refs
-                if local_job_alive(r)}
+        return {r.job_id: JobState("pending", "QUEUED") if r.job_id.startswith(QUEUED) else JobState("running")
+                for r in refs if local_job_alive(r)}
 
     def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """None when the controller is gone without leaving a result (resubmit; the run lock keeps
@@ -314,14 +321,28 @@ class LocalBackend(Backend):
         waiting for a slot has no process of its own: its launcher is stopped (SIGINT, SIGKILL after
         5 s), so that it starts nothing more."""
         refs = [r for r in map(JobRef.of, jobs) if local_job_alive(r)]
-        cancel_local_jobs([r.job_id for r in refs if not r.job_id.startswith(QUEUED)])
-        launchers = {int(r.job_id[len(QUEUED):]): r.token for r in refs if r.job_id.startswith(QUEUED)}
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            for pid, token in launchers.items():
-                if procs.alive(pid, token=token):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-            deadline = time.monotonic() + 5.0
-            while time.monotonic() < deadline and any(procs.alive(p, token=t) for p, t in launchers.items()):
-                time.sleep(0.05)
+        queued = [r for r in refs if r.job_id.startswith(QUEUED)]
+        controllers = [r for r in refs if r not in queued and LOCAL_CONTROLLER in procs.cmdline(r.job_id)]
+        cancel_local_jobs([r.job_id for r in controllers])
+        for r in refs:
+            if r in queued:  # its launcher: SIGINT first (it ends as after Ctrl-C)
+                procs.stop_process(int(r.job_id[len(QUEUED):]), r.token, wait_s, first=signal.SIGINT)
+            elif r not in controllers:  # a process of `start` (a detached driver)
+                procs.stop_process(int(r.job_id), r.token, wait_s, first=signal.SIGTERM)
         return []
+
+    def start(self, module: str, args: Sequence[str], *, folder: str | os.PathLike, resources: Resources,
+              cwd: str, name: str = "crowding", ok: Sequence[int] = (0,)) -> Started:
+        """A background process in a session of its own, its output appended to FOLDER/NAME.log."""
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        log = Path(folder).absolute() / f"{name}.log"
+        with open(log, "a") as f:
+            f.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')}: python -m {module} {shlex.join(args)}\n")
+            f.flush()
+            proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                                    stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return Started(JobRef(str(proc.pid), "", procs.start_time(proc.pid)), log)
+
+    def current(self, job: JobRef) -> bool:
+        return job.job_id == str(os.getpid()) and (not job.token or job.token == procs.start_time(os.getpid()))

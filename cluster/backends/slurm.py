@@ -20,10 +20,10 @@ import submitit
 from submitit.core.core import Job
 from submitit.slurm.slurm import SlurmInfoWatcher
 
-from core.runs import JobRef
+from core.runs import JobRef, JobState
 
 from ..resources import Resources
-from .base import Backend, Guard, setup_lines, thread_env
+from .base import Backend, Guard, ModuleJob, Started, setup_lines, thread_env
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,18 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess[str] | None:
 
 def _bases(job_ids: Iterable[str]) -> str:
     return ",".join(sorted({j.split("_")[0] for j in job_ids}, key=lambda b: (len(b), b)))
+
+
+# sacct's and squeue's names for a job's state, in our words (core.runs.JOB_STATES).
+SACCT_STATES = {
+    **dict.fromkeys(("PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED",
+                     "RESV_DEL_HOLD", "STOPPED"), "pending"),
+    **dict.fromkeys(("RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"), "running"),
+    "COMPLETED": "completed",
+    "CANCELLED": "cancelled",
+    **dict.fromkeys(("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+                     "REVOKED", "SPECIAL_EXIT"), "failed"),
+}
 
 
 def _state_name(state: str) -> str:
@@ -199,12 +211,26 @@ class SlurmBackend(Backend):
             executor.update_parameters(array_parallelism=parallelism)
         return jobs
 
-    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, str]:
-        return slurm_states(JobRef.of(j).job_id for j in jobs)
+    def states(self, jobs: Sequence[JobRef | str]) -> dict[str, JobState]:
+        out = {}
+        for job_id, name in slurm_states(JobRef.of(j).job_id for j in jobs).items():
+            if name in SACCT_STATES:
+                out[job_id] = JobState(SACCT_STATES[name], name)
+            else:
+                logger.warning("job %s: SLURM state %r is not one we know; taken as unknown", job_id, name)
+        return out
 
     def attach(self, folder: str | os.PathLike, job: JobRef | str) -> Job[Any] | None:
         """Always a job: the scheduler knows how it ended."""
         return submitit.SlurmJob(folder=Path(folder), job_id=JobRef.of(job).job_id)
+
+    def start(self, module: str, args: Sequence[str], *, folder: str | os.PathLike, resources: Resources,
+              cwd: str, name: str = "crowding", ok: Sequence[int] = (0,)) -> Started:
+        job = self.executor(folder, resources, name=name).submit(ModuleJob(module, args, cwd, ok))
+        return Started(JobRef(str(job.job_id), str(Path(folder).absolute())), job.paths.stdout, job.paths.stderr)
+
+    def current(self, job: JobRef) -> bool:
+        return os.environ.get("SLURM_JOB_ID") == job.job_id
 
     def gone(self, job: Job[Any]) -> bool:
         """True once neither sacct nor squeue has known the job for `gone_after_s`.
