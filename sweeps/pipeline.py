@@ -31,12 +31,12 @@ from ecc.config import RunOptions
 from ecc.runtime import job_env
 
 from . import selection
-from .spec import EvalRun, StageResources, SweepSpec, TrainRun
+from .spec import STAGE_NAMES, EvalRun, StageResources, SweepSpec, TrainRun
 from .stages import DatasetStage, EvalStage, Stage, TrainStage, Unit
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("datasets", "train", "eval")  # the order of the stages that submit jobs (select runs in the launcher)
+STAGES = STAGE_NAMES  # the order of the stages that submit jobs (select runs in the launcher)
 
 
 class LauncherBusy(RuntimeError):
