@@ -12,7 +12,7 @@ path/to/my_sweep.py or an importable module package.module with that function wo
 (the experiment folder is named by the spec's name).
 Relaunching the same command submits nothing that is done, reruns what failed or is missing
 (--retry-failed=false keeps failures), re-attaches to jobs still running, and continues.
-Exit status: 0 all done, 1 some jobs failed (they are rows in the results table), 2 usage error,
+Exit status: 0 all done, 1 some jobs failed (they are rows in the results table), 2 usage error (one line, nothing written),
 3 another launcher is running this experiment.
 """
 
@@ -243,23 +243,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if seeds != spec.seeds:
             spec = dataclasses.replace(spec, seeds=seeds)
         kind = resolve_kind(cfg.executor)
+        if cfg.detach and kind == "debug":
+            raise ValueError("--detach needs --executor slurm or local (debug jobs run inside the launcher)")
         resources = cfg.resources(fit_here(spec.resources, kind))
         check_here(kind, cfg.cpus, cfg.device)
         if cfg.report and not (exp_dir / "plan.json").is_file():
             raise ValueError(f"nothing to report in {exp_dir} (no plan.json): launch the sweep first, "
                              "or point --out at the folder that holds it")
+        spec.check_data()  # a flanker set or background folder to fetch by hand (the Pipeline checks it too)
         if not (cfg.status or cfg.dry_run or cfg.cancel or cfg.logs is not None):
-            _check_writable(exp_dir)
             # The data source before anything runs: a missing or damaged MNIST file is a usage error,
             # named in one line, and no job is submitted (every dataset key needs its fingerprint).
             sources.fingerprint(spec.source)
+            _check_writable(exp_dir)  # the last check: it creates the experiment folder
         from . import control
         from .pipeline import LauncherBusy, Pipeline
 
         pipeline = Pipeline(spec, exp_dir, executor=kind, resources=resources,
                             retry_failed=cfg.retry_failed, device=cfg.device)
-        if cfg.detach and pipeline.kind == "debug":
-            raise ValueError("--detach needs --executor slurm or local (debug jobs run inside the launcher)")
     except (SpecError, ValueError, sources.MissingDataError) as e:
         if isinstance(e, SweepCodeError) and cfg.verbose:
             print_traceback(e)

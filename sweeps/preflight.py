@@ -62,7 +62,7 @@ def call_sweep(fn: Callable[[bool], SweepSpec], name: str, quick: bool) -> Sweep
         inspect.signature(fn).bind(quick)
     except TypeError:
         at = f"{own_file} line {code.co_firstlineno}: " if code is not None else ""
-        raise SpecError(f"{at}sweep{inspect.signature(fn)} of {name!r} must take the argument `quick`: "
+        raise SpecError(f"{at}sweep{inspect.signature(fn)} of {name!r} must take the argument quick: "
                         "def sweep(quick: bool = False) -> SweepSpec") from None
     except ValueError:  # no signature to inspect (a builtin): let the call tell
         pass
