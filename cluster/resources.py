@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 import shlex
@@ -80,8 +81,8 @@ class Resources:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} {value!r} must be an integer >= {low}")
         if self.mem_gb is not None and (isinstance(self.mem_gb, bool)
-                                        or not isinstance(self.mem_gb, (int, float)) or not self.mem_gb > 0):
-            raise ValueError(f"mem_gb {self.mem_gb!r} must be a positive number of GB, or None for the "
+                                        or not isinstance(self.mem_gb, (int, float)) or not 0 < self.mem_gb < math.inf):
+            raise ValueError(f"mem_gb {self.mem_gb!r} must be a positive finite number of GB, or None for the "
                              "cluster's default")
         if self.signal_delay_s is not None and self.signal_delay_s >= 60 * self.time_min:
             raise ValueError(f"signal_delay_s {self.signal_delay_s} must be shorter than the time limit "
@@ -199,3 +200,13 @@ def local_slots(resources: Resources, capacity: LocalCapacity | None = None) -> 
     slots = max(1, min(limits.values()))
     logger.debug("local slots: %d (limits %s)", slots, limits)
     return slots
+
+
+def fit_capacity(resources: Resources, capacity: LocalCapacity) -> Resources:
+    """`resources` with no more cores, GPUs or memory than `capacity` offers (an unknown amount of
+    memory keeps the request)."""
+    mem = resources.mem_gb
+    if mem is not None and capacity.mem_gb is not None and capacity.mem_gb > 0:
+        mem = min(mem, max(0.1, math.floor(10 * capacity.mem_gb) / 10))  # 5.8 GB, not 5.83984375
+    return dataclasses.replace(resources, cpus=min(resources.cpus, capacity.cpus),
+                               gpus=min(resources.gpus, len(capacity.gpus)), mem_gb=mem)

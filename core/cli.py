@@ -1,8 +1,10 @@
 """The CLI is the dataclass: argparse options built from (nested) frozen dataclass fields.
 
 Each field declared with `arg(default, "help")` becomes `--field_name` (flat: nested configs are
-flattened, so `--pm` reaches `TrainConfig.model.pm`). Booleans accept the original's spellings:
-`--random_shifts`, `--total_pool=True`, `--total_pool false`."""
+flattened, so `--pm` reaches `TrainConfig.model.pm`); a field that declares its dashed spelling as an
+alias (`--dry-run`) is listed by --help under that spelling alone (`--dry_run` still parses). Booleans accept the original's spellings:
+`--random_shifts`, `--total_pool=True`, `--total_pool false`. Options are never abbreviated
+(`--seed` is not `--seeds`)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,14 @@ T = TypeVar("T")
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
-        choices: Sequence[Any] | None = None, aliases: Sequence[str] = ()) -> Any:
-    """A dataclass field with a help text (and optional choices / extra option names)."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None, "aliases": tuple(aliases)}
+        choices: Sequence[Any] | None = None, aliases: Sequence[str] = (), unset: bool = False) -> Any:
+    """A dataclass field with a help text (and optional choices / extra option names).
+
+    `unset`: the field's None means "not given" (e.g. "the sweep's"), so a command line cannot spell
+    it: `--logs ""` (an empty shell variable) is a usage error and `--logs none` is the text "none",
+    rather than the option silently dropped. Without it, none/null/"" mean None (`--flanker_ecc none`)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "aliases": tuple(aliases),
+            "unset": unset}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -42,7 +49,12 @@ def check_choices(cfg: Any) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (and exit with status 2)."""
+    """argparse whose usage errors are one line (and exit with status 2), with no abbreviations: a
+    prefix (`--seed 2`) is an unknown option, never silently another one (`--seeds 2`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -73,7 +85,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _converter(tp: Any) -> tuple[Any, Sequence[Any] | None]:
+def _converter(tp: Any, unset: bool = False) -> tuple[Any, Sequence[Any] | None]:
     base, optional = _unwrap_optional(tp)
     choices = None
     if typing.get_origin(base) is typing.Literal:
@@ -86,7 +98,11 @@ def _converter(tp: Any) -> tuple[Any, Sequence[Any] | None]:
         inner = conv
 
         def conv(text: str, _inner=inner):  # type: ignore[no-redef]
-            return None if text.strip().lower() in ("none", "null", "") else _inner(text)
+            if not text.strip():
+                if unset:  # an empty shell variable: never "not given"
+                    raise argparse.ArgumentTypeError(f"got {text!r}, an empty value (leave the option out instead)")
+                return None
+            return None if not unset and text.strip().lower() in ("none", "null") else _inner(text)
 
         conv.__name__ = getattr(inner, "__name__", "value")  # argparse names it in "invalid int value"
 
@@ -122,9 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, default: Any = Non
         if f.name in seen:
             raise TypeError(f"field name {f.name!r} appears twice: {seen[f.name]} and {path}")
         seen[f.name] = path
-        conv, choices = _converter(tp)
+        conv, choices = _converter(tp, f.metadata.get("unset", False))
         choices = f.metadata.get("choices") or choices
-        names = [f"--{f.name}", *(f"--{a}" for a in f.metadata.get("aliases", ()))]
+        aliases = f.metadata.get("aliases", ())
+        dashed = f.name.replace("_", "-")
+        hidden = f.name if dashed != f.name and dashed in aliases else None  # --help shows --dry-run only
+        names = [f"--{n}" for n in (f.name, *aliases) if n != hidden]
         help_text = f"{f.metadata.get('help', '')} (default: {_show(value)})"
         kwargs: dict[str, Any] = dict(dest="__".join(path), default=value, help=help_text, type=conv,
                                       metavar=f.name.upper())
@@ -134,6 +153,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, default: Any = Non
             kwargs["choices"] = list(choices)
             kwargs["help"] += f"; one of {', '.join(map(_show, choices))}"
         group.add_argument(*names, **kwargs)
+        if hidden:  # the underscore spelling still parses (`--dry_run`), unlisted
+            group.add_argument(f"--{hidden}", **{**kwargs, "help": argparse.SUPPRESS})
 
 
 def from_namespace(cls: type[T], ns: argparse.Namespace, default: Any = None) -> T:

@@ -33,7 +33,8 @@ class TrainConfig:
     stimulus: StimulusConfig = field(default_factory=StimulusConfig)  # geometry of the stimuli
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture of the model
     random_shifts: bool = arg(False, "train on targets at uniformly random eccentricities over the whole field "
-                              "(overrides --target_ecc; flankers keep the spacing flanker_ecc - target_ecc)")
+                              "(overrides --target_ecc; flankers keep the spacing flanker_ecc - target_ecc)",
+                              aliases=("random_shift",))  # the original's spelling (options are not abbreviated)
     target_ecc: float = arg(0.0, "target eccentricity of the training images in pixels, without --random_shifts",
                             aliases=("train_ecc",))
     flanker_type: int = arg(0, "flankers in the training images: 0 none, 1 one at --flanker_ecc, "

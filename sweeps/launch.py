@@ -12,7 +12,7 @@ path/to/my_sweep.py or an importable module package.module with that function wo
 (the experiment folder is named by the spec's name).
 Relaunching the same command submits nothing that is done, reruns what failed or is missing
 (--retry-failed=false keeps failures), re-attaches to jobs still running, and continues.
-Exit status: 0 all done, 1 some jobs failed (they are rows in the results table), 2 usage error,
+Exit status: 0 all done, 1 some jobs failed (they are rows in the results table), 2 usage error (one line, nothing written),
 3 another launcher is running this experiment.
 """
 
@@ -23,6 +23,7 @@ import dataclasses
 import importlib
 import importlib.util
 import logging
+import math
 import os
 import pkgutil
 import shlex
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.backends import KINDS
+from cluster.backends import KINDS, resolve_kind
 from cluster.resources import Resources, split_sbatch
 from core import cancel as cancel_mark
 from core.atomic import read_json
@@ -42,13 +43,14 @@ from core.cli import Parser, add_arguments, arg, from_namespace
 from ecc import sources
 
 from .driver import DRIVER_MEM_GB
+from .preflight import SweepCodeError, call_sweep, check_here, code_error, fit_here, print_traceback
 from .spec import SpecError, StageResources, SweepSpec, override_resources
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 ONE_SHOT = {"executor", "out", "status", "dry_run", "report", "detach", "cancel", "logs"}  # not passed to a driver
-NOT_SWEEPS = {"spec", "settings", "pipeline", "launch", "tasks", "control", "driver", "__main__"}
+NOT_SWEEPS = {"spec", "settings", "pipeline", "launch", "tasks", "control", "driver", "preflight", "__main__"}
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,14 @@ class LaunchConfig:
     conditions_per_job: int = arg(0, "conditions per eval job (0 = the sweep's choice): model loading and start-up "
                                   "are paid once per job", aliases=("conditions-per-job",))
     device: str = arg("auto", "device of the jobs: auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
-    partition: str | None = arg(None, "SLURM partition for every stage (default: the sweep's)")
-    gpus: int | None = arg(None, "GPUs per train/eval job (default: the sweep's)")
-    cpus: int | None = arg(None, "CPU cores per train/eval job (default: the sweep's)")
-    mem: float | None = arg(None, "memory per train/eval job in GB (default: the sweep's)")
-    time: int | None = arg(None, "time limit per job in minutes, every stage (default: the sweep's)")
+    partition: str | None = arg(None, "SLURM partition for every stage (default: the sweep's)", unset=True)
+    gpus: int | None = arg(None, "GPUs per train/eval job (default: the sweep's)", unset=True)
+    cpus: int | None = arg(None, "CPU cores per train/eval job (default: the sweep's; with the local executor "
+                           "at most this machine's cores)", unset=True)
+    mem: float | None = arg(None, "memory per train/eval job in GB (default: the sweep's)", unset=True)
+    time: int | None = arg(None, "time limit per job in minutes, every stage (default: the sweep's)", unset=True)
     array_parallelism: int | None = arg(None, "most jobs of a stage running at once (default: the sweep's)",
-                                        aliases=("array-parallelism",))
+                                        aliases=("array-parallelism",), unset=True)
     sbatch: str = arg("", "extra sbatch options for every stage (and the driver), split by shell rules, "
                       "e.g. \"qos=high constraint='a100|h100'\"")
     detach: bool = arg(False, "run the pipeline itself as a job (SLURM: 1 CPU, no GPU, --driver-time; local: a "
@@ -86,7 +89,7 @@ class LaunchConfig:
     cancel: bool = arg(False, "cancel every queued or running job of this experiment (all stages and the driver); "
                        "what is done is kept, a relaunch resubmits the rest")
     logs: str | None = arg(None, "print the log files and their tails of one run: its label (as --status shows) or "
-                           "the start of its folder name; `driver` for the --detach driver")
+                           "the start of its folder name; `driver` for the --detach driver", unset=True)
     verbose: bool = arg(False, "log details and show tracebacks")
 
     def __post_init__(self) -> None:
@@ -94,8 +97,8 @@ class LaunchConfig:
             value = getattr(self, name)
             if value is not None and value < (0 if name == "gpus" else 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be >= {0 if name == 'gpus' else 1}, got {value}")
-        if self.mem is not None and not self.mem > 0:
-            raise ValueError(f"--mem must be > 0 GB, got {self.mem}")
+        if self.mem is not None and not 0 < self.mem < math.inf:
+            raise ValueError(f"--mem must be > 0 GB, got {self.mem} (a finite number of GB, e.g. --mem 16)")
         if self.seeds < 0:
             raise ValueError(f"--seeds must be >= 1 (or 0 for the sweep's), got {self.seeds}")
         if self.conditions_per_job < 0:
@@ -151,7 +154,10 @@ def load_sweep(name: str) -> Callable[[bool], SweepSpec]:
             raise ValueError(f"sweep file {name!r} cannot be imported (a Python file with sweep(quick) is needed)")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # dataclasses defined in the file need their module registered
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # the file's own error (SyntaxError, NameError...): one line, file and line
+            raise code_error(e, str(path)) from e
     elif "." in name:
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # `python -m` puts the working folder first; a driver job too
@@ -159,6 +165,8 @@ def load_sweep(name: str) -> Callable[[bool], SweepSpec]:
             module = importlib.import_module(name)
         except ImportError as e:
             raise ValueError(f"sweep module {name!r} cannot be imported: {e}") from None
+        except Exception as e:
+            raise code_error(e) from e
     else:
         raise ValueError(f"unknown sweep {name!r}; available: {', '.join(sorted(builtin))}, "
                          "or a file path/to/sweep.py, or a module package.module")
@@ -224,10 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if ns.name is None:
         parser.error(f"no sweep given; available: {', '.join(sorted(available_sweeps()))}")
+    # Everything is checked before anything is written: the sweep's code and its spec, then the
+    # resources against where the jobs run, then the output folder and the data.
     try:
-        spec = load_sweep(ns.name)(cfg.quick)
-        if not isinstance(spec, SweepSpec):
-            raise ValueError(f"sweep({cfg.quick}) of {ns.name!r} returned {type(spec).__name__}, not a SweepSpec")
+        spec = call_sweep(load_sweep(ns.name), ns.name, cfg.quick)
         if cfg.conditions_per_job:
             spec = dataclasses.replace(spec, conditions_per_job=cfg.conditions_per_job)
         exp_dir = Path(cfg.out).expanduser() / spec.name
@@ -236,23 +244,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = tuple(range(cfg.seeds)) if cfg.seeds else _recorded_seeds(exp_dir) or spec.seeds
         if seeds != spec.seeds:
             spec = dataclasses.replace(spec, seeds=seeds)
-        resources = cfg.resources(spec.resources)
+        kind = resolve_kind(cfg.executor)
+        if cfg.detach and kind == "debug":
+            raise ValueError("--detach needs --executor slurm or local (debug jobs run inside the launcher)")
+        resources = cfg.resources(fit_here(spec.resources, kind))
+        check_here(kind, cfg.cpus, cfg.device)
         if cfg.report and not (exp_dir / "plan.json").is_file():
             raise ValueError(f"nothing to report in {exp_dir} (no plan.json): launch the sweep first, "
                              "or point --out at the folder that holds it")
+        spec.check_data()  # a flanker set or background folder to fetch by hand (the Pipeline checks it too)
         if not (cfg.status or cfg.dry_run or cfg.cancel or cfg.logs is not None):
-            _check_writable(exp_dir)
             # The data source before anything runs: a missing or damaged MNIST file is a usage error,
             # named in one line, and no job is submitted (every dataset key needs its fingerprint).
             sources.fingerprint(spec.source)
+            _check_writable(exp_dir)  # the last check: it creates the experiment folder
         from . import control
         from .pipeline import LauncherBusy, Pipeline
 
-        pipeline = Pipeline(spec, exp_dir, executor=cfg.executor, resources=resources,
+        pipeline = Pipeline(spec, exp_dir, executor=kind, resources=resources,
                             retry_failed=cfg.retry_failed, device=cfg.device)
-        if cfg.detach and pipeline.kind == "debug":
-            raise ValueError("--detach needs --executor slurm or local (debug jobs run inside the launcher)")
     except (SpecError, ValueError, sources.MissingDataError) as e:
+        if isinstance(e, SweepCodeError) and cfg.verbose:
+            print_traceback(e)
         parser.error(str(e))
 
     try:
@@ -314,7 +327,7 @@ def _detach(pipeline: Pipeline, cfg: LaunchConfig, sweep: str) -> int:
     print(f"detached: driver job {rec['job_id']} ({rec['executor']}) runs {pipeline.spec.name} in {pipeline.exp}\n"
           f"  log:     {rec['log']}\n"
           f"  status:  {cmd} --status\n"
-          f"  logs:    {cmd} --logs driver     (or: tail -f {rec['log']})\n"
+          f"  logs:    {cmd} --logs driver     (or: tail -f {shlex.quote(str(rec['log']))})\n"
           f"  cancel:  {cmd} --cancel\n"
           "  relaunching (detached or not) continues where it stopped")
     return 0

@@ -32,13 +32,13 @@ from ecc.config import RunOptions
 from ecc.runtime import job_env
 
 from . import selection
-from .spec import EvalRun, StageResources, SweepSpec, TrainRun
+from .spec import STAGE_NAMES, EvalRun, StageResources, SweepSpec, TrainRun
 from .stages import DatasetStage, EvalStage, Stage, TrainStage, Unit
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("datasets", "train", "eval")
-LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment  # the order of the stages that submit jobs (select runs in the launcher)
+STAGES = STAGE_NAMES  # the order of the stages that submit jobs (select runs in the launcher)
+LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment
 
 
 PAUSE_ENV = "CROWDING_PAUSE_BEFORE_SUBMIT"  # fault injection: STAGE:FOLDER (docs/reliability.md)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cluster.resources import Resources
 from core.identity import config_hash, to_jsonable
@@ -25,10 +26,10 @@ from ecc import sources
 from ecc.config import TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.evaluate import Condition, eval_hash
-from ecc.sources import SourceConfig
-from ecc.stimuli import InvalidPlacement, StimulusConfig
+from ecc.sources import FLANKER_DSETS, SourceConfig
+from ecc.stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig
 from results.figspec import FigureSpec
-from results.findings import Claim, Term
+from results.findings import Claim, Term, _matches, _term_rows, _x_values
 
 __all__ = ["Claim", "EvalGrid", "EvalRun", "FigureSpec", "SpecError", "StageResources", "SweepSpec", "Term",
            "TrainRun", "choose"]
@@ -49,6 +50,9 @@ RULE_TEXT = {
 }
 
 
+STAGE_NAMES = ("datasets", "train", "eval")  # the stages with resources of their own
+
+
 class SpecError(ValueError):
     """A sweep that cannot run; raised before anything is submitted."""
 
@@ -59,6 +63,22 @@ def as_tuple(name: str, values: Any) -> tuple:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise SpecError(f"{name} must be a sequence (tuple, list, range, numpy array), got {values!r}")
     return tuple(v.item() if isinstance(v, np.generic) else v for v in values)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string, not inf or NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_type(name: str, value: Any, cls: type) -> None:
+    if not isinstance(value, cls):
+        where = "" if cls.__module__ == "builtins" else f" ({cls.__module__})"
+        raise SpecError(f"{name} must be a {cls.__name__}{where}, got {type(value).__name__} {_short(value)}")
+
+
+def _short(value: Any, n: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,21 @@ class EvalGrid:
             object.__setattr__(self, name, as_tuple(name, getattr(self, name)))
         if isinstance(self.test_images, np.generic):
             object.__setattr__(self, "test_images", self.test_images.item())
+        for name in ("target_eccs", "flanker_eccs"):
+            values = getattr(self, name)
+            for v in values:
+                if not is_number(v):
+                    raise SpecError(f"{name} {v!r} in {list(values)} is not a finite number of pixels")
+        for ft in self.flanker_types:
+            if isinstance(ft, bool) or ft not in FLANKER_TYPES:
+                raise SpecError(f"flanker_types {ft!r} is not one of {', '.join(map(str, FLANKER_TYPES))} "
+                                "(no flanker, one, two)")
+        for fd in self.flanker_dsets:
+            if not isinstance(fd, str) or fd not in FLANKER_DSETS:
+                raise SpecError(f"flanker_dsets {fd!r} is not one of {', '.join(FLANKER_DSETS)}")
+        t = self.test_images
+        if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+            raise SpecError(f"test_images must be >= 0 and a whole number (0 = all ~4,900 test digits), got {t!r}")
 
     def expand(self, stimulus: StimulusConfig) -> tuple[list[Condition], dict[str, int]]:
         """Valid, distinct conditions for a geometry, and how many grid points were dropped why."""
@@ -101,6 +136,13 @@ class StageResources:
     datasets: Resources = field(default_factory=lambda: Resources(cpus=2, mem_gb=8, time_min=60))
     train: Resources = field(default_factory=lambda: Resources(cpus=8, gpus=1, mem_gb=16, time_min=360))
     eval: Resources = field(default_factory=lambda: Resources(cpus=4, gpus=1, mem_gb=8, time_min=60))
+    # True for a sweep that declares no resources: where jobs run on this machine (the local and
+    # debug executors), each stage gets at most its cores, GPUs and memory (sweeps.preflight.fit_here).
+    fit_local: bool = False
+
+    def __post_init__(self) -> None:
+        for name in STAGE_NAMES:
+            _check_type(f"resources.{name}", getattr(self, name), Resources)
 
     def stage(self, name: str) -> Resources:
         return getattr(self, name)
@@ -160,32 +202,35 @@ class SweepSpec:
     data_seed: int | None = 0  # seed of the training positions, shared by the replicates; None: each its own
     figures: FigureSpec = field(default_factory=FigureSpec)
     claims: tuple[Claim, ...] = ()  # what the experiment tests (results.findings): findings.md
-    resources: StageResources = field(default_factory=StageResources)
+    resources: StageResources = field(default_factory=lambda: StageResources(fit_local=True))  # none declared
     source: SourceConfig = field(default_factory=SourceConfig)
     conditions_per_job: int = 1
     description: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", tuple(as_tuple("each of models", m) for m in as_tuple("models", self.models)))
-        object.__setattr__(self, "learning_rates", as_tuple("learning_rates", self.learning_rates))
-        if any(len(m) != 2 for m in self.models):
-            raise SpecError(f"models must be (name, TrainConfig) pairs, got {self.models!r}")
-        if not NAME_RE.match(self.name):
+        for name in ("learning_rates", "seeds", "claims"):
+            object.__setattr__(self, name, as_tuple(name, getattr(self, name)))
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
             raise SpecError(f"sweep name {self.name!r} must be letters, digits and ._=+- (it names a folder)")
         if not self.models:
             raise SpecError(f"sweep {self.name!r} has no models")
-        names = [n for n, _ in self.models]
-        for n in names:
-            if not NAME_RE.match(n):
-                raise SpecError(f"model name {n!r} must be letters, digits and ._=+- "
+        for m in self.models:
+            if len(m) != 2 or not isinstance(m[0], str):
+                raise SpecError(f"models must be (name, TrainConfig) pairs, got {_short(m)}")
+            if not NAME_RE.match(m[0]):
+                raise SpecError(f"model name {m[0]!r} must be letters, digits and ._=+- "
                                 "(no '/' or '..': it must not escape the experiment folder)")
+            _check_type(f"the config of model {m[0]!r}", m[1], TrainConfig)
+        names = [n for n, _ in self.models]
         if len(set(names)) != len(names):
             raise SpecError(f"model names repeat: {names}")
-        if not self.learning_rates or any(not (lr > 0) for lr in self.learning_rates):
-            raise SpecError(f"learning rates must be positive numbers, got {self.learning_rates}")
+        if not self.learning_rates or not all(is_number(lr) and lr > 0 for lr in self.learning_rates):
+            bad = next((lr for lr in self.learning_rates if not (is_number(lr) and lr > 0)), None)
+            raise SpecError(f"learning rates must be positive finite numbers, got {bad!r} in {list(self.learning_rates)}")
         if len(set(self.learning_rates)) != len(self.learning_rates):
             raise SpecError(f"learning rates repeat: {self.learning_rates}")
-        if self.selection not in SELECTION_RULES:
+        if not isinstance(self.selection, str) or self.selection not in SELECTION_RULES:
             raise SpecError(f"selection {self.selection!r} is not one of {', '.join(SELECTION_RULES)}")
         if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
             raise SpecError(f"seeds must be integers >= 0, at least one, got {self.seeds}")
@@ -194,19 +239,36 @@ class SweepSpec:
         if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int)
                                            or self.data_seed < 0):
             raise SpecError(f"data_seed must be an integer >= 0 or None, got {self.data_seed!r}")
+        for name, cls in (("grid", EvalGrid), ("figures", FigureSpec), ("resources", StageResources),
+                          ("source", SourceConfig), ("description", str)):
+            _check_type(name, getattr(self, name), cls)
+        for c in self.claims:
+            _check_type("each of claims", c, Claim)
         claim_names = [c.name for c in self.claims]
         if len(set(claim_names)) != len(claim_names):
             raise SpecError(f"claim names repeat: {claim_names}")
-        if self.conditions_per_job < 1:
-            raise SpecError(f"conditions_per_job must be >= 1, got {self.conditions_per_job}")
-        if self.grid.test_images < 0:
-            raise SpecError(f"test_images must be >= 0 (0 = all), got {self.grid.test_images}")
+        cpj = self.conditions_per_job
+        if isinstance(cpj, bool) or not isinstance(cpj, int) or cpj < 1:
+            raise SpecError(f"conditions_per_job must be an integer >= 1, got {cpj!r}")
+        self._check_distinct_models()
+        planned = {}
         for name, cfg in self.models:
-            conditions, _ = self.grid.expand(cfg.stimulus)
-            if not conditions:
+            planned[name], _ = self.grid.expand(cfg.stimulus)
+            if not planned[name]:
                 raise SpecError(f"the grid has no valid condition for model {name!r} (field {cfg.stimulus.field_size}"
                                 f" px, digit {cfg.stimulus.digit_height} px): target eccentricities "
                                 f"{list(self.grid.target_eccs)}, flanker eccentricities {list(self.grid.flanker_eccs)}")
+        for claim in self.claims:
+            check_measurable(claim, planned)
+
+    def _check_distinct_models(self) -> None:
+        """Two names for one config would be one run folder: one of them would vanish from the results."""
+        owner: dict[str, str] = {}
+        for run in self.train_runs():
+            first = owner.setdefault(run.hash, run.model)
+            if first != run.model:
+                raise SpecError(f"models {first!r} and {run.model!r} have identical configs (one training run, "
+                                f"{run.dir}): change one of them, or drop one")
 
     # ------------------------------------------------------------------ derived plans
     def train_runs(self) -> list[TrainRun]:
@@ -288,6 +350,31 @@ def choose(rule: str, candidates: Sequence[Mapping[str, Any]]) -> tuple[list[flo
         ok = [s for s in scores if math.isfinite(s["train/loss"])]
         key = lambda s: (s["train/loss"], s["learning_rate"])  # noqa: E731
     return ([min(ok, key=key)["learning_rate"]] if ok else []), scores
+
+
+def check_measurable(claim: Claim, planned: Mapping[str, Sequence[Condition]]) -> None:
+    """Raise SpecError unless every model the claim is tested on (claim.models, or every model) has,
+    among its planned conditions, each term at some common target eccentricity: results.findings'
+    own matching of terms to conditions, applied to the plan instead of the results."""
+    rows = {name: pd.DataFrame([{"label": c.label, "state": "done", "target_ecc": c.target_ecc,
+                                 "spacing": math.nan if c.spacing is None else c.spacing,
+                                 "flanker_dset": c.flanker_dset} for c in conds])
+            for name, conds in planned.items()}
+    for model in claim.models or tuple(planned):
+        for who in (model, *(t.model for t in claim.terms if t.model)):
+            if who not in planned:
+                raise SpecError(f"claim {claim.name!r} names model {who!r}, which the sweep does not train "
+                                f"(models: {', '.join(planned)})")
+        pools = [_term_rows(rows[t.model or model], t) for t in claim.terms]
+        unplanned = [t for t, pool in zip(claim.terms, pools, strict=True)
+                     if pool.empty or (t.target_ecc is not None and _matches(pool, t, None).empty)]
+        if unplanned or not _x_values(claim, pools):
+            what = (f"no planned condition measures {unplanned[0].describe()}" if unplanned
+                    else "its terms share no planned target eccentricity"
+                    + (f" among {list(claim.target_eccs)}" if claim.target_eccs is not None else ""))
+            raise SpecError(f"claim {claim.name!r} cannot be measured on model {model!r}: {what} (planned target "
+                            f"eccentricities {_short(sorted({c.target_ecc for c in planned[model]}))}, spacings "
+                            f"{_short(sorted({c.spacing for c in planned[model] if c.spacing is not None}))})")
 
 
 def override_resources(res: Resources, **changes) -> Resources:

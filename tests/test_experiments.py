@@ -124,7 +124,7 @@ def test_a_sweep_needing_a_missing_set_exits_2_before_submitting(tmp_path: Path,
     monkeypatch.setenv("CROWDING_DATA", str(tmp_path / "data"))
     base = similarity.sweep(quick=True)
     spec = dataclasses.replace(base, name="needs-notmnist",
-                               grid=dataclasses.replace(base.grid, flanker_dsets=("MNIST", "notMNIST")))
+                               grid=dataclasses.replace(base.grid, flanker_dsets=(*base.grid.flanker_dsets, "notMNIST")))
     monkeypatch.setattr(launch, "available_sweeps", lambda: {"needs-notmnist": lambda quick: spec})
     with pytest.raises(SystemExit) as e:
         launch.main(["needs-notmnist", "--executor", "debug", "--out", str(tmp_path / "exp")])
