@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -229,10 +230,9 @@ def test_invalid_result_contents_are_failed_rows(tmp_path: Path) -> None:
     h = fake.find_eval(B.name, 0, 120.0).hash
     result = json.loads((fake.eval_dir(h) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(h) / "result.json", {**result, "n_correct": result["n_images"] + 1})
-    stale = fake.find_eval(B.name, 1, 240.0, 120.0).hash  # a result for another condition
-    result = json.loads((fake.eval_dir(stale) / "result.json").read_text())
-    atomic_write_json(fake.eval_dir(stale) / "result.json",
-                      {**result, "condition": {**result["condition"], "flanker_ecc": 360.0}})
+    stale = fake.find_eval(B.name, 1, 240.0, 120.0).hash  # a result for another condition, copied over it
+    other = fake.find_eval(B.name, 1, 240.0, 360.0).hash
+    shutil.copy(fake.eval_dir(other) / "result.json", fake.eval_dir(stale) / "result.json")
     benign = fake.find_eval(B.name, 0, 240.0).hash  # type 0 ignores flanker_ecc: 0.0 or null alike
     result = json.loads((fake.eval_dir(benign) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(benign) / "result.json",
@@ -241,7 +241,7 @@ def test_invalid_result_contents_are_failed_rows(tmp_path: Path) -> None:
     for bad in (h, stale):
         assert t.loc[bad, "state"] == "failed" and t.loc[bad, "error"].startswith("invalid result.json")
         assert math.isnan(t.loc[bad, "accuracy"])
-    assert "flanker_ecc=360.0" in t.loc[stale, "error"]
+    assert other in t.loc[stale, "error"] and stale in t.loc[stale, "error"]  # whose result it is, where
     assert t.loc[benign, "state"] == "done"
 
 
