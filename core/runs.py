@@ -278,7 +278,7 @@ def run_state(run_dir: Path, scheduler: Mapping[str, str] | None = None, kind: s
         return RunState("failed", error_line(error), job_id, kind=str(error.get("type", "")))
     if sched in FAILED_STATES or sched == "COMPLETED":
         # The job ended without a result or an error of its own: killed, out of memory, node lost...
-        why = f"scheduler state {sched} and no result" if sched != "COMPLETED" else "job ended without a result"
+        why = f"scheduler state {sched} and no result" if sched != "COMPLETED" else (problem or "job ended without a result")
         return RunState("failed", why, job_id)
     if problem:  # a result.json that does not count is damage, reported (and rerun), never a quiet "missing"
         return RunState("failed", problem, job_id, kind="InvalidResult")

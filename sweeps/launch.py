@@ -195,8 +195,10 @@ def _recorded_seeds(exp_dir: Path) -> tuple[int, ...] | None:
     path = exp_dir / "spec.json"
     try:
         recorded = read_json(path)
-    except (OSError, CorruptFileError) as e:
+    except CorruptFileError:
         raise ValueError(_damaged_spec(path, "not a readable JSON object")) from None
+    except OSError:  # no experiment folder to read (a file on the way, no permission): --out's check says why
+        return None
     if recorded is None or "seeds" not in recorded:
         return None
     seeds = recorded["seeds"]
