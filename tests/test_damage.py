@@ -232,7 +232,7 @@ def test_a_rerun_that_writes_an_invalid_result_again_exits_1(exp: Path, monkeypa
     monkeypatch.setattr(Evaluator, "__call__", overcount)
     assert relaunch(exp.parent) == 1
     out = capsys.readouterr().out
-    assert "[eval] 4 jobs: 3 done, 1 to submit" in out and "invalid result.json" in out
+    assert "[eval] 4 jobs: 3 done, 1 to submit" in out and "invalid result.json" in out, out
     assert rt.collect(exp).set_index("hash").loc[bad_eval.name, "state"] == "failed"
 
 
