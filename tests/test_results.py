@@ -22,6 +22,7 @@ from fake_experiment import (
     set_result,
     write_fake_experiment,
 )
+from helpers import run_notebook
 
 from core.atomic import CorruptFileError, atomic_write_json
 from core.plan import PLAN, Plan
@@ -452,15 +453,10 @@ def test_draw_all_writes_png_and_pdf(broken: Broken, tmp_path: Path) -> None:
 
 def test_notebook_executes(broken: Broken, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     monkeypatch.setenv("CROWDING_EXPERIMENT", str(broken.exp))
-    from jupyter_client import KernelManager
-
-    # Unix sockets (absolute path: the kernel runs in the notebook's folder): no network port opened.
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
-    nbclient.NotebookClient(nb, km=km, timeout=120,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    run_notebook(nb, NOTEBOOK.parent, tmp_path, monkeypatch)  # asserts no connection file is left behind
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert str(broken.exp) in outputs[0]["text"]
