@@ -5,9 +5,12 @@ A run folder holds
   submission.json  how it was last submitted: executor, job id, time (written at submission)
   result.json      the job's structured result (written atomically by the job when it succeeds)
   error.json       the last failure: type, message, traceback or scheduler state
-A job is done exactly when result.json exists, is valid JSON and holds the keys its kind requires
-(DONE_KEYS); nothing else is ever taken for a result. This is the one definition of "done": the
-launcher, the jobs, --status and the results table all ask `read_result` / `run_state`.
+A job is done exactly when result.json exists, is valid JSON, holds the keys its kind requires
+(DONE_KEYS) with values its kind's validator accepts (VALIDATORS: numbers where numbers belong, the
+folder's config.json present and naming the same run, an evaluation's per-image record whole);
+nothing else is ever taken for a result. This is the one definition of "done": the launcher, the
+jobs, --status and the results table all ask `read_result` / `run_state`. A result.json that does
+not count is the run's failure (its reason in the error), so a relaunch runs it again.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import re
 import socket
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .atomic import CorruptFileError, atomic_write_json, check_keys, read_json
+from .hits import read_hits
 from .identity import to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -121,7 +125,80 @@ def _load_result(run_dir: Path, kind: str | None) -> tuple[dict[str, Any] | None
         check_keys(path, result, DONE_KEYS.get(str(have), ()))
     except CorruptFileError as e:
         return None, f"corrupt result.json ({e})"
+    if str(have) in VALIDATORS:
+        problem = _config_problem(run_dir, result) or VALIDATORS[str(have)](run_dir, result)
+        if problem:
+            return None, f"invalid result.json: {problem}"
     return result, ""
+
+
+# ----------------------------------------------------------------------------- what each kind's result must hold
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    """A JSON number, or a non-finite float as core.identity writes it ("nan" of a diverged run)."""
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) or x in ("nan", "inf", "-inf")
+
+
+def _config_problem(run_dir: Path, result: Mapping[str, Any]) -> str:
+    """A result counts only in a folder whose config.json says which run it is, and the same run:
+    a folder deleted while its job ran comes back holding a result and nothing else."""
+    try:
+        config = read_json(run_dir / CONFIG)
+    except CorruptFileError as e:
+        return str(e)
+    if config is None:
+        return f"{run_dir / CONFIG} is missing (the folder was deleted or damaged after its job started)"
+    if "hash" in config and "hash" in result and result["hash"] != config["hash"]:
+        return f"it is the result of run {result['hash']!r}, the folder's config.json is run {config['hash']!r}"
+    return ""
+
+
+def _dataset_problem(run_dir: Path, result: Mapping[str, Any]) -> str:
+    n = result["n"]
+    return "" if _is_int(n) and n > 0 else f"n={n!r} must be a positive integer"
+
+
+def _train_problem(run_dir: Path, result: Mapping[str, Any]) -> str:
+    final = result["final"]
+    if not isinstance(final, Mapping) or "val/acc" not in final:
+        return f"final={final!r} must be a mapping holding val/acc"
+    bad = {k: v for k, v in final.items() if k in TRAIN_METRICS and not _is_number(v)}
+    return f"final metrics {bad} must be numbers" if bad else ""
+
+
+def _eval_problem(run_dir: Path, result: Mapping[str, Any]) -> str:
+    n, k, acc = result["n_images"], result["n_correct"], result["accuracy"]
+    if not (_is_int(n) and _is_int(k)):
+        return f"n_images={n!r}, n_correct={k!r} must be integers"
+    if n <= 0 or not 0 <= k <= n:
+        return f"need 0 <= n_correct ({k}) <= n_images ({n}) and n_images > 0"
+    if not (_is_number(acc) and abs(float(acc) - k / n) <= 1e-3):
+        return f"accuracy={acc!r} is not n_correct/n_images = {k / n:.4f}"
+    per_image = result.get("per_image")
+    if per_image is None:  # an evaluation that kept no record (the record is optional, a damaged one is not)
+        return ""
+    name = per_image.get("file") if isinstance(per_image, Mapping) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or per_image.get("n") != n:
+        return f"per_image={per_image!r} must name a file in the run folder holding n_images={n} bits"
+    try:
+        hits = read_hits(run_dir / name, n)
+    except (FileNotFoundError, CorruptFileError) as e:
+        return f"its per-image record is not whole ({e})"
+    if int(hits.sum()) != k:
+        return f"its per-image record {run_dir / name} counts {int(hits.sum())} right, n_correct is {k}"
+    return ""
+
+
+TRAIN_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+# Beyond its DONE_KEYS, what a result of each kind must satisfy (the reason it does not, "" if it does).
+VALIDATORS: dict[str, Callable[[Path, Mapping[str, Any]], str]] = {
+    "dataset": _dataset_problem,
+    "train": _train_problem,
+    "eval": _eval_problem,
+}
 
 
 def write_config(run_dir: Path, kind: str, run_hash: str, config: Any, **extra: Any) -> None:
@@ -225,7 +302,8 @@ def run_state(run_dir: Path, scheduler: Mapping[str, JobState] | None = None, ki
 
     `scheduler` maps job ids to their JobState (cluster.submission.scheduler_states)."""
     run_dir = Path(run_dir)
-    if read_result(run_dir, kind) is not None:
+    result, problem = _load_result(run_dir, kind)
+    if result is not None:
         return RunState("done")
     sub = read_submission(run_dir)
     job_id = str(sub["job_id"]) if sub else ""
@@ -239,8 +317,12 @@ def run_state(run_dir: Path, scheduler: Mapping[str, JobState] | None = None, ki
         return RunState("failed", error_line(error), job_id, kind=str(error.get("type", "")))
     if sched is not None:
         # The job ended without a result or an error of its own: killed, out of memory, node lost...
-        why = "job ended without a result" if sched.state == "completed" else f"scheduler state {sched} and no result"
+        why = ("job ended without a result" if sched.state == "completed" else f"scheduler state {sched} and no result")
+        if sched.state == "completed" and problem:
+            why = problem
         return RunState("failed", why, job_id)
+    if problem:  # a result.json that does not count is damage, reported (and rerun), never a quiet "missing"
+        return RunState("failed", problem, job_id, kind="InvalidResult")
     if sub is not None and not sched:
         return RunState("pending" if scheduler is None else "missing", job_id=job_id)
     return RunState("missing", job_id=job_id)

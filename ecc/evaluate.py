@@ -13,7 +13,6 @@ results are compared image by image (results.stats, paired).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.atomic import CorruptFileError, atomic_write, atomic_write_json, read_json
+from core.atomic import CorruptFileError, atomic_write_json, read_json
 from core.cli import Parser, add_arguments, arg, check_choice, check_choices, from_namespace
+from core.hits import HITS, read_hits, write_hits  # noqa: F401 (the record's format: core.hits)
 from core.identity import digest, from_jsonable, to_jsonable
 from core.runs import RESULT
 
@@ -64,7 +64,6 @@ def condition_label(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> str
 
 def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
-HITS = "correct.npy"  # the per-image record beside an evaluation's result.json
 
 
 @dataclass(frozen=True)
@@ -124,33 +123,6 @@ def eval_hash(model_hash: str, condition: Condition, test_images: int = 0) -> st
     """Identity of an evaluation (its folder `eval/<hash>`): the trained run, the canonical
     condition, how many test images (sweeps.spec.EvalRun.hash calls this)."""
     return digest({"model": model_hash, "condition": condition.canonical(), "test_images": test_images})
-
-
-def write_hits(path: str | os.PathLike, hits: np.ndarray) -> Path:
-    """The per-image record, atomically: np.packbits of a bool array (big bit order)."""
-    packed = np.packbits(np.asarray(hits, dtype=bool))
-
-    def write(f: Any) -> None:
-        buf = io.BytesIO()
-        np.save(buf, packed, allow_pickle=False)
-        f.write(buf.getvalue())
-
-    return atomic_write(path, write)
-
-
-def read_hits(path: str | os.PathLike, n: int) -> np.ndarray:
-    """The bool per-image record of `n` images written by `write_hits`; CorruptFileError when the
-    file does not hold n bits."""
-    path = Path(path)
-    try:
-        packed = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise CorruptFileError(f"{path} cannot be read: {e}") from e
-    if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != (n + 7) // 8:
-        raise CorruptFileError(f"{path} holds {packed.dtype} {packed.shape}, not the {n} bits of {n} images")
-    return np.unpackbits(packed, count=n).astype(bool)
 
 
 def test_images_record(labels: np.ndarray, parity: str, validation_size: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from cluster.backends import KINDS, resolve_kind
 from cluster.resources import Resources, split_sbatch
 from core import cancel as cancel_mark
-from core.atomic import read_json
+from core.atomic import CorruptFileError, read_json
 from core.cancel import Cancelled
 from core.cli import Parser, add_arguments, arg, from_namespace
 from ecc import sources
@@ -198,13 +198,39 @@ def available_sweeps() -> dict[str, Callable[[bool], SweepSpec]]:
 
 
 def _recorded_seeds(exp_dir: Path) -> tuple[int, ...] | None:
-    """The seeds in an experiment's spec.json (None when there is none, or it names none)."""
+    """The seeds in an experiment's spec.json (None when there is none, or one from before seeds were
+    recorded). A damaged spec.json is refused (ValueError: a usage error), naming the --seeds that
+    keeps the replicates its run folders hold: read as "no seeds", it would silently drop them and
+    be overwritten by the launch."""
+    path = exp_dir / "spec.json"
     try:
-        seeds = (read_json(exp_dir / "spec.json") or {}).get("seeds")
-    except (OSError, ValueError):  # ValueError: CorruptFileError
+        recorded = read_json(path)
+    except CorruptFileError:
+        raise ValueError(_damaged_spec(path, "not a readable JSON object")) from None
+    except OSError:  # no experiment folder to read (a file on the way, no permission): --out's check says why
         return None
-    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    return tuple(seeds) if ok else None
+    if recorded is None or "seeds" not in recorded:
+        return None
+    seeds = recorded["seeds"]
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        return tuple(seeds)
+    raise ValueError(_damaged_spec(path, f"its seeds are {seeds!r}, not a list of integers"))
+
+
+def _damaged_spec(path: Path, why: str) -> str:
+    """One line: what is wrong with spec.json and the --seeds to pass (from the training runs' config.json)."""
+    found: set[int] = set()
+    for config in sorted(path.parent.glob("train/*/config.json")):
+        try:
+            seed = ((read_json(config) or {}).get("config") or {}).get("seed")
+        except (OSError, CorruptFileError, AttributeError):
+            continue
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            found.add(seed)
+    held = f"its training runs hold seeds {sorted(found)}" if found else "no training run records its seeds"
+    n = f"--seeds {max(found) + 1}" if found else "--seeds N (the number of seeds it was launched with)"
+    return (f"{path} is damaged ({why}); {held}: relaunch with {n} to keep them "
+            "(the launch then rewrites spec.json)")
 
 
 def _check_writable(folder: Path) -> None:

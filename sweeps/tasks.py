@@ -15,7 +15,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from core.runs import read_result, write_error, write_result
+from core.runs import read_result, result_problem, write_error, write_result
 from ecc import datasets
 from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import HITS, Condition, Evaluator
@@ -62,6 +62,11 @@ def eval_chunk(model_dir: str, items: Sequence[tuple[Condition, str]], test_imag
                 failed.append(f"{condition.label} te={condition.target_ecc:g} fe={condition.flanker_ecc}: {e}")
                 continue
             write_result(run, {"kind": "eval", "hash": run.name, **result})
+            problem = result_problem(run, "eval")  # core.runs' one rule: what counts as done
+            if problem:
+                write_error(run, message=problem, kind="InvalidResult")
+                failed.append(f"{condition.label} te={condition.target_ecc:g} fe={condition.flanker_ecc}: {problem}")
+                continue
             done += 1
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(items)} conditions failed: " + "; ".join(failed))

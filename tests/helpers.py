@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 
@@ -26,3 +29,32 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def run_notebook(nb: Any, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeout_s: int = 120) -> None:
+    """Execute a notebook (nbclient) in `folder` on a kernel reached over Unix sockets in tmp_path
+    (no network port opened), its connection file and Jupyter runtime folder in tmp_path too, and
+    assert that no connection file is left behind: it holds the kernel's key (before, every run
+    left one in /tmp)."""
+    import nbclient
+    from jupyter_client import KernelManager
+
+    runtime = tmp_path / "jupyter-runtime"
+    runtime.mkdir(exist_ok=True)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))  # the kernel's own files, if it writes any
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"),
+                       connection_file=str(runtime / "kernel-notebook.json"))
+    try:
+        nbclient.NotebookClient(nb, km=km, timeout=timeout_s, resources={"metadata": {"path": str(folder)}}).execute()
+    finally:
+        km.cleanup_resources()
+    key = km.session.key.decode()
+    left = [p for d in (Path(tempfile.gettempdir()), runtime) for p in d.glob("*.json") if key in _text(p)]
+    assert not left, f"connection files left behind: {left}"
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:  # another user's file, or gone meanwhile
+        return ""

@@ -158,6 +158,7 @@ def test_cancel_stops_every_job_records_it_and_touches_nothing_done(tmp_path: Pa
         run.mkdir(parents=True)
         jobs[run] = controllers()
         record_submission(run, executor="local", job_id=str(jobs[run].pid), stage=run.parent.name)
+    p.train.write_config(p.train.units()[1])
     write_result(done, {"kind": "train", "hash": done.name, "final": {"val/acc": 1.0}})  # finished; its job has not exited yet
     assert launch.main(["smoke", "--cancel", "--executor", "local", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from fake_experiment import FakeGrid, FakeModel, write_fake_experiment
+from helpers import run_notebook
 from PIL import Image
 
 from ecc import sources
@@ -313,9 +314,7 @@ def test_figure_spec_round_trips_comparisons() -> None:
 
 def test_notebook_shows_the_experiments_comparisons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    from jupyter_client import KernelManager
-
+    pytest.importorskip("nbclient")
     from core.atomic import atomic_write_json
     from core.identity import to_jsonable
 
@@ -326,8 +325,7 @@ def test_notebook_shows_the_experiments_comparisons(tmp_path: Path, monkeypatch:
     notebook = Path(__file__).resolve().parents[1] / "notebooks" / "summary.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     monkeypatch.setenv("CROWDING_EXPERIMENT", str(fake.path))
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
-    nbclient.NotebookClient(nb, km=km, timeout=120, resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    run_notebook(nb, notebook.parent, tmp_path, monkeypatch)  # asserts no connection file is left behind
     cell = next(c for c in nb.cells if c.cell_type == "code" and "comparison_figure" in c.source)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     printed = "".join(o.get("text", "") for o in cell.outputs)

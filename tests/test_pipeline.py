@@ -18,7 +18,7 @@ import pytest
 from cluster.jobs import ChunkJob, RunJob
 from cluster.submission import Submission
 from core.identity import to_jsonable
-from core.runs import read_error
+from core.runs import read_error, write_config
 from ecc.evaluate import Condition, Evaluator
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
 from results import drawing, plots, table
@@ -359,6 +359,7 @@ def write_train_result(exp: Path, run_dir: str, **final: Any) -> None:
     folder = exp / run_dir
     folder.mkdir(parents=True, exist_ok=True)
     metrics = {"train/loss": 1.0, "train/acc": 0.5, **{k.replace("_", "/"): v for k, v in final.items()}}
+    write_config(folder, "train", folder.name, {})  # a result counts only beside its run's config.json
     (folder / "result.json").write_text(json.dumps({"kind": "train", "hash": folder.name, "final": metrics,
                                                     "best_epoch": 2}))
 

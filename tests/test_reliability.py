@@ -44,7 +44,7 @@ from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
 from core.atomic import CorruptFileError, read_jsonl
-from core.runs import read_error, read_result, record_submission, run_state, write_result
+from core.runs import read_error, read_result, record_submission, run_state, write_config, write_result
 from ecc import datasets, sources
 from ecc.checkpoint import CHECKPOINT, final_weights
 from ecc.config import RunOptions, TrainConfig
@@ -305,6 +305,8 @@ def test_partial_or_torn_result_is_never_taken(tmp_path: Path) -> None:
     (run / "result.json").write_text(json.dumps({"kind": "eval", "n_images": 10}))  # lacks required keys
     assert read_result(run) is None and read_result(run, "eval") is None
     write_result(run, {"kind": "eval", "n_images": 10, "n_correct": 9, "accuracy": 0.9})
+    assert run_state(run, {}, "eval").state == "failed"  # a result counts only beside its run's config.json
+    write_config(run, "eval", run.name, {})
     assert run_state(run, {}, "eval").state == "done"
     assert read_result(run, "train") is None  # a result of another kind is not this run's
 

@@ -18,6 +18,7 @@ from test_pipeline import Submitted, no_figures, submitted  # noqa: F401  (fixtu
 from test_train import QUIET, Preempted, kill_at, tiny_config
 
 from core.plan import PLAN, Plan
+from core.runs import write_config
 from ecc.checkpoint import final_weights
 from ecc.config import RunOptions, TrainConfig
 from ecc.evaluate import HITS, Condition, Evaluator, read_hits, write_hits
@@ -137,6 +138,7 @@ def test_all_rule_evaluates_every_learning_rate_with_a_finished_run() -> None:
 def write_train_result(exp: Path, run_dir: str, **final: Any) -> None:
     folder = exp / run_dir
     folder.mkdir(parents=True, exist_ok=True)
+    write_config(folder, "train", folder.name, {})  # a result counts only beside its run's config.json
     (folder / "result.json").write_text(json.dumps({"kind": "train", "hash": folder.name, "final": final}))
 
 

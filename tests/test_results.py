@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from fake_experiment import (
     set_result,
     write_fake_experiment,
 )
+from helpers import run_notebook
 
 from core.atomic import CorruptFileError, atomic_write_json
 from core.plan import PLAN, Plan
@@ -229,10 +231,9 @@ def test_invalid_result_contents_are_failed_rows(tmp_path: Path) -> None:
     h = fake.find_eval(B.name, 0, 120.0).hash
     result = json.loads((fake.eval_dir(h) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(h) / "result.json", {**result, "n_correct": result["n_images"] + 1})
-    stale = fake.find_eval(B.name, 1, 240.0, 120.0).hash  # a result for another condition
-    result = json.loads((fake.eval_dir(stale) / "result.json").read_text())
-    atomic_write_json(fake.eval_dir(stale) / "result.json",
-                      {**result, "condition": {**result["condition"], "flanker_ecc": 360.0}})
+    stale = fake.find_eval(B.name, 1, 240.0, 120.0).hash  # a result for another condition, copied over it
+    other = fake.find_eval(B.name, 1, 240.0, 360.0).hash
+    shutil.copy(fake.eval_dir(other) / "result.json", fake.eval_dir(stale) / "result.json")
     benign = fake.find_eval(B.name, 0, 240.0).hash  # type 0 ignores flanker_ecc: 0.0 or null alike
     result = json.loads((fake.eval_dir(benign) / "result.json").read_text())
     atomic_write_json(fake.eval_dir(benign) / "result.json",
@@ -241,7 +242,7 @@ def test_invalid_result_contents_are_failed_rows(tmp_path: Path) -> None:
     for bad in (h, stale):
         assert t.loc[bad, "state"] == "failed" and t.loc[bad, "error"].startswith("invalid result.json")
         assert math.isnan(t.loc[bad, "accuracy"])
-    assert "flanker_ecc=360.0" in t.loc[stale, "error"]
+    assert other in t.loc[stale, "error"] and stale in t.loc[stale, "error"]  # whose result it is, where
     assert t.loc[benign, "state"] == "done"
 
 
@@ -452,15 +453,10 @@ def test_draw_all_writes_png_and_pdf(broken: Broken, tmp_path: Path) -> None:
 
 def test_notebook_executes(broken: Broken, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("nbclient")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     monkeypatch.setenv("CROWDING_EXPERIMENT", str(broken.exp))
-    from jupyter_client import KernelManager
-
-    # Unix sockets (absolute path: the kernel runs in the notebook's folder): no network port opened.
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "kernel"))
-    nbclient.NotebookClient(nb, km=km, timeout=120,
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    run_notebook(nb, NOTEBOOK.parent, tmp_path, monkeypatch)  # asserts no connection file is left behind
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert str(broken.exp) in outputs[0]["text"]
