@@ -37,7 +37,7 @@ import pandas as pd
 from core.atomic import atomic_write, atomic_write_bytes
 from core.plan import EvalEntry, TrainEntry
 from core.runs import STATES as RUN_STATES
-from core.runs import read_result, read_submission, result_problem, run_dir_name, run_state
+from core.runs import JobState, read_result, read_submission, result_problem, run_dir_name, run_state
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import num_classes
 
@@ -130,7 +130,7 @@ def flatten_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the results table
-def collect(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> pd.DataFrame:
+def collect(exp_dir: str | Path, scheduler: Mapping[str, JobState] | None = None) -> pd.DataFrame:
     """One row per planned evaluation job (model x condition) of the experiment in `exp_dir`.
 
     `scheduler` maps job ids to scheduler states (as for `core.runs.run_state`); without it
@@ -188,7 +188,7 @@ def _condition_row(cond: Mapping[str, Any]) -> dict[str, Any]:
             "flanker_dset": None if cond.get("flanker_dset") is None else str(cond["flanker_dset"])}
 
 
-def _outcome(run_dir: Path, entry: EvalEntry, scheduler: Mapping[str, str] | None) -> dict[str, Any]:
+def _outcome(run_dir: Path, entry: EvalEntry, scheduler: Mapping[str, JobState] | None) -> dict[str, Any]:
     state = run_state(run_dir, scheduler, "eval")
     out: dict[str, Any] = {"state": state.state, "error": state.error, "job_id": state.job_id,
                            "n_images": None, "n_correct": None, "accuracy": math.nan}
@@ -297,7 +297,7 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- training and selection
-def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = None) -> pd.DataFrame:
+def selection_table(exp_dir: str | Path, scheduler: Mapping[str, JobState] | None = None) -> pd.DataFrame:
     """Every trained candidate (model x learning rate x seed): its final metrics, current state, and
     whether the selection chose it (with replicates, every seed of the chosen learning rate). Built
     from plan.json's training jobs and their folders, completed by selection.json (which may list
@@ -340,7 +340,7 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, str] | None = N
 
 # ----------------------------------------------------------------------------- files beside the experiment
 def save(exp_dir: str | Path, table: pd.DataFrame | None = None, selection: pd.DataFrame | None = None,
-         scheduler: Mapping[str, str] | None = None) -> list[Path]:
+         scheduler: Mapping[str, JobState] | None = None) -> list[Path]:
     """Write results.parquet, results.csv and selection.csv atomically in `exp_dir` (collecting the
     tables first when not given). Returns the paths written."""
     exp_dir = Path(exp_dir)

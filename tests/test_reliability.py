@@ -44,7 +44,15 @@ from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
 from core.atomic import CorruptFileError, read_jsonl
-from core.runs import read_error, read_result, record_submission, run_state, write_config, write_result
+from core.runs import (
+    JobState,
+    read_error,
+    read_result,
+    record_submission,
+    run_state,
+    write_config,
+    write_result,
+)
 from ecc import datasets, sources
 from ecc.checkpoint import CHECKPOINT, final_weights
 from ecc.config import RunOptions, TrainConfig
@@ -300,7 +308,7 @@ def test_partial_or_torn_result_is_never_taken(tmp_path: Path) -> None:
     (run / "result.json").write_text('{"kind": "eval", "accuracy": 0.9')  # torn by a non-atomic copy
     assert read_result(run) is None
     record_submission(run, executor="slurm", job_id="77_1", stage="eval")
-    state = run_state(run, {"77_1": "CANCELLED by 0"})
+    state = run_state(run, {"77_1": JobState("cancelled", "CANCELLED")})
     assert state.state == "failed" and "CANCELLED" in state.error  # the scheduler's state, and resubmitted
     (run / "result.json").write_text(json.dumps({"kind": "eval", "n_images": 10}))  # lacks required keys
     assert read_result(run) is None and read_result(run, "eval") is None

@@ -26,6 +26,7 @@ from helpers import run_notebook
 
 from core.atomic import CorruptFileError, atomic_write_json
 from core.plan import PLAN, Plan
+from core.runs import JobState
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import ModelConfig, num_classes
 from ecc.sources import PARITIES, SourceConfig
@@ -67,7 +68,7 @@ class Broken:
         corrupt_result(fake.eval_dir(self.corrupt))
         (fake.eval_dir(self.running) / "result.json").unlink()
         sub = json.loads((fake.eval_dir(self.running) / "submission.json").read_text())
-        self.scheduler = {sub["job_id"]: "RUNNING"}
+        self.scheduler = {sub["job_id"]: JobState("running")}
         # Model A's xax at spacing 240 is not planned at all; the plan lists a0 twice.
         evals = [p for p in fake.plan.eval if not (
             p.model == A.name and p.condition["flanker_type"] == 2
