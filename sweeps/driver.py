@@ -3,18 +3,16 @@
 recorded in <experiment>/driver.json, so that --status shows it, --cancel stops it, and a second
 launch refuses while it runs (exit 3, naming it). Nothing here knows which scheduler runs it.
 
-The driver runs `python -m sweeps.driver DRIVER_JSON ARGV`: the launcher with the same options (so it
-resumes, re-attaches and holds the launch lock exactly as a launcher in a terminal would), then its
-exit status into driver.json, so that --status tells a clean end from a killed driver. Killed,
+The driver runs `python -m sweeps.detached DRIVER_JSON ARGV`: the launcher with the same options (so
+it resumes, re-attaches and holds the launch lock exactly as a launcher in a terminal would), then
+its exit status into driver.json, so that --status tells a clean end from a killed driver. Killed,
 preempted or requeued, it loses nothing: a relaunch (detached or not) continues from the run folders.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,27 +23,14 @@ from cluster.resources import Resources
 from core.atomic import CorruptFileError, atomic_write_json, read_json
 from core.runs import JobRef
 
+from .experiment import tail
+
 DRIVER_JSON = "driver.json"
 DRIVER_MEM_GB = 4  # the driver collects the results table and draws the figures at the end
+DRIVER_MODULE = "sweeps.detached"  # what the driver job runs: python -m sweeps.detached DRIVER_JSON ARGV
 DRIVER_OK = (0, 1)  # the launcher's exit statuses that end a driver well (1: some runs failed, in the table)
 
 logger = logging.getLogger(__name__)
-
-
-def run(record: str, argv: Sequence[str]) -> int:
-    """What the driver job runs: the launcher, then its exit status into driver.json (unless a later
-    --detach has replaced the record)."""
-    from .launch import main
-
-    code = main(list(argv))
-    path = Path(record)
-    try:
-        rec = read_json(path)
-    except CorruptFileError:
-        return code
-    if rec is not None and rec.get("executor") in BACKENDS and BACKENDS[rec["executor"]]().current(_ref(rec)):
-        atomic_write_json(path, {**rec, "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "exit": code})
-    return code
 
 
 # ------------------------------------------------------------------ driver.json
@@ -107,7 +92,7 @@ def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, n
     it in driver.json; returns that record. The caller has checked that the experiment is free."""
     exp.mkdir(parents=True, exist_ok=True)
     record = str((exp / DRIVER_JSON).absolute())
-    started = BACKENDS[kind]().start("sweeps.driver", [record, *argv], folder=exp / "logs" / "driver",
+    started = BACKENDS[kind]().start(DRIVER_MODULE, [record, *argv], folder=exp / "logs" / "driver",
                                      resources=resources, cwd=cwd, name=f"{name}-driver", ok=DRIVER_OK)
     rec = {"executor": kind, "job_id": started.ref.job_id, "folder": started.ref.folder, "token": started.ref.token,
            "log": str(started.log), **({"err": str(started.err)} if started.err else {}),
@@ -120,8 +105,8 @@ def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, n
 # ------------------------------------------------------------------ --status, --logs, --cancel
 
 
-def status_lines(exp: Path, tail: Any) -> list[str]:
-    """The driver's line of --status (and its last log line once it has ended); `tail(path, n)`."""
+def status_lines(exp: Path) -> list[str]:
+    """The driver's line of --status (and its last log line once it has ended)."""
     try:
         rec = read_driver(exp)
     except CorruptFileError as e:
@@ -141,7 +126,7 @@ def status_lines(exp: Path, tail: Any) -> list[str]:
     return lines
 
 
-def logs_lines(exp: Path, n: int, tail: Any) -> list[str]:
+def logs_lines(exp: Path, n: int) -> list[str]:
     try:
         rec = read_driver(exp)
     except CorruptFileError as e:
@@ -177,8 +162,3 @@ def cancel(exp: Path, wait_s: float = 60.0) -> list[str]:
     atomic_write_json(exp / DRIVER_JSON, {**rec, "cancelled": time.strftime("%Y-%m-%d %H:%M:%S")})
     backend.cancel([_ref(rec)], wait_s)
     return [f"cancelled the driver: job {rec['job_id']} ({rec['executor']}, was {state})"]
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(run(sys.argv[1], sys.argv[2:]))

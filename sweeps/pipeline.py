@@ -31,14 +31,14 @@ from core.runs import RunState, run_state
 from ecc.config import RunOptions
 from ecc.runtime import job_env
 
-from . import selection
+from . import driver, selection
+from .experiment import LAUNCH_JSON, LAUNCH_LOCK, orphan_lines
 from .spec import STAGE_NAMES, EvalRun, StageResources, SweepSpec, TrainRun
 from .stages import DatasetStage, EvalStage, Stage, TrainStage, Unit
 
 logger = logging.getLogger(__name__)
 
 STAGES = STAGE_NAMES  # the order of the stages that submit jobs (select runs in the launcher)
-LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment
 
 
 PAUSE_ENV = "CROWDING_PAUSE_BEFORE_SUBMIT"  # fault injection: STAGE:FOLDER (docs/reliability.md)
@@ -123,9 +123,7 @@ class Pipeline:
             self.generation = cancel.generation(self.exp)
             atomic_write_json(self.exp / "spec.json", self.spec.to_json())
             self.echo(f"experiment {self.spec.name} in {self.exp} (executor: {self.kind})")
-            from .control import orphan_lines
-
-            for line in orphan_lines(self):
+            for line in orphan_lines(self.exp, self.planned_dirs()):
                 self.echo(line)
             # Until this launch's selection, the plan keeps the earlier one's evaluations: a launcher
             # stopped before then must not leave a plan (and --report a table) without them.
@@ -142,8 +140,6 @@ class Pipeline:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         """Hold the experiment: a second launch refuses, naming the first (which holds the lock)."""
-        from . import driver
-
         lock = FileLock(str(self.exp / LAUNCH_LOCK), timeout=0)
         try:
             lock.acquire()
@@ -281,6 +277,10 @@ class Pipeline:
     def planned(self) -> list[tuple[Stage, list[Unit]]]:
         """Each stage with its run folders as planned now."""
         return [(stage, stage.units()) for stage in self.stages()]
+
+    def planned_dirs(self) -> set[Path]:
+        """Every run folder the plan has now (what is not among them is an orphan)."""
+        return {u.run_dir for _, units in self.planned() for u in units}
 
     def status(self) -> list[StageReport]:
         """Per stage: pending, running, done, failed (with errors), from disk + batched scheduler queries."""
