@@ -56,16 +56,22 @@ def dcnn_stimulus(digit_height: int, crop_size: int) -> StimulusConfig:
                           flanker_height=digit_height, crop_size=crop_size, num_scales=1)
 
 
+def dcnn_models(digit_height: int, crop_size: int, poolings: tuple[str, ...] = tuple(DCNN_POOLINGS),
+                **train) -> tuple[tuple[str, TrainConfig], ...]:
+    """`dcnn_<pooling>`: the paper's DCNNs on isolated digits at random positions, contrast None,
+    each seeing a DCNN_FIELD_DIGITS-wide field at crop_size (the similarity sweep tests them too)."""
+    small = dcnn_stimulus(digit_height, crop_size)
+    return tuple((f"dcnn_{p}", TrainConfig(stimulus=small, model=dcnn(p), random_shifts=True, **train))
+                 for p in poolings)
+
+
 def models(ecc_stimulus: StimulusConfig, dcnn_crop: int, dcnn_epochs: int | None = None,
            **train) -> tuple[tuple[str, TrainConfig], ...]:
     ecc = ModelConfig(pm="11-1-1-1-1", total_pool=True)
     out = [(f"ecc_{ecc.pm}", TrainConfig(stimulus=ecc_stimulus, model=ecc, random_shifts=True, **train))]
-    small = dcnn_stimulus(ecc_stimulus.digit_height, dcnn_crop)
     if dcnn_epochs is not None:
         train = {**train, "num_epochs": dcnn_epochs}
-    out += [(f"dcnn_{p}", TrainConfig(stimulus=small, model=dcnn(p), random_shifts=True, **train))
-            for p in DCNN_POOLINGS]
-    return tuple(out)
+    return (*out, *dcnn_models(ecc_stimulus.digit_height, dcnn_crop, **train))
 
 
 def comparisons(spacing: float) -> tuple[Comparison, ...]:
