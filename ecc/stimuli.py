@@ -1,10 +1,11 @@
 """Multiscale crowding stimuli: a target digit (and flankers) in a wide field, seen as centred crops.
 
-StimulusConfig (the geometry; `with_flankers`: the height a flanker set is drawn at), the placement
-rules (one overlap rule: `check_spacing`), the original's random shifts, and `render`: the crops of the original algorithm
-(../shared/reference/ORIGINAL.md), bit-exact, computed without the canvas (resample.py), batched
-in torch on the CPU or a GPU. `normalize` turns stored uint8 crops into the model input
-(contrast normalisation, then -0.5), as the original did at load time.
+StimulusConfig (the geometry; `with_flankers`: the height a flanker set is drawn at), the
+placement rules (one overlap rule: `check_spacing`), the original's random shifts, and `render`:
+the crops of the original algorithm (../shared/reference/ORIGINAL.md), bit-exact, computed
+without the canvas (resample.py), batched in torch on the CPU or a GPU. `normalize` turns stored
+uint8 crops into the model input (contrast normalisation, then -0.5), as the original did at load
+time.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from core.cli import arg, check_choice
 
 SPLITS = ("train", "validation", "test")
 PARITIES = ("even", "odd", "none")
+VALIDATION_SIZE = 5000
+MNIST_MODES = ("embedded", "download")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ORIGINAL_FLANKER_HEIGHT = 120  # the original's default flanker_height, next to its 120 px targets
 
 
@@ -57,9 +60,6 @@ def flanker_set(name: str) -> FlankerSet:
     """The FlankerSet called `name`; a ValueError naming the valid ones otherwise."""
     check_choice("flanker_dset", name, FLANKER_DSETS)
     return FLANKER_SETS[name]
-VALIDATION_SIZE = 5000
-MNIST_MODES = ("embedded", "download")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class MissingDataError(FileNotFoundError):
