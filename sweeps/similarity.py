@@ -30,14 +30,18 @@ dcnn sweep trains it (144 px field at 32x32, 48,000 samples). Only that one beca
 ModelConfig.flops_per_image gives 5.4 MFLOP per image at 32x32 for the progressive DCNN, 39 for
 each of the other two, 20.6 for the eccentricity model at the quick geometry; so the progressive
 DCNN adds about an eighth of the eccentricity model's training work, the other two about as much
-as that model each. Numbers measured here are in docs/experiments.md.
+as that model each. Measured: the quick sweep took 218 s CPU without the DCNN (3 min 1 s on 2 idle
+cores) and 236 s with it (7 min 33 s wall on 2 cores shared with other work). Numbers measured here
+are in docs/experiments.md.
 
-The quick budget does not show the claim's direction. Measured here, before the DCNN was added
-(2 idle CPU cores: 3 min 1 s wall, 218 s CPU): isolated target at the centre 0.8925; with the target at the centre, xax at
+The quick budget does not show the claim's direction. Measured here, 400 test images a point: the
+eccentricity model's isolated target at the centre 0.8925; with the target at the centre, xax at
 spacing 48 MNIST 0.870 vs letters 0.860, ax at 48 0.890 vs 0.885; pooled over the grid ax 0.671
 vs 0.665, xax 0.512 vs 0.509 (findings: -1.0 pp, -3.1 to +1.1, inconclusive). Away from the
 centre the quick model is near chance with either set, so the comparison rests on the few
-central conditions.
+central conditions. The progressive DCNN (its field keeps one xax condition, the target at the
+centre): isolated 0.9725, xax at 48 MNIST 0.865 vs letters 0.890 (findings: +2.5 pp, -1.4 to
++6.5, inconclusive).
 """
 
 from __future__ import annotations
