@@ -78,7 +78,13 @@ class DatasetSpec:
         for name in ("limit", "validation_size", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_positions(self.stimulus, self.random_shifts, self.target_ecc, self.flanker_type, self.flanker_ecc)
+        check_positions(self.geometry, self.random_shifts, self.target_ecc, self.flanker_type, self.flanker_ecc)
+
+    @property
+    def geometry(self) -> StimulusConfig:
+        """The stimulus as drawn: the model's geometry with this flanker set's own flanker height
+        (StimulusConfig.with_flankers); the images' shape is the model's either way."""
+        return self.stimulus.with_flankers(self.flanker_dset) if self.flanker_type else self.stimulus
 
     def canonical(self) -> DatasetSpec:
         """Equal specs for equal data: unused placement fields are zeroed."""
@@ -114,6 +120,8 @@ def dataset_key(spec: DatasetSpec, source: sources.SourceConfig | None = None) -
     if spec.flanker_type and spec.flanker_dset != "MNIST":
         flankers = sources.flanker_images(spec.flanker_dset, spec.split, source, spec.validation_size)
         payload["flankers"] = array_digest(flankers, "md5")
+    if spec.geometry != spec.stimulus:  # flankers drawn at their set's own height (notMNIST, Omniglot)
+        payload["flanker_height"] = spec.geometry.flanker_height
     if spec.place != "None":
         payload["places"] = str(source.places_dir.resolve())  # photos are not hashed: too many
     return f"{spec.split}-{digest(payload, 16)}"
@@ -126,7 +134,7 @@ def _rng(spec: DatasetSpec) -> np.random.Generator:
 
 
 def _placements(spec: DatasetSpec, n: int, rng: np.random.Generator) -> np.ndarray:
-    cfg = spec.stimulus
+    cfg = spec.geometry
     if spec.random_shifts:
         target, flanker = sample_random_shifts(cfg, n, rng, spec.flanker_type, spec.flanker_ecc - spec.target_ecc)
     else:
@@ -158,7 +166,7 @@ def _render_into(out: np.ndarray, spec: DatasetSpec, targets, flankers, eccs, ba
     with bar:
         for start in range(0, n, CHUNK):
             sl = slice(start, min(n, start + CHUNK))
-            out[sl] = render(targets[sl], spec.stimulus, target_ecc=eccs[sl, 0],
+            out[sl] = render(targets[sl], spec.geometry, target_ecc=eccs[sl, 0],
                              flankers=None if flankers is None else flankers[sl],
                              flanker_ecc=None if not spec.flanker_type else eccs[sl, 1],
                              flanker_type=spec.flanker_type,
@@ -241,10 +249,10 @@ def _write_samples(folder: Path, spec: DatasetSpec, targets, flankers, eccs, bac
         t, f = float(eccs[i, 0]), float(eccs[i, 1])
         bg = None if backgrounds is None else sources.load_gray(backgrounds[i])
         fl = None if flankers is None else flankers[i]
-        field_img = canvas(targets[i], spec.stimulus, target_ecc=t, flanker=fl,
+        field_img = canvas(targets[i], spec.geometry, target_ecc=t, flanker=fl,
                            flanker_ecc=None if math.isnan(f) else f, flanker_type=spec.flanker_type, background=bg)
         Image.fromarray(field_img).save(folder / f"{i}_canvas_te{t:.0f}.png")
-        crops = render(targets[i:i + 1], spec.stimulus, target_ecc=t, flankers=None if fl is None else fl[None],
+        crops = render(targets[i:i + 1], spec.geometry, target_ecc=t, flankers=None if fl is None else fl[None],
                        flanker_ecc=None if math.isnan(f) else f, flanker_type=spec.flanker_type,
                        backgrounds=None if bg is None else [bg], device="cpu")[0]
         for s, crop in enumerate(crops):

@@ -39,7 +39,7 @@ from .config import RunOptions, TrainConfig
 from .datasets import DatasetSpec
 from .model import build
 from .runtime import DEVICES, PRECISIONS, apply_run_options
-from .sources import FLANKER_DSETS, SourceConfig
+from .sources import FLANKER_DSETS, SourceConfig, flanker_set
 from .stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement, normalize
 
 logger = logging.getLogger(__name__)
@@ -115,14 +115,22 @@ class Condition:
         return abs(self.flanker_ecc - self.target_ecc)  # type: ignore[operator]
 
     def check(self, stimulus: StimulusConfig) -> None:
-        """Raise InvalidPlacement when these positions cannot be rendered in `stimulus`'s field."""
-        check_placement(stimulus, self.target_ecc, self.flanker_type, self.flanker_ecc)
+        """Raise InvalidPlacement when these positions cannot be rendered in `stimulus`'s field (the
+        model's geometry; the flankers at their set's own height, StimulusConfig.with_flankers)."""
+        check_placement(stimulus.with_flankers(self.flanker_dset), self.target_ecc, self.flanker_type, self.flanker_ecc)
 
 
 def eval_hash(model_hash: str, condition: Condition, test_images: int = 0) -> str:
     """Identity of an evaluation (its folder `eval/<hash>`): the trained run, the canonical
-    condition, how many test images (sweeps.spec.EvalRun.hash calls this)."""
-    return digest({"model": model_hash, "condition": condition.canonical(), "test_images": test_images})
+    condition, how many test images (sweeps.spec.EvalRun.hash calls this), and for a flanker set
+    not drawn as the digits are (notMNIST, Omniglot) how it is drawn, so that an evaluation made
+    before that rule (at the digits' height, untrimmed) is never taken for one made after it."""
+    cond = condition.canonical()
+    payload: dict[str, Any] = {"model": model_hash, "condition": cond, "test_images": test_images}
+    drawn = flanker_set(cond.flanker_dset)
+    if not drawn.as_original:
+        payload["flankers"] = {"height_at_120": drawn.height_at_120, "trim": drawn.trim}
+    return digest(payload)
 
 
 def test_images_record(labels: np.ndarray, parity: str, validation_size: int) -> dict[str, Any]:

@@ -302,13 +302,15 @@ def count_parameters(module: nn.Module) -> int:
 # stride, one linear layer, 60x60 input) IS an EccNet with one scale: with pm "1-1-1-1" every
 # scale max-pool has window 1 (a no-op), and a one-scale stimulus's only crop is the whole field
 # resized to crop_size (ecc/stimuli.py). Its three pooling configurations are settings of
-# pool_stride and total_pool. On 60x60 crops (tests/test_experiments.py, docs/experiments.md):
-#   no_total_pool  maps 56->54, 50->48, 44->42; linear 42*42*32 = 56,448 -> 5; 334,341 parameters
-#   progressive    maps 56->27, 23->11, 7->3;   linear 3*3*32 = 288 -> 5;       53,541 parameters
-#   at_end         maps 56->54, 50->48, 44->1;  linear 32 -> 5;                 52,261 parameters
+# pool_stride and total_pool; the original's total_pool defaults to true, and the paper gives the
+# progressive network's map sides as 60-27-11-1 (pool stride 2, then the last map pooled whole).
+# On 60x60 crops (tests/test_experiments.py, docs/experiments.md), map sides in -> conv -> pool:
+#   no_total_pool  60, 56->54, 50->48, 44->42; linear 42*42*32 = 56,448 -> 5; 334,341 parameters
+#   progressive    60, 56->27, 23->11, 7->1;   linear 32 -> 5;                 52,261 parameters
+#   at_end         60, 56->54, 50->48, 44->1;  linear 32 -> 5;                 52,261 parameters
 DCNN_POOLINGS = {
     "no_total_pool": {"pool_stride": 1, "total_pool": False},  # maps shrink only by VALID borders
-    "progressive": {"pool_stride": 2, "total_pool": False},  # every pool halves the maps
+    "progressive": {"pool_stride": 2, "total_pool": True},  # every pool halves the maps, the last pools them whole
     "at_end": {"pool_stride": 1, "total_pool": True},  # the last maps pooled over their whole extent
 }
 DCNN_PM = "1-1-1-1"

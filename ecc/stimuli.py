@@ -1,17 +1,18 @@
 """Multiscale crowding stimuli: a target digit (and flankers) in a wide field, seen as centred crops.
 
-StimulusConfig (the geometry), the placement rules (one overlap rule: `check_spacing`), the
-original's random shifts, and `render`: the crops of the original algorithm
-(../shared/reference/ORIGINAL.md), bit-exact, computed without the canvas (resample.py), batched
-in torch on the CPU or a GPU. `normalize` turns stored uint8 crops into the model input
-(contrast normalisation, then -0.5), as the original did at load time.
+StimulusConfig (the geometry; `with_flankers`: the height a flanker set is drawn at), the
+placement rules (one overlap rule: `check_spacing`), the original's random shifts, and `render`:
+the crops of the original algorithm (../shared/reference/ORIGINAL.md), bit-exact, computed
+without the canvas (resample.py), batched in torch on the CPU or a GPU. `normalize` turns stored
+uint8 crops into the model input (contrast normalisation, then -0.5), as the original did at load
+time.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ import torch
 from core.cli import arg, check_choice, check_choices
 
 from .resample import Placed, compose_canvas, resize_crops, square
+from .sources.config import flanker_set
 
 # Bump when a change alters the pixels produced for the same inputs (part of every dataset key).
 GENERATOR_VERSION = 1
@@ -38,7 +40,8 @@ class StimulusConfig:
 
     field_size: int = arg(1920, "side of the square visual field, in pixels")
     digit_height: int = arg(120, "height of the target digit in the field, in pixels")
-    flanker_height: int = arg(120, "height of each flanker in the field (the paper used 85 for notMNIST/Omniglot)")
+    flanker_height: int = arg(120, "height of an MNIST or letters flanker in the field; notMNIST and Omniglot "
+                              "flankers are drawn at 85/120 of it (the original's 85 px next to 120 px digits)")
     crop_size: int = arg(60, "side of every crop after resizing: the model's input size")
     num_scales: int = arg(11, "number of centred crops (scales)")
     fovea: str = arg("exponential", "how crop sizes grow with the scale index", choices=FOVEAS)
@@ -55,6 +58,14 @@ class StimulusConfig:
                 raise ValueError(f"{name}={getattr(self, name)} exceeds field_size={self.field_size}")
         if not (self.chevron >= 1):
             raise ValueError(f"chevron must be >= 1 (or inf to disable), got {self.chevron!r}")
+
+    def with_flankers(self, flanker_dset: str) -> StimulusConfig:
+        """This geometry with `flanker_dset`'s flankers: flanker_height becomes the height that set
+        is drawn at (ecc.sources.FlankerSet.drawn_height: the same for MNIST and letters, 85/120 of
+        it for notMNIST and Omniglot, whose ink fills their frame). Every placement check and every
+        rendering of flankers from a named set goes through here; call it on the model's geometry."""
+        height = flanker_set(flanker_dset).drawn_height(self.flanker_height)
+        return self if height == self.flanker_height else replace(self, flanker_height=height)
 
     # ------------------------------------------------------------------ geometry (derived)
     @property

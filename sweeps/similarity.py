@@ -1,31 +1,47 @@
 """Flanker similarity: do flankers that resemble the target crowd more? (the paper's Section 4.3)
 
 Claim tested: "visual similarity between the target and flankers also plays a role": odd-digit
-flankers (MNIST) should crowd even-digit targets more than letters. Measured by: one model's
+flankers (MNIST) should crowd even-digit targets more than letters. Measured by: each model's
 accuracy on xax and xa at the smallest spacing (120 px; quick: 48 px) against target
 eccentricity, one curve per flanker set (`spacing` comparison figures by flanker set), read from
 results.csv rows with the same condition and different flanker_dset.
 
-One model (the demo's 11-1-1-1-1, contrast None) trained on isolated even digits at random
-positions, evaluated on the same grid with
+Models, each trained on isolated even digits at random positions (contrast None) and evaluated
+with every flanker set, each set at its own height (ecc.sources.FlankerSet):
+* `11-1-1-1-1_isolated`: the demo's eccentricity model;
+* `dcnn_no_total_pool`, `dcnn_progressive`, `dcnn_at_end`: the paper's DCNNs, as the dcnn sweep
+  trains them (sweeps/dcnn.py: a 3-digit field at a 60x60 input; the paper compared the flanker
+  sets on its DCNNs too).
+Flanker sets:
 * MNIST flankers (odd digits) and `letters` flankers (A-J rendered from matplotlib's fonts,
-  ecc/sources/letters.py: nothing to download; their ink is as tall as the digits', as the original's
-  flanker_height 85 for notMNIST did);
+  ecc/sources/letters.py: nothing to download; drawn like the digits, 20 of 28 px of ink, so at the
+  digits' flanker height their ink is as tall as the digits');
 * notMNIST and Omniglot flankers too when their folders (`$CROWDING_DATA/notMNIST`,
-  `.../omniglot`) hold files, and a second model trained and tested on MIT Places backgrounds
-  when `$CROWDING_DATA/places` does (OPTIONAL_FLANKERS, places_model). A sweep that names a set
-  whose folder is missing is refused before anything is submitted (exit 2, saying what to get and
-  where to put it: SweepSpec.check_data).
+  `.../omniglot`) hold files, drawn as the original drew them: at 85 px next to 120 px targets
+  (85/120 of the digits' flanker height at other sizes: 34 px in the quick geometry), because their
+  ink fills the frame, and Omniglot characters cut to their ink first; and a second eccentricity
+  model trained and tested on MIT Places backgrounds when `$CROWDING_DATA/places` does
+  (OPTIONAL_FLANKERS, places_model). A sweep that names a set whose folder is missing is refused
+  before anything is submitted (exit 2, saying what to get and where to put it: SweepSpec.check_data).
 
-`--quick`: the quick demo's geometry, one learning rate (0.1), 96,000 training samples, 400
-test images per condition. Numbers measured here are in docs/experiments.md.
+`--quick`: the quick demo's geometry, one learning rate (0.1), 96,000 training samples for the
+eccentricity model, 400 test images per condition, and one DCNN, `dcnn_progressive`, as the quick
+dcnn sweep trains it (144 px field at 32x32, 48,000 samples). Only that one because it stays small:
+ModelConfig.flops_per_image gives 5.4 MFLOP per image at 32x32 for the progressive DCNN, 39 for
+each of the other two, 20.6 for the eccentricity model at the quick geometry; so the progressive
+DCNN adds about an eighth of the eccentricity model's training work, the other two about as much
+as that model each. Measured: the quick sweep took 218 s CPU without the DCNN (3 min 1 s on 2 idle
+cores) and 236 s with it (7 min 33 s wall on 2 cores shared with other work). Numbers measured here
+are in docs/experiments.md.
 
-The quick budget does not show the claim's direction. Measured here (2 idle CPU cores: 3 min 1 s
-wall, 218 s CPU): isolated target at the centre 0.8925; with the target at the centre, xax at
+The quick budget does not show the claim's direction. Measured here, 400 test images a point: the
+eccentricity model's isolated target at the centre 0.8925; with the target at the centre, xax at
 spacing 48 MNIST 0.870 vs letters 0.860, ax at 48 0.890 vs 0.885; pooled over the grid ax 0.671
 vs 0.665, xax 0.512 vs 0.509 (findings: -1.0 pp, -3.1 to +1.1, inconclusive). Away from the
 centre the quick model is near chance with either set, so the comparison rests on the few
-central conditions.
+central conditions. The progressive DCNN (its field keeps one xax condition, the target at the
+centre): isolated 0.9725, xax at 48 MNIST 0.865 vs letters 0.890 (findings: +2.5 pp, -1.4 to
++6.5, inconclusive).
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ from ecc.sources import SourceConfig
 from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
+from .dcnn import dcnn_models
 from .settings import PAPER, QUICK
 from .spec import Claim, SweepSpec, Term
 
@@ -52,19 +69,26 @@ def flanker_sets(source: SourceConfig) -> tuple[str, ...]:
     return BUILTIN_FLANKERS + tuple(d for d in OPTIONAL_FLANKERS if sources.flankers_present(d, source))
 
 
-def models(stimulus: StimulusConfig, source: SourceConfig, **train) -> tuple[tuple[str, TrainConfig], ...]:
+def models(stimulus: StimulusConfig, source: SourceConfig, dcnns: tuple[tuple[str, TrainConfig], ...] = (),
+           **train) -> tuple[tuple[str, TrainConfig], ...]:
+    """The eccentricity model (and its Places twin when the photos are there), then `dcnns`."""
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True)
     base = TrainConfig(stimulus=stimulus, model=model, random_shifts=True, contrast_norm="None", **train)
     out = [(f"{model.pm}_isolated", base)]
     if sources.places_present(source):  # the paper's backgrounds: a model trained and tested on them
         out.append((f"{model.pm}_isolated_places", replace(base, place="random")))
-    return tuple(out)
+    return (*out, *dcnns)
 
 
-def comparisons(spacing: float) -> tuple[Comparison, ...]:
+def comparisons(spacing: float, dsets: tuple[str, ...] = ("MNIST",)) -> tuple[Comparison, ...]:
+    """Per flanker set, curves of the first model (the eccentricity model); per model (the DCNNs
+    too), xax with the target at the centre, one figure per flanker set."""
     return (Comparison(kind="spacing", label="xax", spacing=spacing, by="flanker_dset"),
             Comparison(kind="spacing", label="xa", spacing=spacing, by="flanker_dset"),
-            Comparison(kind="spacing", label="ax", spacing=spacing, by="flanker_dset"))
+            Comparison(kind="spacing", label="ax", spacing=spacing, by="flanker_dset"),
+            *(Comparison(kind="center", label="xax", spacing=spacing, flanker_dset=d,
+                         title=f"xax at spacing {spacing:g}, {d} flankers: target at the centre, per model")
+              for d in dsets))
 
 
 
@@ -87,23 +111,28 @@ def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         return SweepSpec(
             name="similarity",
-            models=models(PAPER.stimulus, source, **PAPER.training),
+            models=models(PAPER.stimulus, source, dcnn_models(PAPER.stimulus.digit_height, 60, **PAPER.training),
+                          **PAPER.training),
             learning_rates=LEARNING_RATES,
             grid=replace(PAPER.grid, flanker_dsets=dsets),
-            figures=PAPER.figures(comparisons(PAPER.spacing)),
+            figures=PAPER.figures(comparisons(PAPER.spacing, dsets)),
             claims=claims(PAPER.spacing, dsets),
             resources=PAPER.resources,
             source=source,
             conditions_per_job=8,
-            description=f"one model trained on isolated digits, tested with flankers {', '.join(dsets)}")
+            description=f"the 11-1-1-1-1 model and the 3 DCNNs, trained on isolated digits, tested with flankers "
+                        f"{', '.join(dsets)}")
     return SweepSpec(
         name="similarity-quick",
-        models=models(QUICK.stimulus, source, num_epochs=8, **QUICK.training),
+        models=models(QUICK.stimulus, source, dcnn_models(QUICK.stimulus.digit_height, 32, ("progressive",),
+                                                          num_epochs=4, **QUICK.training),
+                      num_epochs=8, **QUICK.training),
         learning_rates=(0.1,),
         grid=replace(QUICK.grid, flanker_dsets=dsets),
-        figures=QUICK.figures(comparisons(QUICK.spacing)),
+        figures=QUICK.figures(comparisons(QUICK.spacing, dsets)),
         claims=claims(QUICK.spacing, dsets),
         resources=QUICK.resources,
         source=source,
         conditions_per_job=16,
-        description=f"the quick demo's model (lr 0.1, 96,000 samples) tested with flankers {', '.join(dsets)}")
+        description=f"the quick demo's model (lr 0.1, 96,000 samples) and the progressive DCNN (48,000), tested "
+                    f"with flankers {', '.join(dsets)}")

@@ -166,3 +166,17 @@ def test_cli_usage_errors(trained: Path, argv: list[str], needle: str, capsys: p
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_evaluation_identity_says_how_its_flanker_set_is_drawn() -> None:
+    """notMNIST and Omniglot are drawn at 85/120 of the digits' height (Omniglot trimmed): their
+    evaluations are not the ones made when they were drawn like the digits; MNIST's and letters'
+    identities are as they were."""
+    from core.identity import digest
+
+    for dset in ("MNIST", "letters", "notMNIST", "omniglot"):
+        cond = Condition(0.0, 120.0, 2, dset)
+        before = digest({"model": "m", "condition": cond.canonical(), "test_images": 0})
+        assert (eval_hash("m", cond) == before) == (dset in ("MNIST", "letters")), dset
+    assert eval_hash("m", Condition(0.0, 120.0, 2, "notMNIST")) != eval_hash("m", Condition(0.0, 120.0, 2, "omniglot"))
+    assert eval_hash("m", Condition(0.0, None, 0, "notMNIST")) == eval_hash("m", Condition(0.0))  # no flankers

@@ -33,31 +33,55 @@ SWEEPS = {"dcnn": dcnn_sweep, "pooling": pooling, "similarity": similarity, "fla
 
 
 # ----------------------------------------------------------------------------- DCNN = one-scale EccNet
-# (pooling, sides after each conv -> pool on 60x60, linear inputs, parameters): docs/experiments.md
+# (pooling, feature-map sides: input, then after each layer's conv and pool, on 60x60 inputs; linear
+# inputs; parameters): the paper's 60-27-11-1 for progressive pooling (docs/experiments.md)
 DCNN_60 = {
-    "no_total_pool": ([(56, 54), (50, 48), (44, 42)], 42 * 42 * 32, 334_341),
-    "progressive": ([(56, 27), (23, 11), (7, 3)], 3 * 3 * 32, 53_541),
-    "at_end": ([(56, 54), (50, 48), (44, 1)], 32, 52_261),
+    "no_total_pool": ([60, 56, 54, 50, 48, 44, 42], 42 * 42 * 32, 334_341),
+    "progressive": ([60, 56, 27, 23, 11, 7, 1], 32, 52_261),
+    "at_end": ([60, 56, 54, 50, 48, 44, 1], 32, 52_261),
 }
 
 
+def map_sides(net: EccNet, side: int) -> list[int]:
+    """The input's side, then each layer's conv and pool output sides, from a forward pass (hooks)."""
+    sides = [side]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sides.append(out.shape[-1]))
+             for layer in net.layers for m in (layer.conv, layer.spatial_pool)]
+    try:
+        out = net(torch.rand(2, 1, side, side))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert out.shape == (2, 5)
+    return sides
+
+
 @pytest.mark.parametrize("pooling", list(DCNN_POOLINGS))
-def test_dcnn_shapes_and_parameter_counts(pooling: str) -> None:
+def test_dcnn_map_sides_and_parameter_counts(pooling: str) -> None:
     cfg = dcnn(pooling)
     sides, features, params = DCNN_60[pooling]
-    shapes = cfg.layer_shapes(60)
     assert cfg.num_layers == 3 and cfg.num_scales == 1 and cfg.feats_per_layer == 32
-    assert [(s.conv_size, s.pool_size) for s in shapes] == sides
-    assert all(s.kernel == 5 and s.scale_window == 1 for s in shapes)  # 5x5 convs, no scale pooling
+    assert all(s.kernel == 5 and s.scale_window == 1 for s in cfg.layer_shapes(60))  # 5x5 convs, no scale pooling
     assert cfg.features(60) == features
     net = EccNet(cfg, 60)
+    assert map_sides(net, 60) == sides
+    assert [60] + [n for s in cfg.layer_shapes(60) for n in (s.conv_size, s.pool_size)] == sides  # the plan agrees
     assert count_parameters(net) == params
     # 3 convs (832 + 25,632 + 25,632) and one linear layer, nothing else
     assert [p.numel() for p in net.parameters()] == [800, 32, 25600, 32, 25600, 32, features * 5, 5]
     x = torch.rand(3, 1, 60, 60)
-    out = net(x)
-    assert out.shape == (3, 5)
-    torch.testing.assert_close(out, reference_forward(net, x), rtol=1e-4, atol=2e-4)  # float32 sums of 56k terms
+    torch.testing.assert_close(net(x), reference_forward(net, x), rtol=1e-4, atol=2e-4)  # float32 sums of 56k terms
+
+
+def test_the_quick_dcnns_geometry() -> None:
+    """The quick sweep's 32x32 DCNNs: progressive ends at 1x1 like the full one, but its last
+    convolution is 1x1 (a 4 px map is smaller than the 5x5 kernel); the others keep 5x5 kernels."""
+    crop = dcnn_sweep.sweep(quick=True).model_config("dcnn_progressive").stimulus.crop_size
+    assert crop == 32
+    assert map_sides(EccNet(dcnn("progressive"), crop), crop) == [32, 28, 13, 9, 4, 4, 1]
+    assert [s.kernel for s in dcnn("progressive").layer_shapes(crop)] == [5, 5, 1]
+    assert map_sides(EccNet(dcnn("at_end"), crop), crop) == [32, 28, 26, 22, 20, 16, 1]
+    assert map_sides(EccNet(dcnn("no_total_pool"), crop), crop) == [32, 28, 26, 22, 20, 16, 14]
 
 
 def test_dcnn_sees_the_whole_field_in_one_crop() -> None:
@@ -74,7 +98,7 @@ def test_dcnn_sees_the_whole_field_in_one_crop() -> None:
 def test_dcnn_rejects_unknown_pooling() -> None:
     with pytest.raises(ValueError, match="no_total_pool, progressive, at_end"):
         dcnn("sometimes")
-    assert ModelConfig(pm="1-1-1-1", pool_stride=2, total_pool=False) == dcnn("progressive")
+    assert ModelConfig(pm="1-1-1-1", pool_stride=2, total_pool=True) == dcnn("progressive")
 
 
 # ----------------------------------------------------------------------------- letters
@@ -154,14 +178,19 @@ PLANS = {  # (quick, sweep) -> lines the plan must hold
                       "[eval] ecc_11-1-1-1-1: 154 conditions of the 336-point grid"],
     (True, "dcnn"): ["[train] 4 jobs (4 models x 1 learning rates [0.1])", "field 144, crops 1x32^2",
                      "[eval] dcnn_at_end: 5 conditions of the 216-point grid"],
-    (False, "pooling"): ["[train] 9 jobs (3 models x 3 learning rates", "pm_11-7-5-3-1 lr=0.001",
-                         "[eval] pm_11-11-11-11-1: 154 conditions"],
+    (False, "pooling"): ["[train] 18 jobs (6 models x 3 learning rates", "pm_11-7-5-3-1 lr=0.001",
+                         "pm_11-7-5-3-1_areafactor lr=0.001", "[eval] pm_11-11-11-11-1: 154 conditions",
+                         "[eval] pm_11-11-11-11-1_areafactor: 154 conditions",
+                         "early pooling crowds more, progressive pooling crowds more, early pooling crowds more "
+                         "(areafactor), progressive pooling crowds more (areafactor)"],
     (True, "pooling"): ["[train] 3 jobs (3 models x 1 learning rates", "[eval] pm_5-4-3-2-1: 48 conditions",
-                        "crops 5x24^2"],
+                        "crops 5x24^2", "contrast None"],
     (False, "similarity"): ["tested with flankers MNIST, letters",
                             "[eval] 11-1-1-1-1_isolated: 294 conditions of the 672-point grid",
-                            "a 14, ax 98, xa 84, xax 98"],
-    (True, "similarity"): ["[train] 1 jobs", "[eval] 11-1-1-1-1_isolated: 176 conditions"],
+                            "a 14, ax 98, xa 84, xax 98", "[train] 12 jobs (4 models x 3 learning rates",
+                            "[eval] dcnn_progressive: 9 conditions of the 672-point grid"],
+    (True, "similarity"): ["[train] 2 jobs (2 models", "[eval] 11-1-1-1-1_isolated: 176 conditions",
+                           "dcnn_progressive lr=0.1: 4 epochs", "[eval] dcnn_progressive: 8 conditions"],
     (False, "flanker-training"): ["[train] 24 jobs (8 models x 3 learning rates",
                                   "[eval] ecc_11-1-1-1-1_train_xax: 154 conditions"],
     (True, "flanker-training"): ["[train] 4 jobs", "dcnn_at_end_train_xa lr=0.1"],
@@ -343,7 +372,7 @@ def test_docs_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
     for block in blocks:
         exec(compile(block, "docs/experiments.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "53541" in out and "['spacing_xax_spacing_120', 'matrix_spacing_240']" in out
+    assert "52261" in out and "['spacing_xax_spacing_120', 'matrix_spacing_240']" in out
     assert Path("/tmp/letters-sheet.png").is_file()
 
 

@@ -263,12 +263,12 @@ def write_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def test_flankers_from_an_image_folder_are_split_inverted_and_resized(tmp_path):
+def test_flankers_from_an_image_folder_are_split_inverted_trimmed_and_resized(tmp_path):
     # Omniglot-like: alphabet/character/*.png, 105x105 black strokes on white; value 9*i marks file i.
     folder = tmp_path / "omniglot"
     for i in range(28):
         img = np.full((105, 105), 255, np.uint8)
-        img[40:60, 40:60] = 9 * i
+        img[30:70, 45:55] = 9 * i  # a 40 x 10 bar
         write_png(folder / f"alpha{i // 14}" / f"char{i % 7}" / f"{i:02d}.png", img)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     source = SourceConfig(data_dir=str(tmp_path))
@@ -278,6 +278,9 @@ def test_flankers_from_an_image_folder_are_split_inverted_and_resized(tmp_path):
     test_files = [f for i, f in enumerate(files) if i % 14 < 2]  # the first two of every 14
     assert split["test"][:, 0, 0].tolist() == [0] * 4  # inverted: light on black
     assert split["test"][:, 14, 14].tolist() == [255 - 9 * int(f[-6:-4]) for f in test_files]
+    # trimmed to the bar, then squared: the bar spans the whole height, a third of the width
+    assert (split["test"][:, [0, 27], 14] == split["test"][:, [14], 14]).all()
+    assert [len(np.flatnonzero(g[14] >= g[14, 14] / 2)) for g in split["test"]] == [8, 8, 8, 8]
     p = sources.pairs("test", "even", "omniglot", source=source)
     assert len(p.flankers) == len(p) == 4926 and np.array_equal(p.flankers[4], p.flankers[0])  # cycled
 
@@ -304,6 +307,50 @@ def test_notmnist_flankers_from_idx_files(tmp_path):
     assert np.array_equal(sources.flanker_images("notMNIST", "train", source), letters["train_images"][5000:])
     p = sources.pairs("test", "even", "notMNIST", source=source)
     assert np.array_equal(p.flankers[:30], letters["test_images"]) and np.array_equal(p.flankers[30], p.flankers[0])
+
+
+def test_each_flanker_set_is_drawn_at_its_own_height(tmp_path, monkeypatch):
+    """One condition per set, rendered as an evaluation renders it (datasets.generate of the spec
+    the Evaluator builds): the flanker's ink is ~86 px next to a 120 px target for every set, as the
+    original drew them (MNIST and letters fill 20 of 28 px at 120; notMNIST, whose letters fill
+    their frame, at 85; Omniglot trimmed to its ink, at 85). The overlap rule uses that height."""
+    from ecc import datasets
+    from ecc.evaluate import Condition
+    from ecc.sources import letters
+    from ecc.stimuli import InvalidPlacement, StimulusConfig
+
+    for i in range(14):  # notMNIST-like: the ink fills the 28 px frame; Omniglot: a bar on white
+        write_png(tmp_path / "notMNIST" / "A" / f"{i}.png", np.pad(np.full((28, 20), 255, np.uint8), ((0, 0), (4, 4))))
+        bar = np.full((105, 105), 255, np.uint8)
+        bar[20 + i:60 + i, 40:52] = 0
+        write_png(tmp_path / "omniglot" / "alpha" / f"{i:02d}.png", bar)
+    monkeypatch.setattr(letters, "SPLIT_SIZES", {**letters.SPLIT_SIZES, "test": 20})
+    letters._load.cache_clear()
+    source = SourceConfig(data_dir=str(tmp_path))
+    # One scale whose crop is the whole field, unresized: pixels are field pixels.
+    stim = StimulusConfig(field_size=480, digit_height=120, flanker_height=120, crop_size=480, num_scales=1)
+    heights = {}
+    for dset in sources.FLANKER_DSETS:
+        cond = Condition(target_ecc=-120.0, flanker_ecc=60.0, flanker_type=1, flanker_dset=dset)
+        cond.check(stim)
+        spec = datasets.DatasetSpec(split="test", stimulus=stim, flanker_dset=dset, target_ecc=-120.0,
+                                    flanker_type=1, flanker_ecc=60.0, limit=20)
+        images = datasets.generate(spec, source, device="cpu").images[:, 0]
+        flanker = images[:, :, 200:]  # the target ends at column 180, the flanker starts at 240 - h/2
+        heights[dset] = float(np.median([np.ptp(np.flatnonzero(f.max(1) >= 128)) + 1 for f in flanker]))
+    assert {d: stim.with_flankers(d).flanker_height for d in heights} == {
+        "MNIST": 120, "letters": 120, "notMNIST": 85, "omniglot": 85}
+    assert heights["notMNIST"] == heights["omniglot"] == 85
+    assert all(80 <= h <= 92 for h in heights.values()), heights  # 120 x 20/28 = 86 for the digits
+    # The overlap rule at the drawn height: spacing 105 clears (120 + 85)/2 = 102.5, not 120.
+    for dset in ("notMNIST", "omniglot"):
+        Condition(0.0, 105.0, 2, dset).check(stim)
+    for dset in ("MNIST", "letters"):
+        with pytest.raises(InvalidPlacement, match="flanker_height 120"):
+            Condition(0.0, 105.0, 2, dset).check(stim)
+    quick = StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24)
+    assert quick.with_flankers("notMNIST").flanker_height == 34  # scaled with the geometry
+    letters._load.cache_clear()
 
 
 def test_missing_flanker_data_says_what_to_get_and_where(tmp_path):

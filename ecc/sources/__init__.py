@@ -1,7 +1,8 @@
 """Where the image data comes from: MNIST (embedded, IDX folder, download), flanker sets (letters, notMNIST, Omniglot), backgrounds.
 
 One module per provider, this package's API gathered here:
-  config.py       SourceConfig (where data lives), SPLITS / PARITIES / FLANKER_DSETS, the split rule
+  config.py       SourceConfig (where data lives), SPLITS / PARITIES, the flanker sets (FlankerSet:
+                  their drawn height and trimming), the split rule
   idx.py          IDX files (MNIST's format): read_idx, write_idx
   mnist.py        load_mnist (embedded zarr, IDX folder, download + MD5), fingerprint, mnist_split
   flankers.py     pairs (targets with their flankers), flanker_images (letters, notMNIST, Omniglot)
@@ -18,10 +19,13 @@ from collections.abc import Sequence
 from .backgrounds import PLACES_URL, background_paths, load_gray, places_present
 from .config import (
     FLANKER_DSETS,
+    FLANKER_SETS,
     PARITIES,
     SPLITS,
+    FlankerSet,
     MissingDataError,
     SourceConfig,
+    flanker_set,
 )
 from .flankers import FLANKER_HELP, Pairs, flanker_images, flankers_present, pairs
 from .idx import read_idx, write_idx
@@ -40,9 +44,9 @@ from .mnist import (
 )
 
 __all__ = [
-    "FLANKER_DSETS", "MNIST_ARRAYS", "MNIST_FINGERPRINT", "MNIST_IDX_NAMES", "MNIST_PAYLOAD_MD5", "PARITIES",
-    "SPLITS", "ChecksumMismatch", "DownloadError", "MissingDataError", "MnistArrays", "Pairs",
-    "SourceConfig", "background_paths", "download_mnist", "fingerprint", "flanker_images", "flankers_present",
+    "FLANKER_DSETS", "FLANKER_SETS", "MNIST_ARRAYS", "MNIST_FINGERPRINT", "MNIST_IDX_NAMES", "MNIST_PAYLOAD_MD5", "PARITIES",
+    "SPLITS", "ChecksumMismatch", "DownloadError", "FlankerSet", "MissingDataError", "MnistArrays", "Pairs",
+    "SourceConfig", "background_paths", "download_mnist", "fingerprint", "flanker_images", "flanker_set", "flankers_present",
     "load_gray", "load_mnist", "mnist_split", "pairs", "places_present", "read_idx", "require", "write_idx",
 ]
 

@@ -1,7 +1,9 @@
-"""Where the image data comes from: SourceConfig, the choice lists (splits, parities, flanker sets), the split rule."""
+"""Where the image data comes from: SourceConfig, the choice lists (splits, parities), the flanker sets
+(FlankerSet: how each is read and drawn), the split rule."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +14,52 @@ from core.cli import arg, check_choice
 
 SPLITS = ("train", "validation", "test")
 PARITIES = ("even", "odd", "none")
-FLANKER_DSETS = ("MNIST", "letters", "notMNIST", "omniglot")
-FOLDER_FLANKER_DSETS = ("notMNIST", "omniglot")  # read from folders a user fills by hand
 VALIDATION_SIZE = 5000
 MNIST_MODES = ("embedded", "download")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ORIGINAL_FLANKER_HEIGHT = 120  # the original's default flanker_height, next to its 120 px targets
+
+
+@dataclass(frozen=True)
+class FlankerSet:
+    """A flanker set and how the original drew it.
+
+    `height_at_120` is the height the original drew this set's 28x28 images at next to 120 px
+    targets (its flanker_height): 120 for MNIST digits, whose ink fills 20 of their 28 px (86 px of
+    ink), and 85 for notMNIST and Omniglot, whose ink fills the frame, so that their ink is as tall
+    as the digits' (the original README). Other geometries scale it (`drawn_height`)."""
+
+    name: str
+    height_at_120: int
+    folder: bool  # read from a folder a user fills by hand
+    trim: bool = False  # image files are cropped to their ink before being squared and resized to 28x28
+
+    def drawn_height(self, flanker_height: int) -> int:
+        """Height of this set's flankers where MNIST flankers are `flanker_height` px (rounded half up)."""
+        return max(1, math.floor(flanker_height * self.height_at_120 / ORIGINAL_FLANKER_HEIGHT + 0.5))
+
+    @property
+    def as_original(self) -> bool:
+        """Drawn as MNIST digits are (no rescaling, no trimming): nothing to add to an identity."""
+        return self.height_at_120 == ORIGINAL_FLANKER_HEIGHT and not self.trim
+
+
+FLANKER_SETS = {s.name: s for s in (
+    FlankerSet("MNIST", 120, folder=False),
+    FlankerSet("letters", 120, folder=False),  # rendered with the digits' 20-of-28 px ink (letters.py)
+    FlankerSet("notMNIST", 85, folder=True),
+    # The original's preprocess_omniglot.sh: `convert -trim -resize 105x105 -gravity center -extent
+    # 105x105 -negate -resize 28x28`: each character cut to its ink, then squared.
+    FlankerSet("omniglot", 85, folder=True, trim=True),
+)}
+FLANKER_DSETS = tuple(FLANKER_SETS)  # ("MNIST", "letters", "notMNIST", "omniglot")
+FOLDER_FLANKER_DSETS = tuple(name for name, s in FLANKER_SETS.items() if s.folder)
+
+
+def flanker_set(name: str) -> FlankerSet:
+    """The FlankerSet called `name`; a ValueError naming the valid ones otherwise."""
+    check_choice("flanker_dset", name, FLANKER_DSETS)
+    return FLANKER_SETS[name]
 
 
 class MissingDataError(FileNotFoundError):

@@ -5,6 +5,10 @@
   notMNIST letters / Omniglot characters from folders a user fills (IDX files or images).
 * `flanker_images`: one split of a letters, notMNIST or Omniglot set, uint8 (N, 28, 28).
 
+How large each set is drawn next to the targets is a property of the set (config.FlankerSet:
+notMNIST and Omniglot at 85/120 of the digits' flanker height, as the original), applied where
+stimuli are placed (ecc.stimuli.StimulusConfig.with_flankers).
+
 Loaded arrays are cached per process and read-only; take a copy to modify them.
 """
 
@@ -33,6 +37,7 @@ from .config import (
     VALIDATION_SIZE,
     MissingDataError,
     SourceConfig,
+    flanker_set,
     split_range,
 )
 from .idx import find_idx, idx_folder, read_idx
@@ -120,7 +125,10 @@ def flanker_images(name: str, split: str, source: SourceConfig | None = None,
       test, the third to validation, the rest to train, so every alphabet or letter folder
       appears in every split. Images become grayscale, light on dark (an image whose border is
       mostly light, like Omniglot's black strokes on white, is inverted, because flankers are
-      pasted with a maximum onto a black field), padded to a square and resized to 28x28."""
+      pasted with a maximum onto a black field), cropped to their ink for a set whose FlankerSet
+      says `trim` (Omniglot, as the original's preprocess_omniglot.sh: `convert -trim`), padded
+      to a square and resized to 28x28. IDX files are taken as they are (the original's
+      conversion wrote them after its preprocessing)."""
     check_choice("flanker_dset", name, FLANKER_DSETS[1:])
     check_choice("split", split, SPLITS)
     source = source or SourceConfig()
@@ -152,7 +160,7 @@ def _flanker_images(name: str, folder: str, split: str, validation_size: int) ->
         files = _image_split(root, files, split, validation_size)
         if not files:
             raise MissingDataError(f"{name}: no {split} images in {root}")
-        images = _stack_gray28(files)
+        images = _stack_gray28(files, trim=flanker_set(name).trim)
     images.flags.writeable = False
     return images
 
@@ -181,11 +189,11 @@ def _interleaved_split(i: int) -> str:
     return "test" if r < 2 else "validation" if r == 2 else "train"
 
 
-def _stack_gray28(files: Sequence[Path]) -> np.ndarray:
+def _stack_gray28(files: Sequence[Path], trim: bool = False) -> np.ndarray:
     out, bad = [], []
     for path in files:
         try:
-            out.append(_gray28(path))
+            out.append(_gray28(path, trim))
         except OSError as e:  # notMNIST ships a few unreadable PNGs: skip them, loudly
             bad.append(f"{path.name} ({e})")
     if bad:
@@ -196,12 +204,14 @@ def _stack_gray28(files: Sequence[Path]) -> np.ndarray:
     return np.stack(out)
 
 
-def _gray28(path: Path) -> np.ndarray:
+def _gray28(path: Path, trim: bool = False) -> np.ndarray:
     with Image.open(path) as im:
         a = np.asarray(im.convert("L"))
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     if border.mean() > 127:
-        a = 255 - a
+        a, border = 255 - a, 255 - border
+    if trim:
+        a = _trim(a, int(np.median(border)))
     h, w = a.shape
     side = max(h, w)
     square = np.zeros((side, side), np.uint8)
@@ -209,6 +219,15 @@ def _gray28(path: Path) -> np.ndarray:
     if side == 28:
         return square
     return np.asarray(Image.fromarray(square).resize((28, 28), Image.Resampling.BILINEAR))
+
+
+def _trim(a: np.ndarray, background: int) -> np.ndarray:
+    """The smallest box holding every pixel that differs from the background (ImageMagick's -trim
+    without fuzz); an image with no such pixel is kept whole."""
+    rows, cols = np.flatnonzero((a != background).any(1)), np.flatnonzero((a != background).any(0))
+    if not len(rows):
+        return a
+    return a[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
 
 
 def flankers_present(name: str, source: SourceConfig | None = None) -> bool:
