@@ -373,7 +373,7 @@ def test_docs_examples_run_as_written(tmp_path: Path, monkeypatch: pytest.Monkey
         exec(compile(block, "docs/experiments.md", "exec"), {})
     out = capsys.readouterr().out
     assert "52261" in out and "['spacing_xax_spacing_120', 'matrix_spacing_240']" in out
-    assert Path("/tmp/letters-sheet.png").is_file()
+    assert (tmp_path / "letters-sheet.png").is_file()  # written where the example runs
 
 
 def test_random_shifts_at_the_minimum_spacing_render() -> None:

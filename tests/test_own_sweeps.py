@@ -142,3 +142,23 @@ def test_the_readme_sweep_runs_as_written(tmp_path: Path) -> None:
     exp = tmp_path / "exps" / "my-pooling-quick"
     assert json.loads((exp / "spec.json").read_text())["grid"]["target_eccs"] == [0, 40, 80]
     assert "[eval] 24 jobs: 24 done" in proc.stdout.splitlines()
+
+
+def test_every_sweep_module_is_registered_and_every_registered_name_is_one() -> None:
+    """launch.BUILTIN_SWEEPS is the one list of built-in sweeps: a module that defines sweep() and is
+    missing from it (or a name there with no such module) fails here, not silently at launch."""
+    import importlib
+    import pkgutil
+
+    import sweeps
+    from sweeps import launch
+
+    defining = set()
+    for info in pkgutil.iter_modules(sweeps.__path__):
+        if info.name.startswith("_"):  # __main__ runs the launcher
+            continue
+        module = importlib.import_module(f"sweeps.{info.name}")
+        if callable(getattr(module, "sweep", None)):
+            defining.add(info.name.replace("_", "-"))
+    assert defining == set(launch.BUILTIN_SWEEPS)
+    assert sorted(launch.available_sweeps()) == sorted(launch.BUILTIN_SWEEPS)
