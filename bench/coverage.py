@@ -4,9 +4,10 @@
 
 The model (probit, one test set shared by every seed and condition): image i of seed s is right in
 condition c when
-    sqrt(0.4) d_i + sqrt(0.2) f_si + sqrt(0.4) eps_sci  <  m_c + u_s + v_sc
-d_i the image's difficulty (shared across conditions and seeds), f_si a seed x image effect (shared by
-a network's conditions), eps fresh noise, u_s a seed effect and v_sc a seed x condition effect, both
+    sqrt(0.3) d_i + sqrt(0.2) g_ci + sqrt(0.2) f_si + sqrt(0.3) eps_sci  <  m_c + u_s + v_sc
+d_i the image's difficulty (shared across conditions and seeds), g_ci an image x condition effect
+(how much flankers hurt that image, shared across seeds), f_si a seed x image effect (shared by a
+network's conditions), eps fresh noise, u_s a seed effect and v_sc a seed x condition effect, both
 N(0, sigma^2). m_c = Phi^-1(acc_c) sqrt(1 + 2 sigma^2), so the architecture's accuracy (any seed, any
 image) is exactly acc_c: 0.85 in condition A, 0.70 in B, a true effect A - B of 15 points. A network's
 own accuracy is Phi(m_c + u_s + v_sc). sigma is set so that the spread of the networks' effects (their
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from results import intervals, stats  # noqa: E402
 
 ACC = (0.85, 0.70)  # architecture accuracy in conditions A and B
-SHARE = (0.4, 0.2)  # variance shares of the image difficulty and of the seed x image effect
+SHARE = (0.3, 0.2, 0.2)  # variance shares of image difficulty, image x condition, seed x image
 SEEDS = (1, 2, 3, 5, 10)
 SPREADS = (0.0, 1.0, 3.0)  # sd of the networks' effects, in image SEs
 
@@ -53,7 +54,7 @@ class Model:
 def image_se(n_images: int) -> float:
     """Standard error of one network's effect A - B on n test images (no seed effect)."""
     qa, qb = sps.norm.ppf(ACC)
-    rho = sum(SHARE)  # correlation of one image's latents in two conditions of one network
+    rho = SHARE[0] + SHARE[2]  # correlation of one image's latents in two conditions of one network
     both = sps.multivariate_normal([0, 0], [[1, rho], [rho, 1]]).cdf([qa, qb])
     var = ACC[0] * (1 - ACC[0]) + ACC[1] * (1 - ACC[1]) - 2 * (both - ACC[0] * ACC[1])
     return math.sqrt(var / n_images)
@@ -81,10 +82,11 @@ def sigma_for(spread: float, n_images: int) -> float:
 def experiment(model: Model, seeds: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """hits (seeds x 2 conditions x images, bool) and the networks' true accuracies (seeds x 2)."""
     n = model.n_images
-    a, b = SHARE
-    d = rng.standard_normal(n)
+    a, b, c = SHARE
+    d, g = rng.standard_normal(n), rng.standard_normal((2, n))
     f = rng.standard_normal((seeds, 1, n))
-    latent = math.sqrt(a) * d + math.sqrt(b) * f + math.sqrt(1 - a - b) * rng.standard_normal((seeds, 2, n))
+    latent = (math.sqrt(a) * d + math.sqrt(b) * g + math.sqrt(c) * f
+              + math.sqrt(1 - a - b - c) * rng.standard_normal((seeds, 2, n)))
     q = model.m[None, :] + model.sigma * (rng.standard_normal((seeds, 1)) + rng.standard_normal((seeds, 2)))
     return latent < q[:, :, None], sps.norm.cdf(q)
 

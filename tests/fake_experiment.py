@@ -7,9 +7,11 @@ With `seeds`, every training run is replicated; `seed_spread` gives each seed (e
 its own accuracies: a probit shift per seed and one per seed x condition, each of sd `seed_spread`
 (`FakeExperiment.accuracy` keeps each network's true accuracy). With `per_image`, every evaluation
 keeps which test images it got right (correct.npy), from a probit model of the one test set: image
-i is right when  sqrt(0.4) d_i + sqrt(0.2) f_si + sqrt(0.4) eps_sci < Phi^-1(accuracy), d_i the
-image's difficulty (shared by every condition, seed and model), f_si a seed x image effect (shared
-by a network's conditions), eps fresh noise; each network's expected accuracy is its true one.
+i is right in condition c when sqrt(0.3) d_i + sqrt(0.2) g_ci + sqrt(0.2) f_si + sqrt(0.3) eps_sci
+< Phi^-1(accuracy), d_i the image's difficulty (shared by every condition, seed and model), g_ci an
+image x condition effect (shared by every seed and model), f_si a seed x image effect (shared by a
+network's conditions), eps fresh noise; each network's expected accuracy is its true one (the model
+of bench/coverage.py).
 """
 
 from __future__ import annotations
@@ -186,7 +188,7 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
             net = np.random.default_rng([seed, 2, run["seed"], len(selection["models"])])
             seed_shift = seed_spread * net.standard_normal()
             seed_image = net.standard_normal(n_images)
-            for cond in grid_conditions(grid, StimulusConfig()):
+            for ci, cond in enumerate(grid_conditions(grid, StimulusConfig())):
                 h = digest({"model": run["hash"], "condition": cond})
                 path = exp / "eval" / h
                 entry = EvalEntry(h, f"eval/{h}", model.name, run["hash"], run["learning_rate"], run["seed"], cond,
@@ -201,8 +203,9 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
                 result = {"kind": "eval", "hash": h, "model_hash": run["hash"], "condition": cond,
                           "n_images": n_images, "wall_time_s": 1.0}
                 if per_image:
-                    latent = (math.sqrt(0.4) * difficulty + math.sqrt(0.2) * seed_image
-                              + math.sqrt(0.4) * rng.standard_normal(n_images))
+                    image_condition = np.random.default_rng([seed, 3, ci]).standard_normal(n_images)
+                    latent = (math.sqrt(0.3) * difficulty + math.sqrt(0.2) * image_condition
+                              + math.sqrt(0.2) * seed_image + math.sqrt(0.3) * rng.standard_normal(n_images))
                     hits = latent < NormalDist().inv_cdf(acc)
                     k = int(hits.sum())
                     write_hits(path / HITS, hits)
