@@ -10,10 +10,10 @@ What each interval speaks about (docs/experiments.md, "What an interval means"):
                   set: seeds and images are crossed random effects,
                       e[s, i] = mu + a_s + b_i + (ab)_si,
                   and Var(mean) = var_a / S + var_b / n + var_ab / (S n), estimated from the two-way
-                  ANOVA mean squares (method of moments, components cut at 0), with a t quantile on
-                  Satterthwaite's degrees of freedom (`crossed_interval`). Without per-image
-                  records, the t interval over per-seed values widened by the test set's binomial
-                  variance, which the seeds share (`seed_counts_interval`).
+                  ANOVA mean squares (method of moments, components cut at 0); the seeds' part takes
+                  the t quantile of S - 1 df, the images' part that of n - 1 (`crossed_interval`).
+                  Without per-image records, the t interval over per-seed values widened by the
+                  test set's binomial variance, which the seeds share (`seed_counts_interval`).
 The coverage of each, simulated: bench/coverage.py (README, "Statistics").
 """
 
@@ -133,13 +133,45 @@ def mean_squares(e: np.ndarray) -> tuple[float, float, float]:
     return ms_s, ms_i, ms_e
 
 
+def _effective_df(q: float, level: float) -> float:
+    """The degrees of freedom whose t quantile is q (inf when q is at or below the normal's)."""
+    from scipy import optimize
+
+    if q <= _t_quantile(math.inf, level) * (1 + 1e-12):
+        return math.inf
+    return float(optimize.brentq(lambda df: _t_quantile(df, level) - q, 1e-3, 1e9, xtol=1e-6))
+
+
+def _two_part(estimate: float, seed_var: float, seed_df: float, rest_var: float, rest_df: float, method: str,
+              level: float) -> Interval:
+    """half width = sqrt(t(seed_df)^2 seed_var + t(rest_df)^2 rest_var): each part of the variance
+    with the quantile of its own degrees of freedom. The seeds' part, from a few seeds, keeps its
+    S - 1; a pooled (Satterthwaite) df would be larger, and too liberal when one part is estimated
+    from 2 to 4 seeds (bench/coverage.py measured 0.91 with 3 seeds, 3x spread). The Interval's df
+    is the df whose t quantile gives the same half width (for its p value)."""
+    var = seed_var + rest_var
+    if var <= 0:
+        return Interval(estimate, estimate, estimate, 0.0, math.inf, method)
+    half2 = (_t_quantile(seed_df, level) ** 2 * seed_var if seed_var > 0 else 0.0) + \
+        (_t_quantile(rest_df, level) ** 2 * rest_var if rest_var > 0 else 0.0)
+    half = math.sqrt(half2)
+    df = _effective_df(half / math.sqrt(var), level)
+    return Interval(estimate, estimate - half, estimate + half, math.sqrt(var), df, method)
+
+
 def crossed_interval(effects: Any, level: float = 0.95) -> Interval:
-    """The mean of per-image values e (seeds x images, the same images in every seed) with its t
+    """The mean of per-image values e (seeds x images, the same images in every seed) with its
     interval. One seed: the one-sample t interval over images (this network). Several: seeds and
-    images as crossed random effects; Var(mean) = c_s MS_s + c_i MS_i + c_e MS_e with
-    c_s = c_i = 1/(S n), c_e = -1/(S n) (an unbiased combination); a component whose estimate would be
-    negative (MS_s or MS_i below MS_e) is set to 0 and its mean square dropped, MS_e taking its place.
-    Degrees of freedom: Satterthwaite, (sum c_j MS_j)^2 / sum (c_j MS_j)^2 / df_j."""
+    images as crossed random effects, from the two-way mean squares (`mean_squares`):
+        seeds' part   MS_s / (S n)            on S - 1 df  (var_seeds / S + var_resid / (S n)),
+        images' part  (MS_i - MS_e) / (S n)   on n - 1 df  (var_images / n),
+    Var(mean) = their sum = (MS_s + MS_i - MS_e) / (S n), unbiased. A component whose estimate would
+    be negative is 0: MS_s below MS_e, the seeds' part is MS_e / (S n) on (S - 1)(n - 1) df; MS_i
+    below MS_e, the images' part is 0. The residual rides with the seeds' part, so that a seed
+    variance estimated near 0 from 2 to 4 seeds still gets their quantile (with it in the images'
+    part, coverage was 0.91 with 3 seeds at 3x spread). The images' part keeps MS_i's n - 1 df:
+    Satterthwaite's df of a difference near 0 tends to 0 and its quantile to infinity. Half width:
+    `_two_part`."""
     e = np.atleast_2d(np.asarray(effects, dtype=float))
     s, n = e.shape
     if n < 2:
@@ -149,21 +181,19 @@ def crossed_interval(effects: Any, level: float = 0.95) -> Interval:
         return _from_variance(mean, float(e.var(ddof=1)) / n, n - 1.0, f"t interval over {n} images (this network)",
                               level)
     ms_s, ms_i, ms_e = mean_squares(e)
-    use_s, use_i = ms_s > ms_e, ms_i > ms_e
-    terms = [(1.0 if use_s else 0.0, ms_s, s - 1.0), (1.0 if use_i else 0.0, ms_i, n - 1.0),
-             (1.0 - use_s - use_i, ms_e, (s - 1.0) * (n - 1.0))]
-    var = sum(c * ms for c, ms, _ in terms) / (s * n)
-    denom = sum((c * ms) ** 2 / df for c, ms, df in terms if c)
-    df = (var * s * n) ** 2 / denom if denom > 0 else math.inf
-    return _from_variance(mean, var, df, f"crossed seeds x images over {s} seeds and {n} images", level)
+    df_e = (s - 1.0) * (n - 1.0)
+    seed, seed_df = (ms_s, s - 1.0) if ms_s >= ms_e else (ms_e, df_e)
+    image = max(ms_i - ms_e, 0.0)
+    return _two_part(mean, seed / (s * n), seed_df, image / (s * n), n - 1.0,
+                     f"crossed seeds x images over {s} seeds and {n} images", level)
 
 
 def seed_counts_interval(values: Any, variances: Any, level: float = 0.95) -> Interval:
     """The mean of per-seed values from counts only (an accuracy or a weighted sum of accuracies per
     seed; `variances`: each one's binomial variance over its test images). One seed: the normal
     interval of that one network. Several: Var = sd^2 / S + mean(variances), the spread of the seeds
-    plus the test set's binomial variance, which every seed shares (its images are the same); a t
-    quantile on Satterthwaite's df (the binomial term counted as known)."""
+    (on S - 1 df) plus the test set's binomial variance, which every seed shares (its images are the
+    same; a normal quantile); half width as `_two_part`."""
     x, v = np.asarray(values, dtype=float), np.asarray(variances, dtype=float)
     ok = np.isfinite(x) & np.isfinite(v)
     x, v = x[ok], v[ok]
@@ -174,10 +204,8 @@ def seed_counts_interval(values: Any, variances: Any, level: float = 0.95) -> In
     if s == 1:
         return _from_variance(mean, float(v[0]), math.inf, "unpaired normal interval on this network's counts",
                               level)
-    seed_var = float(x.var(ddof=1)) / s
-    var = seed_var + float(v.mean())
-    df = var**2 / (seed_var**2 / (s - 1)) if seed_var > 0 else math.inf
-    return _from_variance(mean, var, df, f"t interval over {s} seeds' counts and the shared test set", level)
+    return _two_part(mean, float(x.var(ddof=1)) / s, s - 1.0, float(v.mean()), math.inf,
+                     f"t interval over {s} seeds' counts and the shared test set", level)
 
 
 def t_interval(values: Any, level: float = 0.95) -> tuple[float, float, float]:

@@ -5,7 +5,7 @@ what each one speaks about (one network, or the architecture across seeds): resu
   summary.csv   per configuration x condition: the mean accuracy over seeds and its interval; one
                 seed: that network's Wilson interval; several: the t interval over the seeds'
                 accuracies widened by the test set's binomial variance (the seeds share one test set,
-                so its images are not counted S times as independent), Satterthwaite's df;
+                so its images are not counted S times as independent: intervals.seed_counts_interval);
   paired        two evaluations on the same test images (another condition, another model), image
                 by image from the per-image records (ecc.evaluate.HITS): one seed, Newcombe's paired
                 score interval and the exact McNemar test; several, seeds x images crossed.
@@ -63,7 +63,7 @@ def accuracy_interval(n_correct: Any, n_images: Any) -> Interval:
     p = k / n
     i = seed_counts_interval(p, p * (1 - p) / n)
     return Interval(i.estimate, max(0.0, i.low), min(1.0, i.high), i.se, i.df,
-                    f"t over {len(k)} seeds + shared test set (df {i.df:.1f})")
+                    f"t over {len(k)} seeds + shared test set")
 
 
 def _seed_column(table: pd.DataFrame) -> pd.Series:

@@ -54,9 +54,7 @@ def counts_interval_by_hand(p: list[float], n: int) -> tuple[float, float, float
     s = len(p)
     mean = sum(p) / s
     seed_var = sum((x - mean) ** 2 for x in p) / (s - 1) / s
-    var = seed_var + sum(x * (1 - x) / n for x in p) / s
-    df = var**2 / (seed_var**2 / (s - 1))
-    half = sps.t.ppf(0.975, df) * math.sqrt(var)
+    half = math.sqrt(sps.t.ppf(0.975, s - 1) ** 2 * seed_var + Z**2 * sum(x * (1 - x) / n for x in p) / s)
     return mean, mean - half, mean + half
 
 
@@ -75,7 +73,8 @@ def test_summary_table_mean_and_interval_over_seeds_sharing_one_test_set_by_hand
     # A failed seed is planned but not done: the mean is over the done ones.
     assert (xax["seeds_planned"], xax["seeds_done"], xax["n_images"]) == (3, 2, 200)
     assert xax["mean_accuracy"] == pytest.approx(0.55) and xax["sd_accuracy"] == pytest.approx(math.sqrt(0.005))
-    assert (xax["ci_low"], xax["ci_high"]) == pytest.approx(counts_interval_by_hand([0.5, 0.6], 100)[1:])
+    _, lo, hi = counts_interval_by_hand([0.5, 0.6], 100)  # 2 seeds: t(1) = 12.7, cut to [0, 1]
+    assert lo < 0 and hi > 1 and (xax["ci_low"], xax["ci_high"]) == (0.0, 1.0)
     # One seed: that network's Wilson interval, named as such.
     assert (one["ci_low"], one["ci_high"]) == pytest.approx(wilson(80, 100)) and "this network" in one["interval"]
 
@@ -130,19 +129,21 @@ def test_wilson_is_statsmodels_and_the_hand_formula() -> None:
 def test_crossed_interval_by_hand() -> None:
     # Seeds x images, every component positive: seed means 3/4, 1/4; image means 1, 1/2, 1/2, 0.
     # MS_seeds = 4 (1/16 + 1/16) / 1 = 1/2, MS_images = 2 (1/4 + 0 + 0 + 1/4) / 3 = 1/3,
-    # residuals +-1/4 -> MS_resid = 8/16 / 3 = 1/6. Var(mean) = (1/2 + 1/3 - 1/6) / 8 = 1/12;
-    # Satterthwaite df = (2/3)^2 / ((1/2)^2 / 1 + (1/3)^2 / 3 + (1/6)^2 / 3) = 1.5.
+    # residuals +-1/4 -> MS_resid = 8/16 / 3 = 1/6. Var(mean) = (1/2 + 1/3 - 1/6) / 8 = 1/12: the
+    # seeds' part MS_seeds / 8 = 1/16 on 1 df, the images' part (1/3 - 1/6) / 8 = 1/48 on 3 df.
     e = np.array([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=float)
     assert intervals.mean_squares(e) == pytest.approx((1 / 2, 1 / 3, 1 / 6))
     c = intervals.crossed_interval(e)
-    half = sps.t.ppf(0.975, 1.5) * math.sqrt(1 / 12)
-    assert (c.estimate, c.se, c.df, c.low, c.high) == pytest.approx((0.5, math.sqrt(1 / 12), 1.5, 0.5 - half, 0.5 + half))
-    assert c.p_value == pytest.approx(2 * sps.t.sf(0.5 / math.sqrt(1 / 12), 1.5))
+    half = math.sqrt(sps.t.ppf(0.975, 1) ** 2 / 16 + sps.t.ppf(0.975, 3) ** 2 / 48)
+    assert (c.estimate, c.se, c.low, c.high) == pytest.approx((0.5, math.sqrt(1 / 12), 0.5 - half, 0.5 + half))
+    # Its df is the one whose quantile gives that half width, and the p value uses it.
+    assert sps.t.ppf(0.975, c.df) * c.se == pytest.approx(half)
+    assert c.p_value == pytest.approx(2 * sps.t.sf(0.5 / math.sqrt(1 / 12), c.df))
     # No seed nor image effect (MS_seeds = MS_images = 0 < MS_resid = 2/3): both components are 0,
     # Var(mean) = MS_resid / (S n) = 1/12 on its 3 df.
     e = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=float)
     c = intervals.crossed_interval(e)
-    assert (c.se, c.df) == pytest.approx((math.sqrt(1 / 12), 3.0))
+    assert (c.se, c.df, c.high) == pytest.approx((math.sqrt(1 / 12), 3.0, 0.5 + sps.t.ppf(0.975, 3) / math.sqrt(12)))
     # The same mean squares from an independent fit: statsmodels' two-way ANOVA of the long table.
     rng = np.random.default_rng(3)
     e = (rng.random((3, 40)) < 0.7).astype(float) - (rng.random((3, 40)) < 0.5)
@@ -160,12 +161,11 @@ def test_crossed_interval_by_hand() -> None:
 
 def test_seed_counts_interval_by_hand() -> None:
     # Seeds' effects 0.10, 0.20, 0.15 with binomial variances 0.001, 0.002, 0.0015:
-    # Var = 0.0025 / 3 + 0.0015, df = Var^2 / ((0.0025 / 3)^2 / 2).
+    # the seeds' part 0.0025 / 3 on 2 df, the test set's 0.0015 with the normal quantile.
     c = intervals.seed_counts_interval([0.1, 0.2, 0.15], [0.001, 0.002, 0.0015])
-    var = 0.0025 / 3 + 0.0015
-    df = var**2 / ((0.0025 / 3) ** 2 / 2)
-    half = sps.t.ppf(0.975, df) * math.sqrt(var)
-    assert (c.estimate, c.df, c.low, c.high) == pytest.approx((0.15, df, 0.15 - half, 0.15 + half))
+    half = math.sqrt(sps.t.ppf(0.975, 2) ** 2 * 0.0025 / 3 + Z**2 * 0.0015)
+    assert (c.estimate, c.se, c.low, c.high) == pytest.approx((0.15, math.sqrt(0.0025 / 3 + 0.0015), 0.15 - half,
+                                                               0.15 + half))
     one = intervals.seed_counts_interval([0.1], [0.001])  # one network: normal, said as such
     assert (one.low, one.high) == pytest.approx((0.1 - Z * math.sqrt(0.001), 0.1 + Z * math.sqrt(0.001)))
     assert "this network" in one.method
@@ -296,12 +296,75 @@ def test_findings_on_a_fake_experiment_with_known_effects(tmp_path: Path, seeds:
         assert "**supported** for the architecture (3 seeds)" in md
 
 
-def test_findings_without_per_image_records_fall_back_to_counts(tmp_path: Path) -> None:
-    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=1500)
-    out = findings.findings(fake.path, table.collect(fake.path), CLAIMS[:1])
-    row = out.iloc[0]
+def counts_of(df: pd.DataFrame, seed: int, label: str, target: float, spacing: float | None = None) -> float:
+    rows = df[(df["seed"] == seed) & (df["label"] == label) & (df["target_ecc"] == target)]
+    rows = rows if spacing is None else rows[rows["spacing"] == spacing]
+    assert len(rows) == 1
+    return float(rows["accuracy"].iloc[0])
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_findings_without_per_image_records_fall_back_to_counts(tmp_path: Path, seeds: tuple[int, ...]) -> None:
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(MODEL,), learning_rates=(0.01,), n_images=1500,
+                                 seeds=seeds, seed_spread=0.03)
+    df = table.collect(fake.path)
+    mixed = Claim("mixed", "a at x beats xax at the centre", (Term("a"), Term("xax", 120.0, weight=-1, target_ecc=0.0)))
+    out = findings.findings(fake.path, df, (CLAIMS[0], mixed)).set_index("claim")
+    row = out.loc["crowding"]
     assert "no per-image record" in row["method"] and row["verdict"] == "supported"
     assert row["effect"] == pytest.approx(known_effect(CLAIMS[0], [0, 120, 240, 720]), abs=0.03)
+    # By hand: per seed, the mean over x of a - xax; its binomial variance sums (1/4)^2 p (1 - p) / n
+    # over the 8 evaluations; several seeds: the t interval over seeds plus the shared test set's variance.
+    xs, n = (0.0, 120.0, 240.0, 720.0), 1500
+    values, variances = [], []
+    for s in seeds:
+        ps = [counts_of(df, s, "a", x) for x in xs] + [-counts_of(df, s, "xax", x, 120.0) for x in xs]
+        values.append(sum(ps) / 4)
+        variances.append(sum(abs(p) * (1 - abs(p)) / n for p in ps) / 16)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(counts_by_hand(values, variances))
+    assert ("this network's counts" if len(seeds) == 1 else "3 seeds' counts") in row["method"]
+    assert [float(v) for v in row["seed_effects"].split(",")] == pytest.approx(values)
+    # A fixed-target term serves every x: its evaluation's variance counts once, with weight -1
+    # (not 4 times with weight -1/4, which would be a quarter of it).
+    values, variances = [], []
+    for s in seeds:
+        ps = [counts_of(df, s, "a", x) for x in xs]
+        p0 = counts_of(df, s, "xax", 0.0, 120.0)
+        values.append(sum(ps) / 4 - p0)
+        variances.append(sum(p * (1 - p) / n for p in ps) / 16 + p0 * (1 - p0) / n)
+    m = out.loc["mixed"]
+    assert (m["effect"], m["ci_low"], m["ci_high"]) == pytest.approx((sum(values) / len(seeds),
+                                                                      *counts_by_hand(values, variances)))
+
+
+def counts_by_hand(values: list[float], variances: list[float]) -> tuple[float, float]:
+    """One seed: the normal interval; several: sd^2 / S on S - 1 df plus the mean variance (normal)."""
+    s, mean = len(values), sum(values) / len(values)
+    if s == 1:
+        return mean - Z * math.sqrt(variances[0]), mean + Z * math.sqrt(variances[0])
+    seed_var = sum((v - mean) ** 2 for v in values) / (s - 1) / s
+    half = math.sqrt(sps.t.ppf(0.975, s - 1) ** 2 * seed_var + Z**2 * sum(variances) / s)
+    return mean - half, mean + half
+
+
+def test_a_term_of_a_network_with_several_learning_rates_takes_the_claims_or_is_refused(tmp_path: Path) -> None:
+    a, b = MODEL, FakeModel("None", pm="11-3-1-1-1", robustness=0.6)
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(a, b), learning_rates=(0.01,), n_images=400)
+    df = table.collect(fake.path)
+    # Selection `all` for b: b evaluated again at lr 0.5 (here: nothing right), listed first.
+    again = df[df["model"] == b.name].assign(learning_rate=0.5, n_correct=0, accuracy=0.0)
+    both = pd.concat([again, df], ignore_index=True)
+    claim = Claim("a beats b", "a at the centre beats b", (Term("a", target_ecc=0.0),
+                                                           Term("a", target_ecc=0.0, weight=-1, model=b.name)),
+                  models=(a.name,))
+    row = findings.findings(fake.path, both, (claim,)).iloc[0]
+    acc = {m: float(df[(df["model"] == m) & (df["label"] == "a") & (df["target_ecc"] == 0)]["accuracy"].iloc[0])
+           for m in (a.name, b.name)}
+    assert row["effect"] == pytest.approx(acc[a.name] - acc[b.name])  # b at the claim's 0.01, not the first row
+    moved = both.assign(learning_rate=np.where(both["model"] == a.name, 0.2, both["learning_rate"]))
+    row = findings.findings(fake.path, moved, (claim,)).iloc[0]
+    assert row["verdict"] == "inconclusive" and math.isnan(row["effect"])
+    assert f"model {b.name!r} was evaluated at learning rates 0.01, 0.5" in row["note"] and "0.2" in row["note"]
 
 
 def test_a_claim_without_data_is_inconclusive_with_a_note(tmp_path: Path) -> None:
