@@ -33,7 +33,7 @@ import numpy as np
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from results import intervals, stats  # noqa: E402
+from results import intervals, stats
 
 ACC = (0.85, 0.70)  # architecture accuracy in conditions A and B
 SHARE = (0.3, 0.2, 0.2)  # variance shares of image difficulty, image x condition, seed x image
@@ -141,17 +141,28 @@ def run(reps: int, n_images: int, seed: int, seed_counts=SEEDS, spreads=SPREADS)
 
 
 def table(rows: list[dict]) -> str:
-    """The rows as a markdown table (coverage +- its Monte Carlo SE, width in points)."""
+    """Markdown: per interval and number of seeds, one column per spread with the coverage +- its
+    Monte Carlo SE and the mean width; one seed: the network's coverage, then the architecture's."""
     def cov(c: float, r: int) -> str:
         return f"{c:.3f} ± {math.sqrt(max(c * (1 - c), 1e-12) / r):.3f}"
 
-    lines = ["| interval | seeds | spread (image SEs) | covers the network | covers the architecture | mean width (pp) |",
-             "|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["seeds"] > 1, r["interval"], r["seeds"], r["spread"])):
-        net = cov(r["network"], r["reps"]) if r["seeds"] == 1 else "-"
-        lines.append(f"| {r['interval']} | {r['seeds']} | {r['spread']:g} (measured {r['measured_spread']:.2f}) "
-                     f"| {net} | {cov(r['architecture'], r['reps'])} | {100 * r['width']:.1f} |")
-    return "\n".join(lines)
+    spreads = sorted({r["spread"] for r in rows})
+    cells: dict[tuple[str, int], dict[float, dict]] = {}
+    for r in rows:
+        cells.setdefault((r["interval"], r["seeds"]), {})[r["spread"]] = r
+    head = " | ".join(f"spread {s:g}x" for s in spreads)
+    lines = [f"| interval | seeds | covers | {head} |", "|---|---|---|" + "---|" * len(spreads)]
+    for (name, seeds), by in sorted(cells.items(), key=lambda kv: (kv[0][1] > 1, kv[0][0], kv[0][1])):
+        if seeds == 1:
+            parts = [f"{cov(by[s]['network'], by[s]['reps'])} (arch. {by[s]['architecture']:.2f}), "
+                     f"{100 * by[s]['width']:.1f} pp" for s in spreads]
+            lines.append(f"| {name} | 1 | this network | {' | '.join(parts)} |")
+        else:
+            parts = [f"{cov(by[s]['architecture'], by[s]['reps'])}, {100 * by[s]['width']:.1f} pp" for s in spreads]
+            lines.append(f"| {name} | {seeds} | architecture | {' | '.join(parts)} |")
+    measured = ", ".join(f"{s:g}x -> {np.mean([r['measured_spread'] for r in rows if r['spread'] == s]):.2f}"
+                         for s in spreads)
+    return "\n".join([*lines, "", f"spread of the simulated networks' effects, in image SEs: {measured}"])
 
 
 def main(argv: list[str] | None = None) -> int:
