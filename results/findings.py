@@ -237,8 +237,7 @@ def _paired(f: Finding, exp_dir: str | Path, claim: Claim, xs: list, rows: dict[
         return True
     ci = intervals.crossed_interval(e)
     f.effect, f.low, f.high, f.p_value = ci.estimate, ci.low, ci.high, ci.p_value
-    f.method = (f"{ci.method}, df {ci.df:.1f}"
-                f"{f', mean over {len(xs)} target eccentricities' if len(xs) > 1 else ''}")
+    f.method = f"{ci.method}{f', mean over {len(xs)} target eccentricities' if len(xs) > 1 else ''}"
     return True
 
 
@@ -260,8 +259,7 @@ def _counts(f: Finding, claim: Claim, xs: list, rows: dict[tuple, pd.Series]) ->
     ci = intervals.seed_counts_interval(values, variances)
     f.effect, f.low, f.high, f.p_value = ci.estimate, ci.low, ci.high, ci.p_value
     f.seed_effects, f.n_images = [float(v) for v in values], int(min(float(r["n_images"]) for r in rows.values()))
-    df = f", df {ci.df:.1f}" if len(f.seeds) > 1 and math.isfinite(ci.df) else ""
-    f.method = f"{ci.method}{df} (no per-image record)"
+    f.method = f"{ci.method} (no per-image record)"
 
 
 def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model: str,

@@ -19,6 +19,7 @@ The coverage of each, simulated: bench/coverage.py (README, "Statistics").
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 ALPHA = 0.05
 
 
+@functools.lru_cache(maxsize=4096)  # a report asks for a few df (S - 1, n - 1) again and again
 def _t_quantile(df: float, level: float) -> float:
     from scipy import stats as sps  # here: scipy.stats takes a second to import, and launches need none
 
@@ -47,10 +49,18 @@ def _t_p_value(estimate: float, se: float, df: float) -> float:
     return float(min(1.0, 2 * tail))
 
 
+@functools.lru_cache(maxsize=16)
+def _level_of(z: float) -> float:
+    from scipy import stats as sps
+
+    return 1 - 2 * float(sps.norm.sf(z))
+
+
 @dataclass(frozen=True)
 class Interval:
     """An estimate with its interval, its standard error and the degrees of freedom of its quantile
-    (inf: normal); p_value tests estimate = 0 with the same t (or normal) distribution."""
+    (inf: normal; NaN: `effective_df`, from the half width); p_value tests estimate = 0 with the same
+    t (or normal) distribution."""
 
     estimate: float
     low: float
@@ -60,8 +70,16 @@ class Interval:
     method: str = ""
 
     @property
+    def effective_df(self) -> float:
+        """df, or where the interval combines parts with their own quantiles, the df whose t quantile
+        gives its half width (computed on demand: a root search)."""
+        if not math.isnan(self.df) or not (self.se > 0 and math.isfinite(self.high - self.estimate)):
+            return self.df
+        return _effective_df((self.high - self.estimate) / self.se, 0.95)
+
+    @property
     def p_value(self) -> float:
-        return _t_p_value(self.estimate, self.se, self.df)
+        return _t_p_value(self.estimate, self.se, self.effective_df)
 
 
 NAN_INTERVAL = Interval(math.nan, math.nan, math.nan)
@@ -82,10 +100,9 @@ def wilson_interval(n_correct: Any, n_images: Any, z: float = Z95) -> tuple[np.n
     lo, hi = np.full(k.shape, np.nan), np.full(k.shape, np.nan)
     ok = np.isfinite(k) & np.isfinite(n) & (n > 0)
     if ok.any():
-        from scipy import stats as sps
         from statsmodels.stats.proportion import proportion_confint
 
-        alpha = 2 * float(sps.norm.sf(z))
+        alpha = 1 - _level_of(z)
         lo[ok], hi[ok] = proportion_confint(k[ok], n[ok], alpha=alpha, method="wilson")
     # Exact ends (the formula gives them up to rounding): k = 0 -> low 0, k = n -> high 1.
     lo, hi = np.where(k == 0, 0.0, lo), np.where(ok & (k == n), 1.0, hi)
@@ -148,14 +165,14 @@ def _two_part(estimate: float, seed_var: float, seed_df: float, rest_var: float,
     with the quantile of its own degrees of freedom. The seeds' part, from a few seeds, keeps its
     S - 1; a pooled (Satterthwaite) df would be larger, and too liberal when one part is estimated
     from 2 to 4 seeds (bench/coverage.py measured 0.91 with 3 seeds, 3x spread). The Interval's df
-    is the df whose t quantile gives the same half width (for its p value)."""
+    is the df whose t quantile gives the same half width (`Interval.effective_df`, for its p value)."""
     var = seed_var + rest_var
     if var <= 0:
         return Interval(estimate, estimate, estimate, 0.0, math.inf, method)
     half2 = (_t_quantile(seed_df, level) ** 2 * seed_var if seed_var > 0 else 0.0) + \
         (_t_quantile(rest_df, level) ** 2 * rest_var if rest_var > 0 else 0.0)
     half = math.sqrt(half2)
-    df = _effective_df(half / math.sqrt(var), level)
+    df = math.nan if level == 0.95 else _effective_df(half / math.sqrt(var), level)
     return Interval(estimate, estimate - half, estimate + half, math.sqrt(var), df, method)
 
 

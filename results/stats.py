@@ -191,7 +191,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray) -> Comparison:
         return Comparison(diff, lo, hi, "Newcombe paired score interval, exact McNemar", n, 1,
                           mcnemar_exact(a_only, b_only), a_only, b_only)
     c = crossed_interval(a.astype(float) - b.astype(float))
-    return Comparison(c.estimate, c.low, c.high, f"{c.method}, df {c.df:.1f}", n, s, c.p_value)
+    return Comparison(c.estimate, c.low, c.high, c.method, n, s, c.p_value)
 
 
 # ----------------------------------------------------------------------------- per-image records

@@ -137,13 +137,14 @@ def test_crossed_interval_by_hand() -> None:
     half = math.sqrt(sps.t.ppf(0.975, 1) ** 2 / 16 + sps.t.ppf(0.975, 3) ** 2 / 48)
     assert (c.estimate, c.se, c.low, c.high) == pytest.approx((0.5, math.sqrt(1 / 12), 0.5 - half, 0.5 + half))
     # Its df is the one whose quantile gives that half width, and the p value uses it.
-    assert sps.t.ppf(0.975, c.df) * c.se == pytest.approx(half)
-    assert c.p_value == pytest.approx(2 * sps.t.sf(0.5 / math.sqrt(1 / 12), c.df))
+    assert sps.t.ppf(0.975, c.effective_df) * c.se == pytest.approx(half)
+    assert c.p_value == pytest.approx(2 * sps.t.sf(0.5 / math.sqrt(1 / 12), c.effective_df))
     # No seed nor image effect (MS_seeds = MS_images = 0 < MS_resid = 2/3): both components are 0,
     # Var(mean) = MS_resid / (S n) = 1/12 on its 3 df.
     e = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], dtype=float)
     c = intervals.crossed_interval(e)
-    assert (c.se, c.df, c.high) == pytest.approx((math.sqrt(1 / 12), 3.0, 0.5 + sps.t.ppf(0.975, 3) / math.sqrt(12)))
+    assert (c.se, c.effective_df, c.high) == pytest.approx((math.sqrt(1 / 12), 3.0,
+                                                            0.5 + sps.t.ppf(0.975, 3) / math.sqrt(12)))
     # The same mean squares from an independent fit: statsmodels' two-way ANOVA of the long table.
     rng = np.random.default_rng(3)
     e = (rng.random((3, 40)) < 0.7).astype(float) - (rng.random((3, 40)) < 0.5)
