@@ -16,13 +16,17 @@ def _p(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.2g}" if x >= 1e-4 else "<1e-4"
 
 
+def _seed_list(seeds: object) -> list[str]:
+    return [] if not isinstance(seeds, str) else [s for s in seeds.split(",") if s]
+
+
 def _seeds_cell(seeds: str) -> str:
-    got = [s for s in str(seeds).split(",") if s]
+    got = _seed_list(seeds)
     return "-" if not got else f"1 (seed {got[0]})" if len(got) == 1 else f"{len(got)} ({', '.join(got)})"
 
 
 def _verdict_cell(r: pd.Series) -> str:
-    n = len([s for s in str(r["seeds"]).split(",") if s])
+    n = len(_seed_list(r["seeds"]))
     if n == 0:
         return f"**{r['verdict']}**"
     if n == 1:
