@@ -10,12 +10,19 @@ where x runs over the claim's target eccentricities (default: every one at which
 evaluated), and a term with its own target_ecc ignores x. The verdict, from the 95% interval:
 supported (above 0), contradicted (below 0), inconclusive (it contains 0).
 
-The effect is computed image by image from the per-image records (every term is evaluated on the
-same test images, by ecc.evaluate's record): per seed s and image i, e_s(i) = mean_x sum_k w_k
-hit_k(x, s, i); the effect is the mean of e over seeds and images. Interval: a comparison of two
-conditions with one seed uses Newcombe's paired interval (and the exact McNemar p); anything else
-the bootstrap over seeds and images (results.stats). Evaluations without a per-image record (older
-experiment folders) fall back to the counts, with an unpaired normal interval (wider), and say so.
+What a verdict speaks about (results.intervals): with one seed, the one trained network (the
+verdict says so: seed variation is not estimated); with several, the architecture, seeds and test
+images being crossed random effects. The effect is computed image by image from the per-image
+records (every term is evaluated on the same test images, by ecc.evaluate's record): per seed s and
+image i, e_s(i) = mean_x sum_k w_k hit_k(x, s, i); the effect is the mean of e over seeds and
+images, and findings.md shows each seed's mean beside it. Interval: two conditions with one seed,
+Newcombe's paired interval (and the exact McNemar p); other claims with one seed, the t interval
+over images; several seeds, `intervals.crossed_interval`. Evaluations without a per-image record
+(older experiment folders) fall back to the counts (`intervals.seed_counts_interval`, each distinct
+evaluation counted once however many x it serves), and say so.
+
+A report tests a family of claims x configurations: each finding also gets its Holm-adjusted p
+value over the family and a family-wise verdict (supported / contradicted when the Holm p < 0.05).
 
 Other sweeps add claims by adding entries, e.g. a DCNN vs the eccentricity model at the centre:
 `Claim("ecc beats dcnn", ..., terms=(Term("xax", 120, target_ecc=0), Term("xax", 120, target_ecc=0,
@@ -36,14 +43,16 @@ import pandas as pd
 
 from core.atomic import atomic_write_bytes
 
-from . import stats
+from . import intervals, stats
+from .findings_md import markdown
 
 logger = logging.getLogger(__name__)
 
 FINDINGS_MD, FINDINGS_CSV = "findings.md", "findings.csv"
 VERDICTS = ("supported", "contradicted", "inconclusive")
-FINDINGS_COLUMNS = ("claim", "model", "learning_rate", "effect", "ci_low", "ci_high", "verdict", "method",
-                    "seeds", "n_images", "target_eccs", "p_value", "statement", "measure", "note")
+FINDINGS_COLUMNS = ("claim", "model", "learning_rate", "effect", "ci_low", "ci_high", "verdict", "scope",
+                    "p_value", "p_holm", "family_verdict", "family_size", "method", "seeds", "seed_effects",
+                    "n_images", "target_eccs", "statement", "measure", "note")
 _ATOL = 1e-6
 
 
@@ -108,8 +117,11 @@ class Finding:
     seeds: list[int] = field(default_factory=list)
     n_images: int = 0
     target_eccs: list[float] = field(default_factory=list)
-    p_value: float = math.nan
+    p_value: float = math.nan  # exact McNemar (Newcombe's interval), else the t test of the interval
     note: str = ""
+    seed_effects: list[float] = field(default_factory=list)  # the effect of each seed (each network)
+    p_holm: float = math.nan    # Holm-adjusted over the report's family (`findings`)
+    family_size: int = 0
 
     @property
     def verdict(self) -> str:
@@ -117,11 +129,25 @@ class Finding:
             return "inconclusive"
         return "supported" if self.low > 0 else "contradicted" if self.high < 0 else "inconclusive"
 
+    @property
+    def family_verdict(self) -> str:
+        """The verdict with the family's multiplicity accounted for (Holm p < 0.05)."""
+        if not (math.isfinite(self.p_holm) and self.p_holm < intervals.ALPHA):
+            return "inconclusive"
+        return "supported" if self.effect > 0 else "contradicted"
+
+    @property
+    def scope(self) -> str:
+        """What the verdict speaks about: one trained network, or the architecture across seeds."""
+        return "" if not self.seeds else "this network" if len(self.seeds) == 1 else "architecture"
+
     def row(self) -> dict[str, Any]:
         return {"claim": self.claim.name, "model": self.model, "learning_rate": self.learning_rate,
                 "effect": self.effect, "ci_low": self.low, "ci_high": self.high, "verdict": self.verdict,
-                "method": self.method, "seeds": ",".join(map(str, self.seeds)), "n_images": self.n_images,
-                "target_eccs": ",".join(f"{x:g}" for x in self.target_eccs), "p_value": self.p_value,
+                "scope": self.scope, "p_value": self.p_value, "p_holm": self.p_holm,
+                "family_verdict": self.family_verdict, "family_size": self.family_size, "method": self.method,
+                "seeds": ",".join(map(str, self.seeds)), "seed_effects": ",".join(f"{v:.6g}" for v in self.seed_effects),
+                "n_images": self.n_images, "target_eccs": ",".join(f"{x:g}" for x in self.target_eccs),
                 "statement": self.claim.statement, "measure": self.claim.measure or self.claim.formula(),
                 "note": self.note}
 
@@ -154,22 +180,95 @@ def _x_values(claim: Claim, by_term: Sequence[pd.DataFrame]) -> list[float | Non
     return sorted(xs or [])
 
 
+def _config_rows(table: pd.DataFrame, term: Term, model: str, learning_rate: float) -> pd.DataFrame:
+    """The rows of the network a term reads: the claim's configuration, or the term's own model at
+    the claim's learning rate (or its only one); a model with several, none the claim's, is refused."""
+    name = term.model or model
+    rows = table[table["model"] == name]
+    lrs = sorted(set(rows["learning_rate"].astype(float)))
+    if term.model is not None and len(lrs) <= 1:
+        return rows
+    same = rows[np.isclose(rows["learning_rate"].to_numpy(float), learning_rate)]
+    if same.empty and term.model is not None:
+        raise ValueError(f"term {term.describe()}: model {name!r} was evaluated at learning rates "
+                         f"{', '.join(f'{lr:g}' for lr in lrs)} (selection `all`), none is the claim's "
+                         f"{learning_rate:g}; select one learning rate per model (val/acc or train/loss)")
+    return same
+
+
+def _seed_rows(cells: dict[tuple[int, float | None], pd.DataFrame], seeds: list[int]) -> dict[tuple, pd.Series]:
+    out = {}
+    for (i, x), rows in cells.items():
+        for s in seeds:
+            got = rows[rows["seed"] == s]
+            if len(got) > 1:
+                raise ValueError(f"term {i} at target {x} has {len(got)} evaluations for seed {s}: "
+                                 f"{', '.join(got['run_dir'])}")
+            out[(i, x, s)] = got.iloc[0]
+    return out
+
+
+def _paired(f: Finding, exp_dir: str | Path, claim: Claim, xs: list, rows: dict[tuple, pd.Series]) -> bool:
+    """The effect from the per-image records, when every cell has one on the same images."""
+    hits: dict[tuple, np.ndarray] = {}
+    images: dict[str, Any] | None = None
+    for key, row in rows.items():
+        got = stats.hits_of(exp_dir, row)
+        if got is None:
+            return False
+        h, desc = got
+        if images is not None and desc != images:
+            f.note = "terms were evaluated on different test images: unpaired"
+            return False
+        images, hits[key] = desc, h
+    seeds, n = f.seeds, len(next(iter(hits.values())))
+    e = np.zeros((len(seeds), n))
+    for si, s in enumerate(seeds):
+        for x in xs:
+            for i, t in enumerate(claim.terms):
+                e[si] += t.weight * hits[(i, x, s)]
+        e[si] /= len(xs)
+    f.n_images, f.seed_effects = n, [float(v) for v in e.mean(axis=1)]
+    two = len(claim.terms) == 2 and len(xs) == 1 and sorted(t.weight for t in claim.terms) == [-1.0, 1.0]
+    if two and len(seeds) == 1:
+        pos = 0 if claim.terms[0].weight > 0 else 1
+        c = stats.paired_difference(hits[(pos, xs[0], seeds[0])], hits[(1 - pos, xs[0], seeds[0])])
+        f.effect, f.low, f.high, f.method, f.p_value = c.difference, c.low, c.high, c.method, c.p_value
+        return True
+    ci = intervals.crossed_interval(e)
+    f.effect, f.low, f.high, f.p_value = ci.estimate, ci.low, ci.high, ci.p_value
+    f.method = f"{ci.method}{f', mean over {len(xs)} target eccentricities' if len(xs) > 1 else ''}"
+    return True
+
+
+def _counts(f: Finding, claim: Claim, xs: list, rows: dict[tuple, pd.Series]) -> None:
+    """The effect from the counts (no per-image record): per seed, the weighted accuracies; each
+    distinct evaluation's binomial variance once, with the summed weight of every cell it serves."""
+    values, variances = [], []
+    for s in f.seeds:
+        weight: dict[str, float] = {}
+        acc: dict[str, tuple[float, float]] = {}
+        for (i, _x, seed), row in rows.items():
+            if seed == s:
+                key = str(row["run_dir"]) or f"{i}-{_x}"
+                weight[key] = weight.get(key, 0.0) + claim.terms[i].weight / len(xs)
+                acc[key] = (float(row["n_correct"]), float(row["n_images"]))
+        values.append(sum(w * acc[k][0] / acc[k][1] for k, w in weight.items()))
+        variances.append(sum(w * w * (k / n) * (1 - k / n) / n for key, w in weight.items()
+                             for k, n in [acc[key]]))
+    ci = intervals.seed_counts_interval(values, variances)
+    f.effect, f.low, f.high, f.p_value = ci.estimate, ci.low, ci.high, ci.p_value
+    f.seed_effects, f.n_images = [float(v) for v in values], int(min(float(r["n_images"]) for r in rows.values()))
+    f.method = f"{ci.method} (no per-image record)"
+
+
 def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model: str,
                    learning_rate: float) -> Finding:
     """The effect of one claim on one configuration (model, learning rate) of a results table."""
     f = Finding(claim, model, learning_rate)
     table = table[(table["model_hash"] != "") & table["flanker_type"].notna()]
     table = table.assign(seed=stats._seed_column(table))
-
-    def config_rows(term: Term) -> pd.DataFrame:
-        name = term.model or model
-        rows = table[table["model"] == name]
-        if term.model is None or len(set(rows["learning_rate"])) == 1:
-            same = rows[np.isclose(rows["learning_rate"].to_numpy(float), learning_rate)]
-            rows = same if term.model is None or len(same) else rows
-        return rows
-
-    pools = [_term_rows(config_rows(t), t) for t in claim.terms]
+    pools = [_term_rows(_config_rows(table, t, model, learning_rate), t) for t in claim.terms]
     xs = _x_values(claim, pools)
     if not xs:
         f.note = "no target eccentricity at which every term was evaluated"
@@ -184,63 +283,9 @@ def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model
         f.note = "no seed for which every term was evaluated"
         return f
     f.seeds, f.target_eccs = seeds, [x for x in xs if x is not None]
-
-    # Per-image records, when every cell has one on the same images.
-    hits: dict[tuple[int, float | None, int], np.ndarray] = {}
-    images: dict[str, Any] | None = None
-    paired = True
-    for (i, x), rows in cells.items():
-        for s in seeds:
-            row = rows[rows["seed"] == s].iloc[0]
-            got = stats.hits_of(exp_dir, row)
-            if got is None:
-                paired = False
-                break
-            h, desc = got
-            if images is None:
-                images = desc
-            elif desc != images:
-                paired = False
-                f.note = "terms were evaluated on different test images: unpaired"
-                break
-            hits[(i, x, s)] = h
-        if not paired:
-            break
-    if paired:
-        n = len(next(iter(hits.values())))
-        e = np.zeros((len(seeds), n))
-        for si, s in enumerate(seeds):
-            for x in xs:
-                for i, t in enumerate(claim.terms):
-                    e[si] += t.weight * hits[(i, x, s)]
-            e[si] /= len(xs)
-        f.n_images = n
-        two = len(claim.terms) == 2 and len(xs) == 1 and sorted(t.weight for t in claim.terms) == [-1.0, 1.0]
-        if two and len(seeds) == 1:
-            pos = 0 if claim.terms[0].weight > 0 else 1
-            a, b = hits[(pos, xs[0], seeds[0])], hits[(1 - pos, xs[0], seeds[0])]
-            c = stats.paired_difference(a, b)
-            f.effect, f.low, f.high, f.method, f.p_value = c.difference, c.low, c.high, c.method, c.p_value
-        else:
-            f.effect, f.low, f.high = stats.bootstrap_mean(e)
-            f.method = (f"paired bootstrap over {len(seeds)} seed(s) and {n} images"
-                        f"{f', mean over {len(xs)} target eccentricities' if len(xs) > 1 else ''}")
-        return f
-
-    # Fallback: counts only (no per-image record): an unpaired normal interval on the pooled accuracies.
-    effect, var, n_min = 0.0, 0.0, None
-    for (i, _x), rows in cells.items():
-        rows = rows[rows["seed"].isin(seeds)]
-        k, n = float(rows["n_correct"].sum()), float(rows["n_images"].sum())
-        p = k / n
-        w = claim.terms[i].weight / len(xs)
-        effect += w * p
-        var += w * w * p * (1 - p) / n
-        n_min = int(n) if n_min is None else min(n_min, int(n))
-    half = stats.Z95 * math.sqrt(var)
-    f.effect, f.low, f.high = effect, effect - half, effect + half
-    f.n_images = n_min or 0
-    f.method = "unpaired normal interval on pooled counts (no per-image record)"
+    rows = _seed_rows(cells, seeds)
+    if not _paired(f, exp_dir, claim, xs, rows):
+        _counts(f, claim, xs, rows)
     return f
 
 
@@ -251,46 +296,23 @@ def configurations(table: pd.DataFrame) -> list[tuple[str, float]]:
 
 
 def findings(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim]) -> pd.DataFrame:
-    """Every claim on every configuration it applies to: one row each (FINDINGS_COLUMNS)."""
-    rows = []
+    """Every claim on every configuration it applies to: one row each (FINDINGS_COLUMNS), with the
+    Holm-adjusted p value and the family-wise verdict over the findings that have a p value."""
+    found = []
     for claim in claims:
         for model, lr in configurations(table):
             if claim.models and model not in claim.models:
                 continue
             try:
-                rows.append(evaluate_claim(exp_dir, table, claim, model, lr).row())
+                found.append(evaluate_claim(exp_dir, table, claim, model, lr))
             except Exception as e:  # one claim never costs the report
                 logger.exception("claim %s on %s failed", claim.name, model)
-                rows.append(Finding(claim, model, lr, note=f"{type(e).__name__}: {e}").row())
-    return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS))
-
-
-def _pp(x: float) -> str:
-    return "n/a" if not math.isfinite(x) else f"{100 * x:+.1f}"
-
-
-def markdown(df: pd.DataFrame, experiment: str = "") -> str:
-    """findings.md: one table of the measured effects, then each claim's statement and measure."""
-    lines = [f"# Findings{f': {experiment}' if experiment else ''}", "",
-             "Each claim is a measured effect (accuracy difference, in percentage points) with its 95% "
-             "interval. Verdict: supported (interval above 0), contradicted (below 0), inconclusive "
-             "(contains 0). Effects are paired: the same test images in every condition.", ""]
-    if df.empty:
-        return "\n".join([*lines, "No claim could be tested (the sweep declares none, or nothing was evaluated).", ""])
-    lines += ["| claim | model | lr | effect (pp) | 95% interval (pp) | verdict | seeds | images | method |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        interval = f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}"
-        method = r["method"] + (f"; McNemar p = {r['p_value']:.3g}" if math.isfinite(r["p_value"]) else "")
-        method += f" ({r['note']})" if r["note"] else ""
-        lines.append(f"| {r['claim']} | {r['model']} | {r['learning_rate']:g} | {_pp(r['effect'])} | {interval} "
-                     f"| **{r['verdict']}** | {r['seeds'] or '-'} | {r['n_images']} | {method} |")
-    lines += ["", "## Claims", ""]
-    for name, g in df.groupby("claim", sort=False):
-        r = g.iloc[0]
-        lines += [f"- **{name}**: {r['statement']}", f"  Effect: {r['measure']}; at target eccentricities "
-                  f"{r['target_eccs'] or 'fixed'}.", ""]
-    return "\n".join(lines)
+                found.append(Finding(claim, model, lr, note=f"{type(e).__name__}: {e}"))
+    adjusted = intervals.holm([f.p_value for f in found])
+    size = int(np.isfinite(adjusted).sum())
+    for f, p in zip(found, adjusted, strict=True):
+        f.p_holm, f.family_size = float(p), size
+    return pd.DataFrame([f.row() for f in found], columns=list(FINDINGS_COLUMNS))
 
 
 def write(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim], experiment: str = "") -> list[Path]:

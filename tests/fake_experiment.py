@@ -3,9 +3,15 @@ layout (docs/architecture.md), for the results tests and the notebook's stored o
 
 Accuracies come from a made-up crowding-like function (not from any model): they only have to look
 plausible and be known exactly. Helpers break single runs afterwards (failed, missing, corrupt).
-With `seeds`, every training run is replicated; with `per_image`, every evaluation keeps which test
-images it got right (correct.npy), drawn so that two conditions are correlated image by image (as
-two conditions on the same digits are) and each condition's expected accuracy is the synthetic one.
+With `seeds`, every training run is replicated; `seed_spread` gives each seed (each trained network)
+its own accuracies: a probit shift per seed and one per seed x condition, each of sd `seed_spread`
+(`FakeExperiment.accuracy` keeps each network's true accuracy). With `per_image`, every evaluation
+keeps which test images it got right (correct.npy), from a probit model of the one test set: image
+i is right in condition c when sqrt(0.3) d_i + sqrt(0.2) g_ci + sqrt(0.2) f_si + sqrt(0.3) eps_sci
+< Phi^-1(accuracy), d_i the image's difficulty (shared by every condition, seed and model), g_ci an
+image x condition effect (shared by every seed and model), f_si a seed x image effect (shared by a
+network's conditions), eps fresh noise; each network's expected accuracy is its true one (the model
+of bench/coverage.py).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -125,13 +132,14 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
                           models: Sequence[FakeModel] = DEFAULT_MODELS,
                           learning_rates: Sequence[float] = (0.1, 0.01, 0.001), n_images: int = 4926,
                           epochs: int = 5, seed: int = 0, seeds: Sequence[int] = (0,),
-                          per_image: bool = False) -> FakeExperiment:
+                          per_image: bool = False, seed_spread: float = 0.0) -> FakeExperiment:
     """Write a complete, all-done experiment folder `root/name` and return it with its plan."""
     exp = Path(root) / name
     if exp.exists():
         shutil.rmtree(exp)
     exp.mkdir(parents=True)
     rng = np.random.default_rng(seed)
+    difficulty = np.random.default_rng([seed, 1]).standard_normal(n_images)  # the one test set
     trains: list[TrainEntry] = []
     evals: list[EvalEntry] = []
     selection: dict[str, Any] = {"rule": "highest val/acc, ties broken by lowest val/loss", "models": []}
@@ -177,8 +185,10 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
                                                     for c in chosen],
                                     "candidates": candidates})
         for run in chosen:
-            shared = np.random.default_rng([seed, run["seed"], len(evals)]).random(n_images)
-            for cond in grid_conditions(grid, StimulusConfig()):
+            net = np.random.default_rng([seed, 2, run["seed"], len(selection["models"])])
+            seed_shift = seed_spread * net.standard_normal()
+            seed_image = net.standard_normal(n_images)
+            for ci, cond in enumerate(grid_conditions(grid, StimulusConfig())):
                 h = digest({"model": run["hash"], "condition": cond})
                 path = exp / "eval" / h
                 entry = EvalEntry(h, f"eval/{h}", model.name, run["hash"], run["learning_rate"], run["seed"], cond,
@@ -188,12 +198,15 @@ def write_fake_experiment(root: str | Path, *, name: str = "fake", grid: FakeGri
                 record_submission(path, executor="local", job_id=str(job), stage="eval")
                 job += 1
                 acc = synthetic_accuracy(cond, model)
+                if seed_spread:
+                    acc = NormalDist().cdf(NormalDist().inv_cdf(acc) + seed_shift + seed_spread * net.standard_normal())
                 result = {"kind": "eval", "hash": h, "model_hash": run["hash"], "condition": cond,
                           "n_images": n_images, "wall_time_s": 1.0}
                 if per_image:
-                    # Half of the images share one draw across conditions (paired), half draw afresh.
-                    u = np.where(rng.random(n_images) < 0.5, shared, rng.random(n_images))
-                    hits = u < acc
+                    image_condition = np.random.default_rng([seed, 3, ci]).standard_normal(n_images)
+                    latent = (math.sqrt(0.3) * difficulty + math.sqrt(0.2) * image_condition
+                              + math.sqrt(0.2) * seed_image + math.sqrt(0.3) * rng.standard_normal(n_images))
+                    hits = latent < NormalDist().inv_cdf(acc)
                     k = int(hits.sum())
                     write_hits(path / HITS, hits)
                     result["per_image"] = {"file": HITS, "n": n_images, "test_images": {
