@@ -184,9 +184,9 @@ def wait_job(job: Job[Any], run_dirs: Sequence[Path], gone: bool = False) -> Job
         if gone:
             raise UncompletedJobError(f"job {job.job_id} is unknown to the scheduler")
         return JobOutcome(str(job.job_id), tuple(run_dirs), job.result())
-    except Exception:  # FailedJobError (raised in the job), UncompletedJobError (killed...), or
+    except Exception as e:  # FailedJobError (raised in the job), UncompletedJobError (killed...), or
         # the body's own exception on the debug executor
-        own = [error_line(e) for d in run_dirs if (e := submission_error(d)) is not None]
+        own = [error_line(err) for d in run_dirs if (err := submission_error(d)) is not None]
         if own:
             why = own[0]
         elif isinstance(e, UncompletedJobError):
