@@ -43,13 +43,16 @@ this budget the DCNNs, which see a small 3-digit field, stay above the eccentric
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ecc.config import TrainConfig
 from ecc.model import DCNN_POOLINGS, ModelConfig, dcnn
 from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
+from .claims import crowds_more, measurable, second_claim
 from .settings import PAPER, QUICK
-from .spec import Claim, SweepSpec, Term
+from .spec import Claim, EvalGrid, SweepSpec
 
 DCNN_FIELD_DIGITS = 3  # the DCNN's field, in digit heights
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -87,42 +90,52 @@ def comparisons(spacing: float) -> tuple[Comparison, ...]:
 
 
 
-def claims(spacing: float) -> tuple[Claim, ...]:
-    """DCNNs crowd at the centre where the eccentricity model does not (results.findings): for each
-    DCNN, its drop a - xax (target at the centre, the closest spacing) minus the eccentricity
-    model's drop there. Positive when the claim holds."""
+def claims(spacing: float, models: Sequence[tuple[str, TrainConfig]], grid: EvalGrid) -> tuple[Claim, ...]:
+    """What the sweep tests (results.findings), each where its effect can be seen (results.visibility):
+    * for each DCNN, its drop a - xax (target at the centre, the closest spacing) minus the
+      eccentricity model's drop there (the paper's first claim);
+    * premature pooling on the DCNNs: the progressive DCNN (pooling before the last layer) crowds
+      more than the one pooling at the end and the one without total pooling (drop a - xax at the
+      closest spacing, mean over target eccentricities);
+    * both halves of the paper's second claim, on every model whose field has their conditions.
+    Positive when the claim holds."""
     ecc = "ecc_11-1-1-1-1"
-    return tuple(
-        Claim(f"{name} crowds more than {ecc} at the centre",
-              f"The eccentricity-dependent model recognises a target at the centre between flankers; the "
-              f"DCNN ({name}) does not.",
-              (Term("a", target_ecc=0), Term("xax", spacing, weight=-1, target_ecc=0),
-               Term("a", weight=-1, target_ecc=0, model=ecc), Term("xax", spacing, target_ecc=0, model=ecc)),
-              measure=f"(a - xax at spacing {spacing:g}, target 0) of {name} minus the same of {ecc}",
-              models=(name,))
+    first = tuple(
+        crowds_more(f"{name} crowds more than {ecc} at the centre",
+                    f"The eccentricity-dependent model recognises a target at the centre between flankers; the "
+                    f"DCNN ({name}) does not.", name, ecc, spacing, target_ecc=0)
         for name in (f"dcnn_{p}" for p in DCNN_POOLINGS))
+    early = "dcnn_progressive"
+    premature = tuple(
+        crowds_more(f"{early} crowds more than {late}",
+                    f"Pooling early crowds more: the DCNN pooling at every layer ({early}) crowds more than "
+                    f"{late}.", early, late, spacing)
+        for late in ("dcnn_at_end", "dcnn_no_total_pool"))
+    return (*first, *measurable((*premature, *second_claim(spacing)), models, grid))
 
 
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
+        full = models(PAPER.stimulus, 60, **PAPER.training)
         return SweepSpec(
             name="dcnn",
-            models=models(PAPER.stimulus, 60, **PAPER.training),
+            models=full,
             learning_rates=LEARNING_RATES,
             grid=PAPER.grid,
             figures=PAPER.figures(comparisons(PAPER.spacing)),
-            claims=claims(PAPER.spacing),
+            claims=claims(PAPER.spacing, full, PAPER.grid),
             resources=PAPER.resources,
             conditions_per_job=8,
             description="the paper's DCNN (3 pooling configurations, one-scale EccNet) next to the 11-1-1-1-1 "
                         "eccentricity model, all trained on isolated digits")
+    quick_models = models(QUICK.stimulus, 32, dcnn_epochs=4, num_epochs=8, **QUICK.training)
     return SweepSpec(
         name="dcnn-quick",
-        models=models(QUICK.stimulus, 32, dcnn_epochs=4, num_epochs=8, **QUICK.training),
+        models=quick_models,
         learning_rates=(0.1,),
         grid=QUICK.grid,
         figures=QUICK.figures(comparisons(QUICK.spacing)),
-        claims=claims(QUICK.spacing),
+        claims=claims(QUICK.spacing, quick_models, QUICK.grid),
         resources=QUICK.resources,
         conditions_per_job=16,
         description="DCNNs (3 poolings, 32x32 input of a 144 px field) and the 11-1-1-1-1 model at the quick "

@@ -8,19 +8,23 @@ import pytest
 from fake_experiment import FakeGrid, FakeModel, write_fake_experiment
 
 from results import findings, table
-from sweeps import dcnn, flanker_training, pooling, similarity
+from results.figspec import FigureSpec
+from sweeps import claims, dcnn, demo, flanker_training, pooling, similarity
 
 GRID = FakeGrid(target_eccs=(0.0, 120.0, 240.0), flanker_eccs=(0.0, 120.0, 240.0, 360.0))
 
 
-def measured(tmp_path, models: dict[str, float], claims) -> pd.DataFrame:
+def measured(tmp_path, models: dict[str, float | tuple[float, float]], claims, name: str = "fake") -> pd.DataFrame:
     """findings of `claims` on a fake experiment with one model per sweep model name, each crowding
-    as much as its robustness says (0: flankers bring accuracy to chance, 1: they do nothing)."""
-    fakes = [FakeModel(pm=f"11-{i + 1}-1-1-1", robustness=r) for i, r in enumerate(models.values())]
-    fake = write_fake_experiment(tmp_path, grid=GRID, models=fakes, learning_rates=(0.01,), n_images=1500,
+    as much as its robustness says (0: flankers bring accuracy to chance, 1: they do nothing), or
+    (robustness, isolated accuracy at every eccentricity)."""
+    spec = {k: v if isinstance(v, tuple) else (v, None) for k, v in models.items()}
+    fakes = [FakeModel(pm=f"11-{i + 1}-1-1-1", robustness=r, isolated=iso) for i, (r, iso) in enumerate(spec.values())]
+    fake = write_fake_experiment(tmp_path, name=name, grid=GRID, models=fakes, learning_rates=(0.01,), n_images=1500,
                                  per_image=True)
     df = table.collect(fake.path)
     df["model"] = df["model"].map({f.name: name for f, name in zip(fakes, models, strict=True)})
+    findings.write(fake.path, df, claims, name)
     return findings.findings(fake.path, df, claims).set_index("claim")
 
 
@@ -34,15 +38,71 @@ def test_pooling_claims_follow_which_model_crowds_more(tmp_path, early: float, l
     assert (out["effect"] > 0).all() == (verdict == "supported")
 
 
-def test_dcnn_claims_compare_the_drop_at_the_centre(tmp_path) -> None:
-    names = {"ecc_11-1-1-1-1": 0.95, "dcnn_no_total_pool": 0.0, "dcnn_progressive": 0.0, "dcnn_at_end": 0.95}
-    out = measured(tmp_path, names, dcnn.claims(120))
-    assert out.loc["dcnn_no_total_pool crowds more than ecc_11-1-1-1-1 at the centre", "verdict"] == "supported"
+def test_dcnn_claims_compare_the_drop_at_the_centre_and_the_poolings(tmp_path) -> None:
+    names = {"ecc_11-1-1-1-1": 0.95, "dcnn_no_total_pool": 0.95, "dcnn_progressive": 0.0, "dcnn_at_end": 0.95}
+    spec = dcnn.sweep(False)
+    out = measured(tmp_path, names, spec.claims)
     assert out.loc["dcnn_progressive crowds more than ecc_11-1-1-1-1 at the centre", "verdict"] == "supported"
     # Equally robust: the true effect is 0; measured, it is within noise (1500 images, 4 terms).
     same = out.loc["dcnn_at_end crowds more than ecc_11-1-1-1-1 at the centre"]
     assert abs(same["effect"]) < 0.05
-    assert set(out["target_eccs"].astype(str)) == {""}  # every term at target 0: no running eccentricity
+    assert str(same["target_eccs"]) in ("", "nan")  # every term at target 0: no running eccentricity
+    # Premature pooling: the three DCNNs against each other (progressive pools before the last layer).
+    for late in ("dcnn_at_end", "dcnn_no_total_pool"):
+        row = out.loc[f"dcnn_progressive crowds more than {late}"]
+        assert row["model"] == "dcnn_progressive" and row["verdict"] == "supported"
+    # The second claim's halves, on the models whose field has their conditions (the 3-digit DCNN
+    # field has no xax at spacing 240: only the eccentricity model is tested for closer flankers).
+    closer = spec.claims[[c.name for c in spec.claims].index("closer flankers crowd more")]
+    assert closer.models == ("ecc_11-1-1-1-1",)
+    assert set(out.loc[["more flankers crowd more than ax"], "model"]) == set(names)
+
+
+def test_both_halves_of_the_second_claim_on_every_network_with_the_conditions(tmp_path) -> None:
+    for sweep in (demo, dcnn, pooling):
+        for quick in (False, True):
+            names = {c.name for c in sweep.sweep(quick).claims}
+            assert {"closer flankers crowd more", "more flankers crowd more than ax",
+                    "more flankers crowd more than xa"} <= names, (sweep.__name__, quick)
+    pool = {c.name: c for c in pooling.sweep(False).claims}
+    assert pool["closer flankers crowd more"].models == ()  # every pooling model has xax at 120 and 240
+    out = measured(tmp_path, {"net": 0.2}, claims.second_claim(120))
+    assert set(out["verdict"]) == {"supported"}  # the fake crowds more when closer and with two flankers
+    assert out.loc["closer flankers crowd more", "target_eccs"] == "0,120,240"
+
+
+def test_every_position_at_chance_is_not_testable(tmp_path) -> None:
+    demo_claims = demo.claims(FigureSpec(spacings=(120, 240), center_target=0, far_target=240))
+    out = measured(tmp_path, {"net": (0.2, 0.2)}, demo_claims)
+    assert set(out["verdict"]) == {findings.NOT_TESTABLE} and set(out["family_verdict"]) == {findings.NOT_TESTABLE}
+    assert out["note"].str.startswith("chance: the isolated target of net at target").all()
+    assert out["effect"].isna().all() and out["p_holm"].isna().all() and set(out["family_size"]) == {0}
+    md = (tmp_path / "fake" / "findings.md").read_text()
+    assert "**not testable here**: chance: the isolated target of net at target 0 reads" in md
+    assert "inconclusive**" not in md
+
+
+def test_a_gain_over_a_baseline_at_ceiling_is_not_testable(tmp_path) -> None:
+    names = {"dcnn_at_end_train_a": (1.0, 0.995), "dcnn_at_end_train_ax": 0.3, "dcnn_at_end_train_xa": 0.3,
+             "dcnn_at_end_train_xax": 0.3}
+    out = measured(tmp_path, names, flanker_training.claims(120, ("dcnn_at_end",)))
+    gains = out[out.index.str.contains("no robustness")]
+    assert len(gains) == 3 and set(gains["verdict"]) == {findings.NOT_TESTABLE}
+    assert gains["note"].str.startswith("ceiling: xax at spacing 120 of dcnn_at_end_train_a").sum() == 1
+    assert gains["note"].str.contains("ceiling: ").all()
+    # Still crowded on every unseen configuration: a - unseen of the flanker-trained model.
+    crowded = out[out.index.str.contains("still crowded")]
+    assert len(crowded) == 9 and set(crowded["verdict"]) == {"supported"}
+    assert crowded.loc["dcnn_at_end_train_xax: still crowded on xax at 240", "model"] == "dcnn_at_end_train_xax"
+    # train_a crowded (not at ceiling): the gain claims are measured.
+    out = measured(tmp_path, {**names, "dcnn_at_end_train_a": 0.0}, flanker_training.claims(120, ("dcnn_at_end",)))
+    assert set(out.loc[gains.index, "verdict"]) <= {"supported", "contradicted", "inconclusive"}
+
+
+def test_flanker_training_unseen_configurations() -> None:
+    assert flanker_training.unseen("xax") == (("xax", 2), ("ax", 1), ("xa", 1))
+    assert flanker_training.unseen("ax") == (("xa", 1), ("ax", 2), ("xax", 1))
+    assert flanker_training.unseen("xa") == (("ax", 1), ("xa", 2), ("xax", 1))
 
 
 def test_similarity_and_flanker_training_claims_name_their_sets_models_and_spacings() -> None:
@@ -52,10 +112,10 @@ def test_similarity_and_flanker_training_claims_name_their_sets_models_and_spaci
     ft = {c.name: c for c in flanker_training.claims(120)}
     xax = ft["dcnn_at_end_train_xax: no robustness to a spacing (240)"]
     assert xax.models == ("dcnn_at_end_train_xax",)
-    assert [(t.label, t.spacing, t.weight, t.model) for t in xax.terms] == [
-        ("xax", 120, 1.0, None), ("xax", 120, -1.0, "dcnn_at_end_train_a"), ("xax", 240, -1.0, None),
-        ("xax", 240, 1.0, "dcnn_at_end_train_a")]
-    assert len(ft) == 3 * len(flanker_training.FAMILIES)
+    assert [(t.label, t.spacing, t.weight, t.model, t.baseline) for t in xax.terms] == [
+        ("xax", 120, 1.0, None, False), ("xax", 120, -1.0, "dcnn_at_end_train_a", True),
+        ("xax", 240, -1.0, None, False), ("xax", 240, 1.0, "dcnn_at_end_train_a", True)]
+    assert len(ft) == 12 * len(flanker_training.FAMILIES)
     models = {name for name, _ in flanker_training.sweep(False).models}
     for claim in ft.values():  # every model a claim names is one the sweep trains
         assert set(claim.models) | {t.model for t in claim.terms if t.model} <= models
