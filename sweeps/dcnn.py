@@ -5,7 +5,10 @@ recognize such targets in the presence of flankers, if the targets are near the 
 image, whereas DCNNs cannot." Measured by: accuracy on the xax condition (two flankers) with the
 target at the centre and the flankers at the smallest spacing (120 px; quick: 48 px), per model,
 next to the same model's accuracy on the isolated target at the centre (the `center` comparison
-figure and results.csv rows label=xax, target_ecc=0, spacing=S).
+figure and results.csv rows label=xax, target_ecc=0, spacing=S). Also tested (`claims`): premature
+pooling on the DCNNs (the progressive DCNN crowds more than the other two) and both halves of the
+paper's second claim (closer and more flankers crowd more) on every model whose field has their
+conditions; each claim only where its effect can be seen (results.visibility).
 
 Models, all trained on isolated even MNIST digits at random positions, contrast None:
 * `ecc_11-1-1-1-1`: the demo's eccentricity model (same stimuli as the demo);

@@ -4,7 +4,10 @@ Claim tested: "pooling in early layers of the network leads to more crowding." M
 accuracy of xax (two flankers) and xa at the smallest spacing (120 px; quick: 48 px) against
 target eccentricity, per model (`spacing` comparison figures), and per model at the centre and
 off centre (`center` figure): early pooling (11-1-1-1-1) should lose more to flankers than
-pooling at the end (11-11-11-11-1), with progressive pooling (11-7-5-3-1) between.
+pooling at the end (11-11-11-11-1), with progressive pooling (11-7-5-3-1) between. findings.md
+(`all_claims`) also tests both halves of the paper's second claim (closer and more flankers crowd
+more) on every model; each claim only where its effect can be seen (results.visibility), so the
+quick models' positions at chance are left out rather than averaged in.
 
 Models (everything else as the demo: total pooling, isolated even digits at random positions):
 pm 11-1-1-1-1 (scales pooled at the first layer), 11-7-5-3-1 (progressively), 11-11-11-11-1 (at
