@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from fake_experiment import FakeGrid, FakeModel, write_fake_experiment
+from fake_experiment import FakeGrid, FakeModel, set_result, write_fake_experiment
 
 from results import findings, table
 from results.figspec import FigureSpec
@@ -126,3 +126,13 @@ def test_similarity_and_flanker_training_claims_name_their_sets_models_and_spaci
             assert spec.claims, spec.name
             for claim in spec.claims:
                 assert set(claim.models) <= trained and {t.model for t in claim.terms if t.model} <= trained
+
+
+def test_positions_at_chance_are_left_out_and_named(tmp_path) -> None:
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(FakeModel(robustness=0.2),), learning_rates=(0.01,),
+                                 n_images=1500)  # counts only: set_result keeps them consistent
+    set_result(fake.eval_dir(fake.find_eval(FakeModel().name, 0, 240.0).hash), 300, 1500)  # a at 240: chance
+    row = findings.findings(fake.path, table.collect(fake.path), (claims.crowding(120),)).iloc[0]
+    assert row["verdict"] == "supported" and row["target_eccs"] == "0,120"
+    assert row["note"].startswith("left out target(s) 240: chance: the isolated target of "
+                                  f"{FakeModel().name} at target 240 reads 0.200")
