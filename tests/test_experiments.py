@@ -77,7 +77,7 @@ def test_dcnn_map_sides_and_parameter_counts(pooling: str) -> None:
 def test_the_quick_dcnns_geometry() -> None:
     """The quick sweep's 32x32 DCNNs: progressive ends at 1x1 like the full one, but its last
     convolution is 1x1 (a 4 px map is smaller than the 5x5 kernel); the others keep 5x5 kernels."""
-    crop = dcnn_sweep.sweep(quick=True).model_config("dcnn_progressive").stimulus.crop_size
+    crop = dcnn_sweep.sweep(quick=True).model_config("dcnn_progressive_field3").stimulus.crop_size
     assert crop == 32
     assert map_sides(EccNet(dcnn("progressive"), crop), crop) == [32, 28, 13, 9, 4, 4, 1]
     assert [s.kernel for s in dcnn("progressive").layer_shapes(crop)] == [5, 5, 1]
@@ -174,11 +174,16 @@ def dry_run(name: str, out: Path, quick: bool) -> list[str]:
 
 
 PLANS = {  # (quick, sweep) -> lines the plan must hold
-    (False, "dcnn"): ["[train] 12 jobs (4 models x 3 learning rates",
-                      "[eval] dcnn_progressive: 6 conditions of the 336-point grid",
-                      "[eval] ecc_11-1-1-1-1: 154 conditions of the 336-point grid"],
-    (True, "dcnn"): ["[train] 4 jobs (4 models x 1 learning rates [0.1])", "field 144, crops 1x32^2",
-                     "[eval] dcnn_at_end: 5 conditions of the 216-point grid"],
+    (False, "dcnn"): ["[train] 33 jobs (11 models x 3 learning rates", "with fields of 3, 5, 8 digits",
+                      "[eval] dcnn_progressive_field3: 6 conditions of the 336-point grid",
+                      "[eval] dcnn_progressive_field8: 38 conditions of the 336-point grid",
+                      "[eval] ecc_11-1-1-1-1: 154 conditions of the 336-point grid",
+                      "[eval] ecc_11-1-1-1-1_areafactor: 154 conditions of the 336-point grid",
+                      "  dcnn_at_end_field5 crowds more than ecc_11-1-1-1-1_areafactor at the centre: "],
+    (True, "dcnn"): ["[train] 7 jobs (7 models x 1 learning rates [0.1])", "field 144, crops 1x32^2",
+                     "field 240, crops 1x32^2", "[eval] dcnn_at_end_field3: 5 conditions of the 216-point grid",
+                     "[eval] dcnn_at_end_field5: 12 conditions of the 216-point grid",
+                     "  dcnn_at_end_field5 crowds more than ecc_11-1-1-1-1 at the centre: "],
     (False, "pooling"): ["[train] 18 jobs (6 models x 3 learning rates", "pm_11-7-5-3-1 lr=0.001",
                          "pm_11-7-5-3-1_areafactor lr=0.001", "[eval] pm_11-11-11-11-1: 154 conditions",
                          "[eval] pm_11-11-11-11-1_areafactor: 154 conditions",

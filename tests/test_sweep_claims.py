@@ -38,23 +38,34 @@ def test_pooling_claims_follow_which_model_crowds_more(tmp_path, early: float, l
     assert (out["effect"] > 0).all() == (verdict == "supported")
 
 
-def test_dcnn_claims_compare_the_drop_at_the_centre_and_the_poolings(tmp_path) -> None:
-    names = {"ecc_11-1-1-1-1": 0.95, "dcnn_no_total_pool": 0.95, "dcnn_progressive": 0.0, "dcnn_at_end": 0.95}
+def test_dcnn_claims_per_field_and_contrast_and_the_poolings(tmp_path) -> None:
+    """Claim 1 per DCNN field and per contrast normalisation of the eccentricity model (issue 21):
+    here the 3-digit DCNNs crowd (robustness 0) and the 8-digit ones do not, the progressive DCNN
+    crowds at every field, and both eccentricity models are robust."""
     spec = dcnn.sweep(False)
+    names = {name: 0.95 for name, _ in spec.models}
+    names.update({dcnn.dcnn_name(p, 3): 0.0 for p in ("at_end", "no_total_pool")})
+    names.update({dcnn.dcnn_name("progressive", f): 0.0 for f in dcnn.FIELDS})
     out = measured(tmp_path, names, spec.claims)
-    assert out.loc["dcnn_progressive crowds more than ecc_11-1-1-1-1 at the centre", "verdict"] == "supported"
-    # Equally robust: the true effect is 0; measured, it is within noise (1500 images, 4 terms).
-    same = out.loc["dcnn_at_end crowds more than ecc_11-1-1-1-1 at the centre"]
-    assert abs(same["effect"]) < 0.05
-    assert str(same["target_eccs"]) in ("", "nan")  # every term at target 0: no running eccentricity
-    # Premature pooling: the three DCNNs against each other (progressive pools before the last layer).
-    for late in ("dcnn_at_end", "dcnn_no_total_pool"):
-        row = out.loc[f"dcnn_progressive crowds more than {late}"]
-        assert row["model"] == "dcnn_progressive" and row["verdict"] == "supported"
+    first = out[out.index.str.endswith("at the centre")]
+    assert len(first) == len(dcnn.FIELDS) * 3 * len(dcnn.CONTRASTS) == 18
+    for ecc in ("ecc_11-1-1-1-1", "ecc_11-1-1-1-1_areafactor"):
+        for p in ("at_end", "no_total_pool", "progressive"):
+            assert out.loc[f"dcnn_{p}_field3 crowds more than {ecc} at the centre", "verdict"] == "supported"
+        # Equally robust: the true effect is 0; measured, it is within noise (1500 images, 4 terms).
+        same = out.loc[f"dcnn_at_end_field8 crowds more than {ecc} at the centre"]
+        assert abs(same["effect"]) < 0.05 and same["model"] == "dcnn_at_end_field8"
+        assert str(same["target_eccs"]) in ("", "nan")  # every term at target 0: no running eccentricity
+    # Premature pooling: the three DCNNs of one field against each other.
+    for field in dcnn.FIELDS:
+        for late in ("at_end", "no_total_pool"):
+            row = out.loc[f"dcnn_progressive_field{field} crowds more than dcnn_{late}_field{field}"]
+            assert row["model"] == f"dcnn_progressive_field{field}"
+            assert row["verdict"] == ("supported" if field > 3 else "inconclusive")  # field 3: both crowd
     # The second claim's halves, on the models whose field has their conditions (the 3-digit DCNN
-    # field has no xax at spacing 240: only the eccentricity model is tested for closer flankers).
+    # field has no xax at spacing 240).
     closer = spec.claims[[c.name for c in spec.claims].index("closer flankers crowd more")]
-    assert closer.models == ("ecc_11-1-1-1-1",)
+    assert "ecc_11-1-1-1-1" in closer.models and not any(m.endswith("_field3") for m in closer.models)
     assert set(out.loc[["more flankers crowd more than ax"], "model"]) == set(names)
 
 
