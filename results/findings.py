@@ -49,6 +49,7 @@ from core.atomic import atomic_write_bytes
 
 from . import intervals, stats, visibility
 from .findings_md import markdown
+from .table import selection_table
 
 logger = logging.getLogger(__name__)
 
@@ -360,10 +361,23 @@ def findings(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim]) 
     return pd.DataFrame([f.row() for f in found], columns=list(FINDINGS_COLUMNS))
 
 
+def diverged_lines(exp_dir: str | Path) -> list[str]:
+    """One line per training whose final val/acc fell far below its best (results.table.diverged)."""
+    try:
+        sel = selection_table(exp_dir)
+    except Exception as e:  # the findings never fail on the selection's account
+        logger.warning("no divergence check: %s", e)
+        return []
+    return [f"{r['model']} lr {r['learning_rate']:g} seed {r['seed']}: final val/acc {r['val/acc']:.3f}, best "
+            f"{r['best_val/acc']:.3f}{' (selected: its findings use these final weights)' if r['chosen'] else ''}"
+            for _, r in sel[sel["diverged"]].iterrows()]
+
+
 def write(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim], experiment: str = "") -> list[Path]:
     """findings.md and findings.csv in the experiment folder (atomically); returns the paths."""
     exp_dir = Path(exp_dir)
     df = findings(exp_dir, table, claims)
-    return [atomic_write_bytes(exp_dir / FINDINGS_MD, markdown(df, experiment).encode()),
+    text = markdown(df, experiment, diverged_lines(exp_dir))
+    return [atomic_write_bytes(exp_dir / FINDINGS_MD, text.encode()),
             atomic_write_bytes(exp_dir / FINDINGS_CSV, df.to_csv(index=False).encode())]
 

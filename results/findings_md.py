@@ -4,9 +4,11 @@ speaks about (one network or the architecture) beside its family-wise verdict.""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
 
+from .table import DIVERGED_DROP
 from .visibility import MARGIN
 
 
@@ -38,8 +40,9 @@ def _verdict_cell(r: pd.Series) -> str:
     return f"**{r['verdict']}** for the architecture ({n} seeds)"
 
 
-def markdown(df: pd.DataFrame, experiment: str = "") -> str:
-    """findings.md: one table of the measured effects, then each claim's statement and measure."""
+def markdown(df: pd.DataFrame, experiment: str = "", diverged: Sequence[str] = ()) -> str:
+    """findings.md: one table of the measured effects, then each claim's statement and measure;
+    first, the trainings that diverged (results.table.diverged), when there are any."""
     size = int(df["family_size"].max()) if len(df) and df["family_size"].notna().any() else 0
     lines = [f"# Findings{f': {experiment}' if experiment else ''}", "",
              "Each claim is a measured effect (accuracy difference, in percentage points) with its 95% "
@@ -54,6 +57,9 @@ def markdown(df: pd.DataFrame, experiment: str = "") -> str:
              f"The family has {size} comparison(s) (claims x networks, each at 95%). The Holm-adjusted p "
              "keeps the chance of any false family-wise verdict under 5%: supported or contradicted when "
              "it is below 0.05.", ""]
+    if diverged:
+        lines += [f"**Diverged trainings** (final val/acc more than {100 * DIVERGED_DROP:g} points below the "
+                  "run's best; evaluation uses the final weights):", "", *(f"- {d}" for d in diverged), ""]
     if df.empty:
         return "\n".join([*lines, "No claim could be tested (the sweep declares none, or nothing was evaluated).", ""])
     lines += ["| claim | model | lr | effect (pp) | 95% interval (pp) | verdict | p | Holm p | family-wise | seeds "

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from fake_experiment import FakeGrid, FakeModel, set_result, write_fake_experiment
 
+from core.atomic import read_json
+from core.runs import write_result
 from results import findings, table
 from results.figspec import FigureSpec
 from sweeps import claims, dcnn, demo, flanker_training, pooling, similarity
@@ -147,3 +149,19 @@ def test_positions_at_chance_are_left_out_and_named(tmp_path) -> None:
     assert row["verdict"] == "supported" and row["target_eccs"] == "0,120"
     assert row["note"].startswith("left out target(s) 240: chance: the isolated target of "
                                   f"{FakeModel().name} at target 240 reads 0.200")
+
+
+def test_a_diverged_training_is_flagged_in_selection_csv_and_findings_md(tmp_path) -> None:
+    fake = write_fake_experiment(tmp_path, grid=GRID, models=(FakeModel(robustness=0.2),), learning_rates=(0.01, 0.1),
+                                 n_images=300)
+    assert not table.selection_table(fake.path)["diverged"].any()  # the fake's curves only rise
+    run = next(e for e in fake.plan.train if e.learning_rate == 0.01)  # the selected one (val/acc 0.968)
+    result = read_json(fake.path / run.dir / "result.json")
+    write_result(fake.path / run.dir, {**result, "final": {**result["final"], "val/acc": 0.19}})  # as issue 21's lr 0.1
+    sel = table.selection_table(fake.path).set_index("hash")
+    assert list(sel.index[sel["diverged"]]) == [run.hash]
+    assert sel.loc[run.hash, "best_val/acc"] == pytest.approx(0.968, abs=1e-3)
+    findings.write(fake.path, table.collect(fake.path), (claims.crowding(120),), "fake")
+    md = (fake.path / "findings.md").read_text()
+    assert "**Diverged trainings**" in md
+    assert f"- {FakeModel().name} lr 0.01 seed 0: final val/acc 0.190, best 0.968 (selected: its findings use" in md
