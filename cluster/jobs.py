@@ -29,7 +29,14 @@ import submitit
 from filelock import FileLock
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.runs import error_line, read_error, read_result, result_problem, write_error, write_result
+from core.runs import (
+    error_line,
+    error_since,
+    read_result,
+    result_problem,
+    write_error,
+    write_result,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,8 +222,10 @@ class ChunkJob:
             out = self.fn(*self.args, **self.kwargs)
         except Exception as e:
             for run_dir, attempt in started:
-                error = read_error(run_dir)
-                if read_result(run_dir) is None and (error is None or float(error.get("time", 0)) < start):
+                if read_result(run_dir) is not None:  # this condition finished before the chunk failed
+                    end_attempt(run_dir, attempt, "done")
+                    continue
+                if error_since(run_dir, start) is None:  # not one the body wrote itself
                     write_error(run_dir, e)
                 end_attempt(run_dir, attempt, "failed", _line(e))
             raise

@@ -30,10 +30,10 @@ from core.runs import (
     JobRef,
     JobState,
     error_line,
-    read_error,
     read_result,
     read_submission,
     record_submission,
+    submission_error,
     write_error,
 )
 
@@ -184,9 +184,9 @@ def wait_job(job: Job[Any], run_dirs: Sequence[Path], gone: bool = False) -> Job
         if gone:
             raise UncompletedJobError(f"job {job.job_id} is unknown to the scheduler")
         return JobOutcome(str(job.job_id), tuple(run_dirs), job.result())
-    except Exception as e:  # FailedJobError (raised in the job), UncompletedJobError (killed...), or
+    except Exception:  # FailedJobError (raised in the job), UncompletedJobError (killed...), or
         # the body's own exception on the debug executor
-        own = [error_line(read_error(d)) for d in run_dirs if _has_fresh_error(d)]
+        own = [error_line(e) for d in run_dirs if (e := submission_error(d)) is not None]
         if own:
             why = own[0]
         elif isinstance(e, UncompletedJobError):
@@ -208,18 +208,9 @@ def note_outcome(run_dir: str | os.PathLike, outcome: JobOutcome) -> None:
     """When a run's job has ended and the run has neither a result nor an error of this submission,
     write an error.json saying how the job ended, so the run folder alone tells why."""
     run_dir = Path(run_dir)
-    if read_result(run_dir) is None and not _has_fresh_error(run_dir):
+    if read_result(run_dir) is None and submission_error(run_dir) is None:
         why = f"job {outcome.job_id}: {outcome.error}" if outcome.error else f"job {outcome.job_id} ended without a result"
         write_error(run_dir, message=why, kind=JOB_ENDED)
-
-
-def _has_fresh_error(run_dir: Path) -> bool:
-    """An error.json written since the run's last submission (so it is about this job)."""
-    error = read_error(run_dir)
-    if error is None:
-        return False
-    sub = read_submission(run_dir)
-    return sub is None or float(error.get("time", 0)) >= float(sub.get("time", 0))
 
 
 def scheduler_states(run_dirs: Sequence[str | os.PathLike]) -> dict[str, JobState]:

@@ -267,6 +267,20 @@ class JobRef:
         return cls(str(sub["job_id"]), str(sub.get("folder", "")), str(sub.get("token", "")))
 
 
+def error_since(run_dir: Path, since: float) -> dict[str, Any] | None:
+    """The run's error.json when it was written at or after `since` (so it is about what began then:
+    an attempt, a submission); None otherwise. The one freshness rule of an error."""
+    error = read_error(run_dir)
+    return error if error is not None and float(error.get("time", 0)) >= since else None
+
+
+def submission_error(run_dir: Path) -> dict[str, Any] | None:
+    """The error written since the run's last submission (about that job); with no submission.json,
+    whatever error there is."""
+    sub = read_submission(run_dir)
+    return error_since(run_dir, float(sub.get("time", 0)) if sub else 0.0)
+
+
 def record_submission(run_dir: Path, *, executor: str, job_id: str, stage: str, folder: str = "",
                       token: str = "") -> None:
     """Record how the run was last submitted (`folder`, `token`: see JobRef)."""
@@ -310,8 +324,7 @@ def run_state(run_dir: Path, scheduler: Mapping[str, JobState] | None = None, ki
     sched = (scheduler or {}).get(job_id) if job_id else None
     error = read_error(run_dir)
     # An error.json from an earlier attempt does not make a requeued or resubmitted job failed.
-    if sched is not None and sched.active and (
-            error is None or float(error.get("time", 0)) < float(sub.get("time", 0) if sub else 0)):
+    if sched is not None and sched.active and (error is None or submission_error(run_dir) is None):
         return RunState(sched.state, job_id=job_id)
     if error is not None:
         return RunState("failed", error_line(error), job_id, kind=str(error.get("type", "")))

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from core.atomic import CorruptFileError, append_jsonl, atomic_write_json
 from core.cli import Parser, add_arguments, from_namespace
 from core.identity import to_jsonable
-from core.runs import RESULT, read_result
+from core.runs import RESULT, read_result, write_result
 
 from . import datasets
 from .checkpoint import CHECKPOINT, resume, save_checkpoint, sync_metrics
@@ -155,115 +155,178 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
     (tests use it to interrupt a run at a given step)."""
     t_call = time.time()
     run_dir = Path(run_dir)
+    done = _finished(cfg, run_dir)
+    if done is not None:
+        return done
+    device = apply_run_options(options)
+    images, val_set = _load_data(cfg, data_root, source, options, device)
+    per_epoch = math.ceil(images.n / cfg.batch_size)
+    run = _Run.resume(cfg, run_dir, device, options, t_call, total_steps=per_epoch * cfg.num_epochs)
+    run.model.train()
+    try:
+        with DeferredSignals() as signals:
+            while run.state["epoch"] < cfg.num_epochs:
+                t_epoch = time.perf_counter() - run.state["epoch_time_s"]
+                for b, index in _batches(cfg, images.n, run.state["epoch"], run.state["batch"]):
+                    x, y = images.batch(index)
+                    loss, logits = _train_step(run.model, run.optimizer, cfg, x, y)
+                    run.count_step(b, loss, logits, y, t_epoch)
+                    if on_step is not None:
+                        on_step(run.state["step"])
+                    run.report_progress()
+                    last = b + 1 == per_epoch  # the epoch-end checkpoint follows validation
+                    if signals.pending is not None and not last:
+                        run.checkpoint()
+                        signals.forward()
+                    elif options.checkpoint_every and run.state["step"] % options.checkpoint_every == 0 and not last:
+                        run.checkpoint()
+                run.end_epoch(val_set, time.perf_counter() - t_epoch)
+                if signals.pending is not None:
+                    signals.forward()
+    finally:
+        run.progress.close()
+    result = run.result(n_train_images=images.n, n_validation_images=len(val_set.labels))
+    write_result(run_dir, result)  # the one writer of result.json (core.runs): clears an older error.json
+    return result
+
+
+def _finished(cfg: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The run's result when it is already trained (the folder is claimed for this run first)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     claim_folder(run_dir, cfg)
     try:
         done = read_result(run_dir, "train")
     except CorruptFileError as e:
         logger.warning("ignoring an unreadable result (%s); training again", e)
-        done = None
+        return None
     if done is not None and done["hash"] == cfg.hash:
         logger.info("%s is already trained", run_dir)
         return done
+    return None
 
-    device = apply_run_options(options)
-    bf16 = options.precision == "bf16"
+
+def _load_data(cfg: TrainConfig, data_root: str | os.PathLike, source: SourceConfig | None, options: RunOptions,
+               device: torch.device) -> tuple[_Images, datasets.StimulusSet]:
+    """The training images (as batches) and the validation set, built under `data_root` once."""
     bars = options.progress and sys.stderr.isatty()  # in a job's log a bar is thousands of carriage returns
     train_set = datasets.load(cfg.train_spec(), data_root, source, progress=bars, device=device)
     val_set = datasets.load(cfg.validation_spec(), data_root, source, progress=bars, device=device)
-    images = _Images(train_set, device)
-    n = images.n
-    per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = per_epoch * cfg.num_epochs
+    return _Images(train_set, device), val_set
 
-    ckpt_path = run_dir / CHECKPOINT
-    model, optimizer, state = resume(ckpt_path, cfg.hash, lambda: _new_model(cfg, device, bf16), device)
-    sync_metrics(run_dir / METRICS, state["metrics"])
-    wall_before = state["wall_time_s"]
-    loss_sum = torch.tensor(state["sums"]["loss"], dtype=torch.float64, device=device)
-    correct = torch.tensor(state["sums"]["correct"], dtype=torch.int64, device=device)
-    count = int(state["sums"]["count"])
 
-    def checkpoint() -> None:
-        state["sums"] = {"loss": float(loss_sum.item()), "correct": int(correct.item()), "count": count}
-        state["wall_time_s"] = wall_before + time.time() - t_call
-        save_checkpoint(ckpt_path, {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+def _batches(cfg: TrainConfig, n: int, epoch: int, start: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(batch number, sorted image indices) of an epoch from batch `start` on: the epoch's order is
+    `default_rng([seed, epoch])`, whatever batch a resumed run starts at."""
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+    for b in range(start, math.ceil(n / cfg.batch_size)):
+        yield b, np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
 
-    progress = _Progress(options.progress, options.progress_interval, total_steps, state["step"],
-                         run_dir / PROGRESS)
-    model.train()
-    try:
-        with DeferredSignals() as signals:
-            while state["epoch"] < cfg.num_epochs:
-                epoch = state["epoch"]
-                order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-                t_epoch = time.perf_counter() - state["epoch_time_s"]
-                for b in range(state["batch"], per_epoch):
-                    index = np.sort(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
-                    x, y = images.batch(index)
-                    logits = model(normalize(x, cfg.contrast_norm, cfg.stimulus))  # (B, classes)
-                    loss = F.cross_entropy(logits, y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach().double() * len(index)
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    count += len(index)
-                    state["batch"], state["step"] = b + 1, state["step"] + 1
-                    state["epoch_time_s"] = time.perf_counter() - t_epoch
-                    if on_step is not None:
-                        on_step(state["step"])
-                    if progress.update():
-                        progress.status(state["step"], epoch + 1, cfg.num_epochs,
-                                        f"loss {loss_sum.item() / count:.4f} acc {correct.item() / count:.3f}",
-                                        count / max(state["epoch_time_s"], 1e-9),
-                                        state["metrics"][-1]["val/acc"] if state["metrics"] else None)
-                    last = b + 1 == per_epoch  # the epoch-end checkpoint follows validation
-                    if signals.pending is not None and not last:
-                        checkpoint()
-                        signals.forward()
-                    elif options.checkpoint_every and state["step"] % options.checkpoint_every == 0 and not last:
-                        checkpoint()
 
-                # ---- epoch end: validation, metrics, checkpoint
-                train_time = time.perf_counter() - t_epoch
-                val_loss, val_correct, val_n = evaluate_set(model, val_set.images, val_set.labels,
-                                                            cfg.contrast_norm, cfg.stimulus, device, cfg.batch_size)
-                record = {"epoch": epoch + 1, "step": state["step"], "train/loss": float(loss_sum.item()) / count,
-                          "train/acc": int(correct.item()) / count, "val/loss": val_loss / val_n,
-                          "val/acc": val_correct / val_n, "images_per_s": count / max(train_time, 1e-9),
-                          "time": round(wall_before + time.time() - t_call, 3)}  # seconds since the run began
-                state["metrics"].append(record)
-                state["train_time_s"] += train_time
-                state["images"] += count
-                state["epoch"], state["batch"], state["epoch_time_s"] = epoch + 1, 0, 0.0
-                loss_sum.zero_()
-                correct.zero_()
-                count = 0
-                checkpoint()
-                append_jsonl(run_dir / METRICS, record)
-                progress.record(step=state["step"], epoch=epoch + 1, num_epochs=cfg.num_epochs,
-                                images_per_s=record["images_per_s"], val_acc=record["val/acc"])
-                progress.line(
-                    f"epoch {epoch + 1}/{cfg.num_epochs} step {state['step']}: train/loss {record['train/loss']:.4f} "
-                    f"train/acc {record['train/acc']:.4f} val/loss {record['val/loss']:.4f} "
-                    f"val/acc {record['val/acc']:.4f} ({record['images_per_s']:.0f} img/s)")
-                if signals.pending is not None:
-                    signals.forward()
-    finally:
-        progress.close()
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, x: torch.Tensor,
+                y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch; returns its loss and logits (B, classes), detached."""
+    logits = model(normalize(x, cfg.contrast_norm, cfg.stimulus))  # (B, classes)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
 
-    final = state["metrics"][-1]
-    result = {
-        "kind": "train", "hash": cfg.hash, "config": to_jsonable(cfg),
-        "final": {k: final[k] for k in METRIC_KEYS},
-        "best_epoch": best_epoch(state["metrics"]), "epochs": cfg.num_epochs, "steps": state["step"],
-        "wall_time_s": round(wall_before + time.time() - t_call, 3), "device": str(device),
-        "images_per_s": state["images"] / max(state["train_time_s"], 1e-9),
-        "n_train_images": n, "n_validation_images": len(val_set.labels),
-    }
-    atomic_write_json(run_dir / RESULT, result)
-    return result
+
+@dataclass
+class _Run:
+    """A training between steps: model, optimizer, the checkpointed state (position, metrics, times)
+    and the running sums of the epoch so far."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    state: dict[str, Any]
+    progress: _Progress
+    t_call: float
+    loss_sum: torch.Tensor = field(init=False)
+    correct: torch.Tensor = field(init=False)
+    count: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        sums = self.state["sums"]
+        self.wall_before = self.state["wall_time_s"]
+        self.loss_sum = torch.tensor(sums["loss"], dtype=torch.float64, device=self.device)
+        self.correct = torch.tensor(sums["correct"], dtype=torch.int64, device=self.device)
+        self.count = int(sums["count"])
+
+    @classmethod
+    def resume(cls, cfg: TrainConfig, run_dir: Path, device: torch.device, options: RunOptions, t_call: float,
+               *, total_steps: int) -> _Run:
+        """From the run's checkpoint, or a new model (initial weights from cfg.seed)."""
+        bf16 = options.precision == "bf16"
+        model, optimizer, state = resume(run_dir / CHECKPOINT, cfg.hash, lambda: _new_model(cfg, device, bf16), device)
+        sync_metrics(run_dir / METRICS, state["metrics"])
+        progress = _Progress(options.progress, options.progress_interval, total_steps, state["step"],
+                             run_dir / PROGRESS)
+        return cls(cfg, run_dir, device, model, optimizer, state, progress, t_call)
+
+    def count_step(self, b: int, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, t_epoch: float) -> None:
+        """Add a step's loss and hits to the epoch's sums, and move the position on."""
+        n = len(y)
+        self.loss_sum += loss.double() * n
+        self.correct += (logits.argmax(1) == y).sum()
+        self.count += n
+        self.state["batch"], self.state["step"] = b + 1, self.state["step"] + 1
+        self.state["epoch_time_s"] = time.perf_counter() - t_epoch
+
+    def report_progress(self) -> None:
+        if self.progress.update():
+            metrics = self.state["metrics"]
+            self.progress.status(self.state["step"], self.state["epoch"] + 1, self.cfg.num_epochs,
+                                 f"loss {self.loss_sum.item() / self.count:.4f} acc {self.correct.item() / self.count:.3f}",
+                                 self.count / max(self.state["epoch_time_s"], 1e-9),
+                                 metrics[-1]["val/acc"] if metrics else None)
+
+    def checkpoint(self) -> None:
+        self.state["sums"] = {"loss": float(self.loss_sum.item()), "correct": int(self.correct.item()),
+                              "count": self.count}
+        self.state["wall_time_s"] = self.wall_before + time.time() - self.t_call
+        save_checkpoint(self.run_dir / CHECKPOINT, {**self.state, "model": self.model.state_dict(),
+                                                    "optimizer": self.optimizer.state_dict()})
+
+    def end_epoch(self, val_set: datasets.StimulusSet, train_time: float) -> None:
+        """Validation, the epoch's metrics (metrics.jsonl, progress.json, one log line), a checkpoint."""
+        cfg, state, epoch = self.cfg, self.state, self.state["epoch"]
+        val_loss, val_correct, val_n = evaluate_set(self.model, val_set.images, val_set.labels, cfg.contrast_norm,
+                                                    cfg.stimulus, self.device, cfg.batch_size)
+        record = {"epoch": epoch + 1, "step": state["step"], "train/loss": float(self.loss_sum.item()) / self.count,
+                  "train/acc": int(self.correct.item()) / self.count, "val/loss": val_loss / val_n,
+                  "val/acc": val_correct / val_n, "images_per_s": self.count / max(train_time, 1e-9),
+                  "time": round(self.wall_before + time.time() - self.t_call, 3)}  # seconds since the run began
+        state["metrics"].append(record)
+        state["train_time_s"] += train_time
+        state["images"] += self.count
+        state["epoch"], state["batch"], state["epoch_time_s"] = epoch + 1, 0, 0.0
+        self.loss_sum.zero_()
+        self.correct.zero_()
+        self.count = 0
+        self.checkpoint()
+        append_jsonl(self.run_dir / METRICS, record)
+        self.progress.record(step=state["step"], epoch=epoch + 1, num_epochs=cfg.num_epochs,
+                             images_per_s=record["images_per_s"], val_acc=record["val/acc"])
+        self.progress.line(
+            f"epoch {epoch + 1}/{cfg.num_epochs} step {state['step']}: train/loss {record['train/loss']:.4f} "
+            f"train/acc {record['train/acc']:.4f} val/loss {record['val/loss']:.4f} "
+            f"val/acc {record['val/acc']:.4f} ({record['images_per_s']:.0f} img/s)")
+
+    def result(self, **extra: Any) -> dict[str, Any]:
+        final = self.state["metrics"][-1]
+        return {
+            "kind": "train", "hash": self.cfg.hash, "config": to_jsonable(self.cfg),
+            "final": {k: final[k] for k in METRIC_KEYS},
+            "best_epoch": best_epoch(self.state["metrics"]), "epochs": self.cfg.num_epochs,
+            "steps": self.state["step"], "wall_time_s": round(self.wall_before + time.time() - self.t_call, 3),
+            "device": str(self.device), "images_per_s": self.state["images"] / max(self.state["train_time_s"], 1e-9),
+            **extra,
+        }
 
 
 # -------------------------------------------------------------------------------- CLI

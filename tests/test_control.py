@@ -235,7 +235,8 @@ def test_local_detach_cancel_and_a_detached_relaunch_that_completes(tmp_path: Pa
         or f"pid {driver['job_id']} on" in busy.stderr
 
     # --cancel mid-train: the driver and every job stopped, no process of the experiment left
-    wait_until(lambda: list((exp / "train").glob("*/submission.json")), 600, "training to start")
+    wait_until(lambda: [p for p in (exp / "train").glob("*/submission.json")  # a job started, not queued
+                        if not json.loads(p.read_text())["job_id"].startswith("queued-")], 600, "training to start")
     datasets_before = {p: p.read_text() for p in (exp / "datasets" / "jobs").glob("*/submission.json")}
     proc = cli("smoke", "--cancel", *few)
     assert proc.returncode == 0, proc.stderr

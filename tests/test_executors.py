@@ -341,6 +341,9 @@ def test_chunk_job_writes_a_crash_to_the_runs_it_left_open(tmp_path: Path) -> No
         ChunkJob(fill_runs, dirs, True, run_dirs=dirs)()
     assert [run_state(Path(d)).state for d in dirs] == ["done", "failed", "failed"]
     assert run_state(Path(dirs[1])).error == "RuntimeError: model did not load"
+    # the condition that finished before the chunk failed is a done attempt, not a failed one
+    assert [a["outcome"] for a in read_attempts(dirs[0])] == ["done"]
+    assert [a["outcome"] for a in read_attempts(dirs[1])] == ["failed"]
     assert ChunkJob(fill_runs, dirs, False, run_dirs=dirs)() == {"conditions": 3}
     assert [run_state(Path(d)).state for d in dirs] == ["done"] * 3
     assert [a["outcome"] for a in read_attempts(dirs[1])] == ["failed", "done"]

@@ -38,7 +38,7 @@ import torch
 from helpers import assert_same_weights, wait_until
 
 import sweeps.launch
-from cluster.backends.local import LocalBackend, local_task_pids
+from cluster.backends.local import QUEUED, LocalBackend, local_task_pids
 from cluster.backends.slurm import SlurmBackend
 from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
@@ -48,6 +48,7 @@ from core.runs import (
     JobState,
     read_error,
     read_result,
+    read_submission,
     record_submission,
     run_state,
     write_config,
@@ -705,9 +706,10 @@ def site_dir(folder: Path) -> Path:
 
 
 def all_submitted(exp: Path, stage: str, n: int) -> bool:
-    """All `n` runs of the stage have been submitted, and some has no result yet (jobs in flight)."""
+    """All `n` runs of the stage have a job started (not still queued in the launcher for a local slot),
+    and some has no result yet (jobs in flight)."""
     pattern = {"datasets": "datasets/jobs/*", "train": "train/*", "eval": "eval/*"}[stage]
-    runs = [p for p in exp.glob(pattern) if (p / "submission.json").exists()]
+    runs = [p for p in exp.glob(pattern) if (sub := read_submission(p)) and not sub["job_id"].startswith(QUEUED)]
     return len(runs) == n and any(read_result(p) is None for p in runs)
 
 
