@@ -7,8 +7,11 @@ sign the paper predicts. The claim holds when the effect is positive:
     effect = mean over x of  sum_k weight_k * accuracy(term_k at target eccentricity x)
 
 where x runs over the claim's target eccentricities (default: every one at which all its terms were
-evaluated), and a term with its own target_ecc ignores x. The verdict, from the 95% interval:
-supported (above 0), contradicted (below 0), inconclusive (it contains 0).
+evaluated), and a term with its own target_ecc ignores x. Only the positions where the effect can
+be seen count (results.visibility: every network's isolated target clearly above chance, a
+baseline of a gain clearly below ceiling); with none left the verdict is "not testable here", with
+the reason. Otherwise, from the 95% interval: supported (above 0), contradicted (below 0),
+inconclusive (it contains 0).
 
 What a verdict speaks about (results.intervals): with one seed, the one trained network (the
 verdict says so: seed variation is not estimated); with several, the architecture, seeds and test
@@ -24,7 +27,8 @@ evaluation counted once however many x it serves), and say so.
 A report tests a family of claims x configurations: each finding also gets its Holm-adjusted p
 value over the family and a family-wise verdict (supported / contradicted when the Holm p < 0.05).
 
-Other sweeps add claims by adding entries, e.g. a DCNN vs the eccentricity model at the centre:
+Each sweep declares its claims (sweeps/claims.py has the shared ones), e.g. a DCNN vs the eccentricity
+model at the centre:
 `Claim("ecc beats dcnn", ..., terms=(Term("xax", 120, target_ecc=0), Term("xax", 120, target_ecc=0,
 weight=-1, model="dcnn")), models=("ecc",))` (terms from another model pair its seeds by index).
 """
@@ -43,13 +47,15 @@ import pandas as pd
 
 from core.atomic import atomic_write_bytes
 
-from . import intervals, stats
+from . import intervals, stats, visibility
 from .findings_md import markdown
+from .table import selection_table
 
 logger = logging.getLogger(__name__)
 
 FINDINGS_MD, FINDINGS_CSV = "findings.md", "findings.csv"
-VERDICTS = ("supported", "contradicted", "inconclusive")
+NOT_TESTABLE = "not testable here"
+VERDICTS = ("supported", "contradicted", "inconclusive", NOT_TESTABLE)
 FINDINGS_COLUMNS = ("claim", "model", "learning_rate", "effect", "ci_low", "ci_high", "verdict", "scope",
                     "p_value", "p_holm", "family_verdict", "family_size", "method", "seeds", "seed_effects",
                     "n_images", "target_eccs", "statement", "measure", "note")
@@ -66,6 +72,7 @@ class Term:
     target_ecc: float | None = None   # None: the claim's running target eccentricity x
     flanker_dset: str = "MNIST"
     model: str | None = None          # None: the model the claim is being tested on
+    baseline: bool = False            # a gain is measured over it: it must not be at ceiling (results.visibility)
 
     def __post_init__(self) -> None:
         if self.label not in ("a", "xa", "ax", "xax"):
@@ -78,7 +85,9 @@ class Term:
         at = "x" if self.target_ecc is None else f"{self.target_ecc:g}"
         sp = "" if self.spacing is None else f", spacing {self.spacing:g}"
         who = "" if self.model is None else f" of {self.model}"
-        return f"{self.label}(target {at}{sp}){who}"
+        dset = "" if self.flanker_dset == "MNIST" else f", {self.flanker_dset}"
+        base = " [baseline]" if self.baseline else ""
+        return f"{self.label}(target {at}{sp}{dset}){who}{base}"
 
 
 @dataclass(frozen=True)
@@ -122,9 +131,12 @@ class Finding:
     seed_effects: list[float] = field(default_factory=list)  # the effect of each seed (each network)
     p_holm: float = math.nan    # Holm-adjusted over the report's family (`findings`)
     family_size: int = 0
+    testable: bool = True       # False: no position passes results.visibility's rule (note: why)
 
     @property
     def verdict(self) -> str:
+        if not self.testable:
+            return NOT_TESTABLE
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return "inconclusive"
         return "supported" if self.low > 0 else "contradicted" if self.high < 0 else "inconclusive"
@@ -132,6 +144,8 @@ class Finding:
     @property
     def family_verdict(self) -> str:
         """The verdict with the family's multiplicity accounted for (Holm p < 0.05)."""
+        if not self.testable:
+            return NOT_TESTABLE
         if not (math.isfinite(self.p_holm) and self.p_holm < intervals.ALPHA):
             return "inconclusive"
         return "supported" if self.effect > 0 else "contradicted"
@@ -262,17 +276,38 @@ def _counts(f: Finding, claim: Claim, xs: list, rows: dict[tuple, pd.Series]) ->
     f.method = f"{ci.method} (no per-image record)"
 
 
+def _check(claim: Claim, model: str, configs: Sequence[pd.DataFrame], cells: dict[tuple, pd.DataFrame],
+           x: float | None, seeds: list[int]) -> visibility.Check:
+    """results.visibility's rule at one position x, for every term (at its own position)."""
+    for i, t in enumerate(claim.terms):
+        at = float(t.target_ecc if t.target_ecc is not None else x)
+        name = t.model or model
+        reason = visibility.floor_reason(configs[i], name, at, seeds)
+        if reason is None and t.baseline:
+            sp = "" if t.spacing is None else f" at spacing {t.spacing:g}"
+            reason = visibility.ceiling_reason(cells[(i, x)], f"{t.label}{sp} of {name} at target {at:g}", seeds)
+        if reason:
+            return visibility.Check(x, reason)
+    return visibility.Check(x, None)
+
+
+def _not_testable(f: Finding, reason: str) -> Finding:
+    f.testable, f.note = False, reason
+    return f
+
+
 def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model: str,
                    learning_rate: float) -> Finding:
-    """The effect of one claim on one configuration (model, learning rate) of a results table."""
+    """The effect of one claim on one configuration (model, learning rate) of a results table, at
+    the positions where it can be seen (results.visibility); not testable where none can."""
     f = Finding(claim, model, learning_rate)
     table = table[(table["model_hash"] != "") & table["flanker_type"].notna()]
     table = table.assign(seed=stats._seed_column(table))
-    pools = [_term_rows(_config_rows(table, t, model, learning_rate), t) for t in claim.terms]
+    configs = [_config_rows(table, t, model, learning_rate) for t in claim.terms]
+    pools = [_term_rows(c, t) for c, t in zip(configs, claim.terms, strict=True)]
     xs = _x_values(claim, pools)
     if not xs:
-        f.note = "no target eccentricity at which every term was evaluated"
-        return f
+        return _not_testable(f, "too few conditions: no target eccentricity at which every term was evaluated")
     cells = {(i, x): _matches(p, t, x) for i, (p, t) in enumerate(zip(pools, claim.terms, strict=True)) for x in xs}
     seeds = None
     for rows in cells.values():
@@ -280,12 +315,23 @@ def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model
         seeds = have if seeds is None else seeds & have
     seeds = sorted(seeds or [])
     if not seeds:
-        f.note = "no seed for which every term was evaluated"
-        return f
-    f.seeds, f.target_eccs = seeds, [x for x in xs if x is not None]
-    rows = _seed_rows(cells, seeds)
+        return _not_testable(f, "too few conditions: no seed for which every term was evaluated")
+    checks = [_check(claim, model, configs, cells, x, seeds) for x in xs]
+    kept = [c.x for c in checks if c.reason is None]
+    f.seeds = seeds
+    if not kept:
+        return _not_testable(f, visibility.summarise(checks))
+    if len(kept) < len(xs):
+        left = [c for c in checks if c.reason]
+        f.note = (f"left out target(s) {', '.join(f'{c.x:g}' for c in left if c.x is not None)}: "
+                  f"{visibility.summarise(left)}")
+    xs, f.target_eccs = kept, [x for x in kept if x is not None]
+    rows = _seed_rows({k: v for k, v in cells.items() if k[1] in kept}, seeds)
+    note = f.note
     if not _paired(f, exp_dir, claim, xs, rows):
         _counts(f, claim, xs, rows)
+    if note and f.note != note:
+        f.note = f"{note}; {f.note}"
     return f
 
 
@@ -315,31 +361,23 @@ def findings(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim]) 
     return pd.DataFrame([f.row() for f in found], columns=list(FINDINGS_COLUMNS))
 
 
+def diverged_lines(exp_dir: str | Path) -> list[str]:
+    """One line per training whose final val/acc fell far below its best (results.table.diverged)."""
+    try:
+        sel = selection_table(exp_dir)
+    except Exception as e:  # the findings never fail on the selection's account
+        logger.warning("no divergence check: %s", e)
+        return []
+    return [f"{r['model']} lr {r['learning_rate']:g} seed {r['seed']}: final val/acc {r['val/acc']:.3f}, best "
+            f"{r['best_val/acc']:.3f}{' (selected: its findings use these final weights)' if r['chosen'] else ''}"
+            for _, r in sel[sel["diverged"]].iterrows()]
+
+
 def write(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim], experiment: str = "") -> list[Path]:
     """findings.md and findings.csv in the experiment folder (atomically); returns the paths."""
     exp_dir = Path(exp_dir)
     df = findings(exp_dir, table, claims)
-    return [atomic_write_bytes(exp_dir / FINDINGS_MD, markdown(df, experiment).encode()),
+    text = markdown(df, experiment, diverged_lines(exp_dir))
+    return [atomic_write_bytes(exp_dir / FINDINGS_MD, text.encode()),
             atomic_write_bytes(exp_dir / FINDINGS_CSV, df.to_csv(index=False).encode())]
 
-
-def demo_claims(spacing: float, center: float, far: float) -> tuple[Claim, ...]:
-    """The demo's claims (ORIGINAL.md "Paper findings"), at its closest spacing and fixed targets."""
-    return (
-        Claim("crowding",
-              "Flankers lower the accuracy of a network trained on isolated targets (crowding).",
-              (Term("a"), Term("xax", spacing, weight=-1)),
-              measure=f"accuracy without flankers minus with two flankers at spacing {spacing:g}, mean over "
-                      "target eccentricities"),
-        Claim("robust at the centre",
-              "The eccentricity-dependent model is more robust to flankers when the target is at the centre "
-              "than away from it.",
-              (Term("a", target_ecc=far), Term("xax", spacing, weight=-1, target_ecc=far),
-               Term("a", weight=-1, target_ecc=center), Term("xax", spacing, target_ecc=center)),
-              measure=f"the drop a - xax (spacing {spacing:g}) at target {far:g} minus the drop at target {center:g}"),
-        Claim("inner flanker worse",
-              "A flanker between the target and the centre (xa) crowds more than one farther out (ax).",
-              (Term("ax", spacing), Term("xa", spacing, weight=-1)),
-              measure=f"accuracy with the outer flanker (ax) minus with the inner one (xa) at spacing {spacing:g}, "
-                      "mean over target eccentricities"),
-    )

@@ -4,8 +4,12 @@ speaks about (one network or the architecture) beside its family-wise verdict.""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
+
+from .table import DIVERGED_DROP
+from .visibility import MARGIN
 
 
 def _pp(x: float) -> str:
@@ -27,6 +31,8 @@ def _seeds_cell(seeds: str) -> str:
 
 def _verdict_cell(r: pd.Series) -> str:
     n = len(_seed_list(r["seeds"]))
+    if r["verdict"] == "not testable here":
+        return f"**not testable here**: {r['note']}"
     if n == 0:
         return f"**{r['verdict']}**"
     if n == 1:
@@ -34,18 +40,26 @@ def _verdict_cell(r: pd.Series) -> str:
     return f"**{r['verdict']}** for the architecture ({n} seeds)"
 
 
-def markdown(df: pd.DataFrame, experiment: str = "") -> str:
-    """findings.md: one table of the measured effects, then each claim's statement and measure."""
+def markdown(df: pd.DataFrame, experiment: str = "", diverged: Sequence[str] = ()) -> str:
+    """findings.md: one table of the measured effects, then each claim's statement and measure;
+    first, the trainings that diverged (results.table.diverged), when there are any."""
     size = int(df["family_size"].max()) if len(df) and df["family_size"].notna().any() else 0
     lines = [f"# Findings{f': {experiment}' if experiment else ''}", "",
              "Each claim is a measured effect (accuracy difference, in percentage points) with its 95% "
              "interval. Verdict: supported (interval above 0), contradicted (below 0), inconclusive "
-             "(contains 0). Effects are paired: the same test images in every condition. With one seed a "
+             "(contains 0). A claim is measured only at the target eccentricities where its effect can be seen "
+             f"(every network's isolated target 95% above chance + {100 * MARGIN:g} pp; a baseline of a gain 95% "
+             f"below {100 * (1 - MARGIN):g}%: results.visibility); "
+             "where none is left it is **not testable here**, with the reason. Effects are paired: the same "
+             "test images in every condition. With one seed a "
              "verdict is about that trained network (another seed may differ); with several, about the "
              "architecture, seeds and test images counted as random.", "",
              f"The family has {size} comparison(s) (claims x networks, each at 95%). The Holm-adjusted p "
              "keeps the chance of any false family-wise verdict under 5%: supported or contradicted when "
              "it is below 0.05.", ""]
+    if diverged:
+        lines += [f"**Diverged trainings** (final val/acc more than {100 * DIVERGED_DROP:g} points below the "
+                  "run's best; evaluation uses the final weights):", "", *(f"- {d}" for d in diverged), ""]
     if df.empty:
         return "\n".join([*lines, "No claim could be tested (the sweep declares none, or nothing was evaluated).", ""])
     lines += ["| claim | model | lr | effect (pp) | 95% interval (pp) | verdict | p | Holm p | family-wise | seeds "
@@ -53,7 +67,8 @@ def markdown(df: pd.DataFrame, experiment: str = "") -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         interval = f"{_pp(r['ci_low'])} to {_pp(r['ci_high'])}"
-        method = r["method"] + (f" ({r['note']})" if r["note"] else "")
+        testable = r["verdict"] != "not testable here"
+        method = r["method"] + (f" ({r['note']})" if r["note"] and testable else "")
         per_seed = ", ".join(_pp(float(v)) for v in str(r["seed_effects"]).split(",") if v) or "-"
         lines.append(f"| {r['claim']} | {r['model']} | {r['learning_rate']:g} | {_pp(r['effect'])} | {interval} "
                      f"| {_verdict_cell(r)} | {_p(r['p_value'])} | {_p(r['p_holm'])} | {r['family_verdict']} "

@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.atomic import atomic_write, atomic_write_bytes
+from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_jsonl
 from core.plan import EvalEntry, TrainEntry
 from core.runs import STATES as RUN_STATES
 from core.runs import JobState, read_result, read_submission, result_problem, run_dir_name, run_state
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import num_classes
+from ecc.train import METRICS
 
 from .experiment import chosen_runs, read_plan, read_selection, unique
 from .stats import wilson_interval
@@ -64,7 +65,27 @@ FIXED_COLUMNS = (*MODEL_COLUMNS, *CONDITION_COLUMNS, *OUTCOME_COLUMNS)
 RESERVED = frozenset(FIXED_COLUMNS) - {"learning_rate"}
 
 SELECTION_COLUMNS = ("experiment", "model", "learning_rate", "seed", "chosen", "state", "train/loss", "train/acc",
-                     "val/loss", "val/acc", "best_epoch", "epochs", "wall_time_s", "error", "hash", "run_dir")
+                     "val/loss", "val/acc", "best_val/acc", "diverged", "best_epoch", "epochs", "wall_time_s", "error",
+                     "hash", "run_dir")
+# A training diverged when its final val/acc fell this far below its best epoch's: evaluation uses the
+# final weights (as the original), so such a run's findings are not the network it once was (issue 21:
+# lr 0.1 at paper scale, val/acc 0.99 at epoch 11, 0.19 at epoch 13).
+DIVERGED_DROP = 0.2
+
+
+def diverged(best: float, final: float) -> bool:
+    """Whether a training's final val/acc fell more than DIVERGED_DROP below its best."""
+    return bool(math.isfinite(best) and math.isfinite(final) and best - final > DIVERGED_DROP)
+
+
+def best_val_acc(run_dir: Path) -> float:
+    """The highest val/acc over a training run's epochs (metrics.jsonl); NaN when none can be read."""
+    try:
+        values = [_float(r.get("val/acc")) for r in read_jsonl(run_dir / METRICS)]
+    except CorruptFileError:
+        return math.nan
+    values = [v for v in values if math.isfinite(v)]
+    return max(values) if values else math.nan
 _STATE_RANK = {"done": 0, "running": 1, "pending": 2, "failed": 3, "missing": 4, NO_MODEL: 5}
 
 
@@ -328,11 +349,13 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, JobState] | Non
             row[key] = _float(final.get(key, cand.get(key)))
         for key in ("best_epoch", "epochs", "wall_time_s"):
             row[key] = _float((result or {}).get(key, cand.get(key)))
+        row["best_val/acc"] = best_val_acc(exp_dir / entry.dir) if state.state == "done" else math.nan
+        row["diverged"] = diverged(row["best_val/acc"], row["val/acc"])
         rows.append(row)
     df = pd.DataFrame(rows, columns=list(SELECTION_COLUMNS))
     for col in ("best_epoch", "epochs"):
         df[col] = pd.array([None if _isnan(v) else int(v) for v in df[col]], dtype="Int64")
-    df["chosen"] = df["chosen"].astype(bool)
+    df["chosen"], df["diverged"] = df["chosen"].astype(bool), df["diverged"].astype(bool)
     df = df.sort_values(["model", "learning_rate", "seed"], kind="stable").reset_index(drop=True)
     df.attrs["rule"] = str(selection.get("rule", ""))
     return df

@@ -21,6 +21,7 @@ from core import cancel as cancel_mark
 from core import procs
 from core.atomic import CorruptFileError, atomic_write_json, read_json
 from core.runs import CANCELLED, JobRef, RunState, read_result, read_submission, write_error
+from results.table import DIVERGED_DROP, best_val_acc, diverged
 
 from . import driver
 from .experiment import (
@@ -65,12 +66,25 @@ def status_lines(pipeline: Pipeline) -> list[str]:
                 logs = log_files(pipeline.exp, u.run_dir)
                 lines.append("        logs: " + (", ".join(str(p) for p in logs) if logs else
                                                  f"none (see {u.run_dir / 'error.json'})"))
+            elif s.state == "done" and stage.name == "train" and (line := _diverged(u)):
+                lines.append(line)
             elif s.state == "running" and stage.name == "train":
                 lines.append(f"    running: {u.label} (job {s.job_id}): "
                              f"{training_progress(u.run_dir, u.payload.config.batch_size)}")
     lines += driver.status_lines(pipeline.exp)
     lines += orphan_lines(pipeline.exp, pipeline.planned_dirs())
     return lines
+
+
+def _diverged(u: Unit) -> str:
+    """`    diverged: LABEL: ...` for a finished training whose final val/acc fell far below its best
+    (results.table.diverged: evaluation uses the final weights), else ""."""
+    result = read_result(u.run_dir, "train") or {}
+    final, best = result.get("final", {}).get("val/acc"), best_val_acc(u.run_dir)
+    if not isinstance(final, (int, float)) or not diverged(best, float(final)):
+        return ""
+    return (f"    diverged: {u.label}: final val/acc {final:.4f}, best {best:.4f} (more than "
+            f"{100 * DIVERGED_DROP:g} points below; evaluation uses the final weights)")
 
 
 def find_units(pipeline: Pipeline, key: str) -> list[Unit]:

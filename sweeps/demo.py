@@ -12,9 +12,12 @@ learning rate (measured: 64,000 samples at lr 0.1, 0.01 and 0.001), so a quick a
 would only add meaningless figures; it needs the full demo (~540,000 samples). The paper's
 numbers need the full demo too (GPUs).
 
-Both declare the paper's claims the demo can test (results.findings, findings.md): crowding (a
-minus xax at the closest spacing, over target eccentricities), robustness at the centre (that drop
-far out minus at the centre), and the inner/outer asymmetry (ax minus xa at the closest spacing).
+Both declare the paper's claims the demo can test (`claims`; results.findings, findings.md), each
+measured only where its effect can be seen (results.visibility): crowding (a minus xax at the
+closest spacing S, over target eccentricities), robustness at the centre (that drop far out minus
+at the centre), the inner/outer asymmetry (ax minus xa at S), and both halves of the paper's
+second claim: closer flankers crowd more (xax at 2S minus xax at S) and more flankers crowd more
+(ax minus xax, and xa minus xax, at S).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from ecc.config import TrainConfig
 from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
-from results.findings import Claim, demo_claims
+from results.findings import Claim, Term
 
+from .claims import crowding, second_claim
 from .settings import PAPER, QUICK
 from .spec import FigureSpec, SweepSpec
 
@@ -40,8 +44,23 @@ def _models(stimulus: StimulusConfig, **train) -> tuple[tuple[str, TrainConfig],
 
 
 def claims(figures: FigureSpec) -> tuple[Claim, ...]:
-    """The demo's claims, where its figures cut the grid (closest spacing, centre and far target)."""
-    return demo_claims(min(figures.spacings), figures.center_target, figures.far_target)
+    """The demo's claims (ORIGINAL.md "Paper findings"), where its figures cut the grid: the closest
+    spacing, the centre and the far target."""
+    spacing, center, far = min(figures.spacings), figures.center_target, figures.far_target
+    return (
+        crowding(spacing),
+        Claim("robust at the centre",
+              "The eccentricity-dependent model is more robust to flankers when the target is at the centre "
+              "than away from it.",
+              (Term("a", target_ecc=far), Term("xax", spacing, weight=-1, target_ecc=far),
+               Term("a", weight=-1, target_ecc=center), Term("xax", spacing, target_ecc=center)),
+              measure=f"the drop a - xax (spacing {spacing:g}) at target {far:g} minus the drop at target {center:g}"),
+        Claim("inner flanker worse",
+              "A flanker between the target and the centre (xa) crowds more than one farther out (ax).",
+              (Term("ax", spacing), Term("xa", spacing, weight=-1)),
+              measure=f"accuracy with the outer flanker (ax) minus with the inner one (xa) at spacing {spacing:g}, "
+                      "mean over target eccentricities"),
+        *second_claim(spacing))
 
 
 def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:

@@ -31,7 +31,7 @@ from core.runs import RunState, run_state
 from ecc.config import RunOptions
 from ecc.runtime import job_env
 
-from . import driver, selection
+from . import claims, driver, selection
 from .experiment import LAUNCH_JSON, LAUNCH_LOCK, orphan_lines
 from .spec import STAGE_NAMES, EvalRun, StageResources, SweepSpec, TrainRun
 from .stages import DatasetStage, EvalStage, Stage, TrainStage, Unit
@@ -293,9 +293,7 @@ class Pipeline:
         lines += self.datasets.plan_lines() + self.train.plan_lines()
         lines.append(f"[select] per model: {self.spec.rule_text}")
         lines += self.evaluation(()).plan_lines()
-        if self.spec.claims:
-            lines.append(f"[collect] findings.md tests {len(self.spec.claims)} claims: "
-                         + ", ".join(c.name for c in self.spec.claims))
+        lines += claims.plan_lines(self.spec)
         for stage in STAGES:
             lines.append(f"[resources] {stage}: {self.resources.stage(stage).summary()}")
         return lines

@@ -4,7 +4,10 @@ Claim tested: "pooling in early layers of the network leads to more crowding." M
 accuracy of xax (two flankers) and xa at the smallest spacing (120 px; quick: 48 px) against
 target eccentricity, per model (`spacing` comparison figures), and per model at the centre and
 off centre (`center` figure): early pooling (11-1-1-1-1) should lose more to flankers than
-pooling at the end (11-11-11-11-1), with progressive pooling (11-7-5-3-1) between.
+pooling at the end (11-11-11-11-1), with progressive pooling (11-7-5-3-1) between. findings.md
+(`all_claims`) also tests both halves of the paper's second claim (closer and more flankers crowd
+more) on every model; each claim only where its effect can be seen (results.visibility), so the
+quick models' positions at chance are left out rather than averaged in.
 
 Models (everything else as the demo: total pooling, isolated even digits at random positions):
 pm 11-1-1-1-1 (scales pooled at the first layer), 11-7-5-3-1 (progressively), 11-11-11-11-1 (at
@@ -45,8 +48,9 @@ from ecc.model import ModelConfig
 from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
+from .claims import crowds_more, measurable, second_claim
 from .settings import PAPER, QUICK
-from .spec import Claim, SweepSpec, Term
+from .spec import Claim, EvalGrid, SweepSpec
 
 PMS = ("11-1-1-1-1", "11-7-5-3-1", "11-11-11-11-1")
 LEARNING_RATES = (0.1, 0.01, 0.001)
@@ -78,44 +82,50 @@ def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
 
 def claims(spacing: float, pms: tuple[str, ...], contrast: str = "None") -> tuple[Claim, ...]:
     """Pooling early crowds more (results.findings): the crowding of the early (or progressive)
-    model, a - xax at the closest spacing averaged over target eccentricities, minus that of the
-    model that pools at the end, all with one contrast normalisation. Positive when the claim holds."""
+    model, a - xax at the closest spacing averaged over target eccentricities (where it can be
+    seen: results.visibility), minus that of the model that pools at the end, all with one contrast
+    normalisation. Positive when the claim holds."""
     early, progressive, late = (model_name(pm, contrast) for pm in pms)
     tag = "" if contrast == "None" else f" ({contrast})"
+    return tuple(crowds_more(f"{how} pooling crowds more{tag}",
+                             f"Pooling across scales {how if how == 'early' else 'progressively'} ({model}) "
+                             f"crowds more than pooling at the end ({late}).", model, late, spacing)
+                 for how, model in (("early", early), ("progressive", progressive)))
 
-    def more_crowding(name: str, model: str, how: str) -> Claim:
-        return Claim(name, f"Pooling across scales {how} ({model}) crowds more than pooling at the end ({late}).",
-                     (Term("a"), Term("xax", spacing, weight=-1),
-                      Term("a", weight=-1, model=late), Term("xax", spacing, model=late)),
-                     measure=f"(a - xax at spacing {spacing:g}) of {model} minus the same of {late}, mean over "
-                             "target eccentricities", models=(model,))
 
-    return (more_crowding(f"early pooling crowds more{tag}", early, "early"),
-            more_crowding(f"progressive pooling crowds more{tag}", progressive, "progressively"))
+def all_claims(spacing: float, pms: tuple[str, ...], contrasts: tuple[str, ...],
+               trained: tuple[tuple[str, TrainConfig], ...], grid: EvalGrid) -> tuple[Claim, ...]:
+    """`claims` per contrast normalisation, then both halves of the paper's second claim (closer and
+    more flankers crowd more) on every model."""
+    return (*(c for contrast in contrasts for c in claims(spacing, pms, contrast)),
+            *measurable(second_claim(spacing), trained, grid))
 
 
 def sweep(quick: bool = False) -> SweepSpec:
     if not quick:
         # Pooling at the end keeps 11 scales through 3 layers: 7.6x the compute of 11-1-1-1-1.
         train = replace(PAPER.resources.train, mem_gb=32, time_min=720)
+        full = models(PAPER.stimulus, **PAPER.training)
         return SweepSpec(
             name="pooling",
-            models=models(PAPER.stimulus, **PAPER.training),
+            models=full,
             learning_rates=LEARNING_RATES,
             grid=PAPER.grid,
             figures=PAPER.figures(comparisons(PAPER.spacing, 720)),
-            claims=tuple(c for contrast in CONTRASTS for c in claims(PAPER.spacing, PMS, contrast)),
+            claims=all_claims(PAPER.spacing, PMS, CONTRASTS, full, PAPER.grid),
             resources=replace(PAPER.resources, train=train),
             conditions_per_job=8,
             description="pooling across scales early (11-1-1-1-1), progressively (11-7-5-3-1) or at the end "
                         "(11-11-11-11-1), each with contrast None and areafactor; else as the demo")
+    quick_models = models(replace(QUICK.stimulus, num_scales=5), QUICK_PMS, ("None",), num_epochs=4, **QUICK.training)
+    grid = QUICK.grid_every(96, test_images=300)
     return SweepSpec(
         name="pooling-quick",
-        models=models(replace(QUICK.stimulus, num_scales=5), QUICK_PMS, ("None",), num_epochs=4, **QUICK.training),
+        models=quick_models,
         learning_rates=(0.1,),
-        grid=QUICK.grid_every(96, test_images=300),
+        grid=grid,
         figures=QUICK.figures(comparisons(QUICK.spacing, 288)),
-        claims=claims(QUICK.spacing, QUICK_PMS),
+        claims=all_claims(QUICK.spacing, QUICK_PMS, ("None",), quick_models, grid),
         resources=replace(QUICK.resources, train=replace(QUICK.resources.train, mem_gb=3)),
         conditions_per_job=16,
         description="pm 5-1-1-1-1 / 5-4-3-2-1 / 5-5-5-5-1 (5 scales) at the quick demo's geometry, contrast "

@@ -352,14 +352,19 @@ def choose(rule: str, candidates: Sequence[Mapping[str, Any]]) -> tuple[list[flo
     return ([min(ok, key=key)["learning_rate"]] if ok else []), scores
 
 
+def planned_rows(planned: Mapping[str, Sequence[Condition]]) -> dict[str, pd.DataFrame]:
+    """Each model's planned conditions as the rows of a results table (results.findings' matching)."""
+    return {name: pd.DataFrame([{"label": c.label, "state": "done", "target_ecc": c.target_ecc,
+                                 "spacing": math.nan if c.spacing is None else c.spacing,
+                                 "flanker_dset": c.flanker_dset} for c in conds])
+            for name, conds in planned.items()}
+
+
 def check_measurable(claim: Claim, planned: Mapping[str, Sequence[Condition]]) -> None:
     """Raise SpecError unless every model the claim is tested on (claim.models, or every model) has,
     among its planned conditions, each term at some common target eccentricity: results.findings'
     own matching of terms to conditions, applied to the plan instead of the results."""
-    rows = {name: pd.DataFrame([{"label": c.label, "state": "done", "target_ecc": c.target_ecc,
-                                 "spacing": math.nan if c.spacing is None else c.spacing,
-                                 "flanker_dset": c.flanker_dset} for c in conds])
-            for name, conds in planned.items()}
+    rows = planned_rows(planned)
     for model in claim.models or tuple(planned):
         for who in (model, *(t.model for t in claim.terms if t.model)):
             if who not in planned:

@@ -43,6 +43,7 @@ class FakeModel:
     pm: str = "11-1-1-1-1"
     train_fails: bool = False  # every learning rate fails: the selection chooses nothing
     robustness: float = 0.5    # 0: flankers bring accuracy to chance, 1: flankers do nothing
+    isolated: float | None = None  # the isolated target's accuracy at every eccentricity (None: falls with it)
 
     @property
     def name(self) -> str:
@@ -106,7 +107,7 @@ def synthetic_accuracy(cond: dict[str, Any], model: FakeModel, chance: float = 0
     """Made-up crowding: accuracy falls with eccentricity; flankers pull it towards chance, more so
     when close, far from the centre, and two of them."""
     t = abs(float(cond["target_ecc"]))
-    base = chance + (0.97 - chance) / (1 + (t / 650.0) ** 3)
+    base = chance + (0.97 - chance) / (1 + (t / 650.0) ** 3) if model.isolated is None else model.isolated
     if cond["flanker_type"] == 0:
         return base
     spacing = abs(float(cond["flanker_ecc"]) - float(cond["target_ecc"]))

@@ -75,6 +75,23 @@ def test_status_names_the_log_files_of_failed_runs(tmp_path: Path, capsys: pytes
     assert lines[i + 1] == f"        logs: {logs / '4242_0_log.out'}, {logs / '4242_0_log.err'}"
 
 
+def test_status_flags_a_finished_training_that_diverged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 21: val/acc 0.99 at epoch 1, 0.19 at the end (lr too high): --status says so."""
+    p = pipeline(tmp_path)
+    diverged, steady = p.train.units()[:2]
+    for unit, accs in ((diverged, (0.99, 0.19)), (steady, (0.90, 0.89))):
+        unit.run_dir.mkdir(parents=True)
+        p.train.write_config(unit)
+        (unit.run_dir / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": i + 1, "val/acc": a, "val/loss": 1.0}) + "\n" for i, a in enumerate(accs)))
+        write_result(unit.run_dir, {"kind": "train", "hash": unit.run_dir.name,
+                                    "final": {"val/acc": accs[-1], "val/loss": 1.0, "train/loss": 1.0, "train/acc": 0.5}})
+    lines = status(tmp_path, capsys)
+    assert f"    diverged: {diverged.label}: final val/acc 0.1900, best 0.9900 (more than 20 points below; " \
+           "evaluation uses the final weights)" in lines, lines
+    assert not any(steady.label in line and "diverged" in line for line in lines)
+
+
 def test_status_shows_a_running_trainings_epoch_accuracy_and_time_left(tmp_path: Path, controllers,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     unit = pipeline(tmp_path).train.units()[1]

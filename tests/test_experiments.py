@@ -25,7 +25,8 @@ from results import compare, drawing
 from results import table as rt
 from results.figspec import Comparison, FigureSpec
 from sweeps import dcnn as dcnn_sweep
-from sweeps import flanker_training, launch, pooling, similarity
+from sweeps import demo, flanker_training, launch, pooling, similarity
+from sweeps.claims import measurable
 from sweeps.pipeline import Pipeline
 from sweeps.spec import EvalGrid, SweepSpec
 
@@ -76,7 +77,7 @@ def test_dcnn_map_sides_and_parameter_counts(pooling: str) -> None:
 def test_the_quick_dcnns_geometry() -> None:
     """The quick sweep's 32x32 DCNNs: progressive ends at 1x1 like the full one, but its last
     convolution is 1x1 (a 4 px map is smaller than the 5x5 kernel); the others keep 5x5 kernels."""
-    crop = dcnn_sweep.sweep(quick=True).model_config("dcnn_progressive").stimulus.crop_size
+    crop = dcnn_sweep.sweep(quick=True).model_config("dcnn_progressive_field3").stimulus.crop_size
     assert crop == 32
     assert map_sides(EccNet(dcnn("progressive"), crop), crop) == [32, 28, 13, 9, 4, 4, 1]
     assert [s.kernel for s in dcnn("progressive").layer_shapes(crop)] == [5, 5, 1]
@@ -173,16 +174,21 @@ def dry_run(name: str, out: Path, quick: bool) -> list[str]:
 
 
 PLANS = {  # (quick, sweep) -> lines the plan must hold
-    (False, "dcnn"): ["[train] 12 jobs (4 models x 3 learning rates",
-                      "[eval] dcnn_progressive: 6 conditions of the 336-point grid",
-                      "[eval] ecc_11-1-1-1-1: 154 conditions of the 336-point grid"],
-    (True, "dcnn"): ["[train] 4 jobs (4 models x 1 learning rates [0.1])", "field 144, crops 1x32^2",
-                     "[eval] dcnn_at_end: 5 conditions of the 216-point grid"],
+    (False, "dcnn"): ["[train] 33 jobs (11 models x 3 learning rates", "with fields of 3, 5, 8 digits",
+                      "[eval] dcnn_progressive_field3: 6 conditions of the 336-point grid",
+                      "[eval] dcnn_progressive_field8: 38 conditions of the 336-point grid",
+                      "[eval] ecc_11-1-1-1-1: 154 conditions of the 336-point grid",
+                      "[eval] ecc_11-1-1-1-1_areafactor: 154 conditions of the 336-point grid",
+                      "  dcnn_at_end_field5 crowds more than ecc_11-1-1-1-1_areafactor at the centre: "],
+    (True, "dcnn"): ["[train] 7 jobs (7 models x 1 learning rates [0.1])", "field 144, crops 1x32^2",
+                     "field 240, crops 1x32^2", "[eval] dcnn_at_end_field3: 5 conditions of the 216-point grid",
+                     "[eval] dcnn_at_end_field5: 12 conditions of the 216-point grid",
+                     "  dcnn_at_end_field5 crowds more than ecc_11-1-1-1-1 at the centre: "],
     (False, "pooling"): ["[train] 18 jobs (6 models x 3 learning rates", "pm_11-7-5-3-1 lr=0.001",
                          "pm_11-7-5-3-1_areafactor lr=0.001", "[eval] pm_11-11-11-11-1: 154 conditions",
                          "[eval] pm_11-11-11-11-1_areafactor: 154 conditions",
-                         "early pooling crowds more, progressive pooling crowds more, early pooling crowds more "
-                         "(areafactor), progressive pooling crowds more (areafactor)"],
+                         "  early pooling crowds more (areafactor): mean over x of [a(target x) - xax(target x, "
+                         "spacing 120) - a(target x) of pm_11-11-11-11-1_areafactor"],
     (True, "pooling"): ["[train] 3 jobs (3 models x 1 learning rates", "[eval] pm_5-4-3-2-1: 48 conditions",
                         "crops 5x24^2", "contrast None"],
     (False, "similarity"): ["tested with flankers MNIST, letters",
@@ -194,6 +200,11 @@ PLANS = {  # (quick, sweep) -> lines the plan must hold
     (False, "flanker-training"): ["[train] 24 jobs (8 models x 3 learning rates",
                                   "[eval] ecc_11-1-1-1-1_train_xax: 154 conditions"],
     (True, "flanker-training"): ["[train] 4 jobs", "dcnn_at_end_train_xa lr=0.1"],
+    (False, "demo"): ["  closer flankers crowd more: mean over x of [xax(target x, spacing 240) - xax(target x, "
+                      "spacing 120)]; on 11-1-1-1-1_total_pool_contrast_areafactor, 11-1-1-1-1_total_pool_contrast_"
+                      "None at targets 0, 120, 240, 360, 480, 600"],
+    (True, "demo"): ["  robust at the centre: a(target 288) - xax(target 288, spacing 48) - a(target 0) + xax(target 0,"
+                     " spacing 48); on 11-1-1-1-1_total_pool_contrast_None at fixed targets 288, 0"],
 }
 
 
@@ -203,6 +214,11 @@ def test_dry_run_plans(quick: bool, name: str, tmp_path: Path, monkeypatch: pyte
     text = "\n".join(dry_run(name, tmp_path, quick))
     for line in PLANS[(quick, name)]:
         assert line in text, f"{line!r} not in the plan:\n{text}"
+    module = {**SWEEPS, "demo": demo}[name]
+    spec_claims = module.sweep(quick).claims
+    assert f"[collect] findings.md tests {len(spec_claims)} claims" in text
+    for claim in spec_claims:  # each claim with its terms and the positions planned per model
+        assert f"  {claim.name}: {claim.formula()}; on " in text, claim.name
     assert not (tmp_path / (name + ("-quick" if quick else ""))).exists()  # a plan writes nothing
 
 
@@ -229,9 +245,9 @@ def tiny(spec: SweepSpec, targets: tuple[float, ...], flankers: tuple[float, ...
     """The same sweep at seconds' size: 64 training images, one epoch, 12 test images per condition."""
     models = tuple((n, dataclasses.replace(c, train_images=64, num_epochs=1, batch_size=32, validation_size=40))
                    for n, c in spec.models)
-    return dataclasses.replace(spec, models=models, conditions_per_job=64,
-                               grid=dataclasses.replace(spec.grid, target_eccs=targets, flanker_eccs=flankers,
-                                                        test_images=12))
+    grid = dataclasses.replace(spec.grid, target_eccs=targets, flanker_eccs=flankers, test_images=12)
+    return dataclasses.replace(spec, models=models, conditions_per_job=64, grid=grid,
+                               claims=measurable(spec.claims, models, grid))  # the claims the tiny grid has
 
 
 @pytest.mark.slow
