@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,3 +59,55 @@ def _text(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:  # another user's file, or gone meanwhile
         return ""
+
+
+SITECUSTOMIZE = textwrap.dedent("""
+    # Injected by the reliability/security tests (PYTHONPATH), in the launcher and in every job process.
+    import os, sys, time
+
+    def _job_stage():
+        # A submitit job process runs `python -u -m submitit.core._submit <exp>/logs/<stage>`.
+        try:
+            argv = [a.decode() for a in open("/proc/self/cmdline", "rb").read().split(b"\\0") if a]
+        except OSError:
+            return None
+        return os.path.basename(argv[-1]) if "submitit.core._submit" in argv else None
+
+    _gates = os.environ.get("CROWDING_TEST_GATES")
+    if _gates:  # hold each job of a stage at its start while the file <gates>/<stage> exists
+        _stage = _job_stage()
+        _deadline = time.time() + 600
+        while _stage and os.path.exists(os.path.join(_gates, _stage)) and time.time() < _deadline:
+            time.sleep(0.05)
+
+    _audit = os.environ.get("CROWDING_TEST_AUDIT")
+    if _audit:  # record network sockets and pickle reads, for tests/test_security.py
+        _busy = []
+
+        def _hook(event, args):
+            if _busy:
+                return
+            if event in ("socket.bind", "socket.connect", "socket.sendto", "socket.getaddrinfo") or (
+                    event == "socket.__new__" and args[1] != 1):  # 1: AF_UNIX (asyncio's self-pipe)
+                line = f"{os.getpid()} {event} {args[1:]!r}"
+            elif event == "open" and isinstance(args[0], str) and args[0].endswith((".pkl", ".pickle")) \\
+                    and (args[1] is None or "r" in args[1]):
+                line = f"{os.getpid()} pickle-read {args[0]}"
+            else:
+                return
+            _busy.append(1)
+            try:
+                with open(_audit, "a") as f:
+                    f.write(line + "\\n")
+            finally:
+                _busy.pop()
+
+        sys.addaudithook(_hook)
+""")
+
+
+def site_dir(folder: Path) -> Path:
+    """A folder with the tests' sitecustomize.py, to put first on PYTHONPATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return folder

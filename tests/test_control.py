@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import site_dir, wait_until
 
 from cluster.backends.local import LOCAL_CONTROLLER, local_controller_alive
 from core.runs import CANCELLED, read_error, record_submission, write_result
@@ -47,8 +47,9 @@ def pipeline(out: Path) -> Pipeline:
     return Pipeline(smoke.sweep(), out / "smoke", executor="local", echo=lambda _: None)
 
 
-def cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+def cli(*args: str, cwd: Path = ROOT, timeout: float = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "sweeps.launch", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout)
 
@@ -238,8 +239,15 @@ def _wait_driver_done(out: Path, timeout_s: float) -> list[str]:
 @pytest.mark.slow
 def test_local_detach_cancel_and_a_detached_relaunch_that_completes(tmp_path: Path) -> None:
     few = ("--executor", "local", "--conditions-per-job", "12", "--out", str(tmp_path))
+    # The training jobs are held at their start (tests' sitecustomize) so that --cancel finds them
+    # running however loaded the machine is (a smoke training is over in seconds).
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    (gates / "train").touch()
+    held = {"PYTHONPATH": os.pathsep.join([str(site_dir(tmp_path / "site")), str(ROOT)]),
+            "CROWDING_TEST_GATES": str(gates)}
     t0 = time.time()
-    proc = cli("smoke", "--detach", *few)
+    proc = cli("smoke", "--detach", *few, env=held)
     assert proc.returncode == 0, proc.stderr
     exp = tmp_path / "smoke"
     driver = json.loads((exp / "driver.json").read_text())
@@ -264,6 +272,7 @@ def test_local_detach_cancel_and_a_detached_relaunch_that_completes(tmp_path: Pa
     assert not [p for p in Path("/proc").glob("[0-9]*") if str(exp) in _cmdline(p)]  # no process left
     status = cli("smoke", "--status", *few).stdout
     assert "cancelled" in status and ": CANCELLED, " in status
+    (gates / "train").unlink()  # the relaunch trains for real
     log = (exp / "logs" / "driver" / "smoke-driver.log").read_text()
     assert "KeyboardInterrupt" not in log and "Traceback" not in log, log  # the controllers log elsewhere
 

@@ -35,7 +35,7 @@ import numpy as np
 import pytest
 import submitit
 import torch
-from helpers import assert_same_weights, wait_until
+from helpers import assert_same_weights, site_dir, wait_until
 
 import sweeps.launch
 from cluster.backends.local import QUEUED, LocalBackend, local_task_pids
@@ -653,58 +653,6 @@ def test_local_sigkill_of_a_job_is_failed_then_a_resubmission_resumes_bitwise(tm
     assert_same_weights(final_weights(run), reference)
 
 
-SITECUSTOMIZE = textwrap.dedent("""
-    # Injected by the reliability/security tests (PYTHONPATH), in the launcher and in every job process.
-    import os, sys, time
-
-    def _job_stage():
-        # A submitit job process runs `python -u -m submitit.core._submit <exp>/logs/<stage>`.
-        try:
-            argv = [a.decode() for a in open("/proc/self/cmdline", "rb").read().split(b"\\0") if a]
-        except OSError:
-            return None
-        return os.path.basename(argv[-1]) if "submitit.core._submit" in argv else None
-
-    _gates = os.environ.get("CROWDING_TEST_GATES")
-    if _gates:  # hold each job of a stage at its start while the file <gates>/<stage> exists
-        _stage = _job_stage()
-        _deadline = time.time() + 600
-        while _stage and os.path.exists(os.path.join(_gates, _stage)) and time.time() < _deadline:
-            time.sleep(0.05)
-
-    _audit = os.environ.get("CROWDING_TEST_AUDIT")
-    if _audit:  # record network sockets and pickle reads, for tests/test_security.py
-        _busy = []
-
-        def _hook(event, args):
-            if _busy:
-                return
-            if event in ("socket.bind", "socket.connect", "socket.sendto", "socket.getaddrinfo") or (
-                    event == "socket.__new__" and args[1] != 1):  # 1: AF_UNIX (asyncio's self-pipe)
-                line = f"{os.getpid()} {event} {args[1:]!r}"
-            elif event == "open" and isinstance(args[0], str) and args[0].endswith((".pkl", ".pickle")) \\
-                    and (args[1] is None or "r" in args[1]):
-                line = f"{os.getpid()} pickle-read {args[0]}"
-            else:
-                return
-            _busy.append(1)
-            try:
-                with open(_audit, "a") as f:
-                    f.write(line + "\\n")
-            finally:
-                _busy.pop()
-
-        sys.addaudithook(_hook)
-""")
-
-
-def site_dir(folder: Path) -> Path:
-    """A folder with the tests' sitecustomize.py, to put first on PYTHONPATH."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    return folder
-
-
 def all_submitted(exp: Path, stage: str, n: int) -> bool:
     """All `n` runs of the stage have a job started (not still queued in the launcher for a local slot),
     and some has no result yet (jobs in flight)."""
@@ -845,9 +793,19 @@ def squeue_state(job_id: str) -> str:
 
 
 def start_now(job_id: str) -> None:
-    """SLURM holds a requeued job ~2 minutes (its begin time): let it start now."""
+    """SLURM holds a requeued job ~2 minutes (its begin time): let it start now. On a loaded machine
+    the requeue may set its begin time after our update, so the update is repeated until the job
+    leaves PENDING."""
     wait_until(lambda: squeue_state(job_id) == "PENDING", 60, f"job {job_id} pending again")
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True, capture_output=True)
+
+    def started() -> bool:
+        if squeue_state(job_id) != "PENDING":
+            return True
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False, capture_output=True)
+        time.sleep(2.0)
+        return squeue_state(job_id) != "PENDING"
+
+    wait_until(started, 240, f"job {job_id} to leave PENDING")
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import site_dir
 from test_reliability import (
     JOB_OPTIONS,
     PREEMPT_CFG,
@@ -29,7 +30,6 @@ from test_reliability import (
     STEPS,
     TINY_FIELD,
     launcher,
-    site_dir,
 )
 
 from core.atomic import CorruptFileError, atomic_write_json, read_jsonl
