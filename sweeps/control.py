@@ -250,4 +250,4 @@ def _done_units(exp: Path) -> set[tuple[str, str]]:
 def _kinds(pipeline: Pipeline) -> list[str]:
     """The backends that may hold jobs of the experiment: the pipeline's, and those its run folders name."""
     kinds = {pipeline.kind} | {str(s["executor"]) for d in run_folders(pipeline.exp) if (s := read_submission(d))}
-    return [k for k in BACKENDS if k in kinds and (k == "local" or BACKENDS[k].available())]
+    return [k for k in BACKENDS if k in kinds and BACKENDS[k].available()]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cluster.backends import KINDS, resolve_kind
+from cluster.backends import BACKENDS, KINDS, resolve_kind
 from cluster.resources import Resources, split_sbatch
 from core import cancel as cancel_mark
 from core.atomic import CorruptFileError, read_json
@@ -263,8 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if seeds != spec.seeds:
             spec = dataclasses.replace(spec, seeds=seeds)
         kind = resolve_kind(cfg.executor)
-        if cfg.detach and kind == "debug":
-            raise ValueError("--detach needs --executor slurm or local (debug jobs run inside the launcher)")
+        if cfg.detach and not BACKENDS[kind].detaches:
+            raise ValueError(f"--detach needs an executor that runs jobs on their own "
+                             f"({', '.join(k for k, b in BACKENDS.items() if b.detaches)}), not {kind} "
+                             "(debug jobs run inside the launcher)")
         resources = cfg.resources(fit_here(spec.resources, kind))
         check_here(kind, cfg.cpus, cfg.device)
         if cfg.report and not (exp_dir / "plan.json").is_file():

@@ -215,7 +215,7 @@ def test_detach_with_the_debug_executor_is_a_usage_error(tmp_path: Path, capsys:
     with pytest.raises(SystemExit) as exc:
         launch.main(["smoke", "--detach", "--executor", "debug", "--out", str(tmp_path)])
     assert exc.value.code == 2
-    assert "--detach needs --executor slurm or local" in capsys.readouterr().err
+    assert "--detach needs an executor that runs jobs on their own (slurm, local), not debug" in capsys.readouterr().err
 
 
 def test_the_driver_gets_this_launchs_options() -> None:

@@ -73,6 +73,7 @@ class Backend:
     shares_cpus: ClassVar[bool] = False     # jobs share this machine's cores with the launcher and each other
     writes_logs: ClassVar[bool] = True      # jobs write submitit's stdout/stderr files in the logs folder
     unit_name: ClassVar[str] = "job"        # what one cancel call names, for messages
+    detaches: ClassVar[bool] = True         # can start a job of its own (`start`: the --detach driver)
 
     @classmethod
     def available(cls) -> bool:

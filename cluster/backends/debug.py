@@ -79,6 +79,7 @@ class DebugBackend(Backend):
     kind = "debug"
     waits_in_order = True
     writes_logs = False
+    detaches = False
 
     def executor(self, folder: str | os.PathLike, resources: Resources, *, env: Mapping[str, str] | None = None,
                  name: str = "crowding") -> submitit.Executor:
