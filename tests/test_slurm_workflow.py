@@ -133,7 +133,7 @@ def test_detach_status_logs_a_killed_driver_cancel_and_relaunches(tmp_path: Path
 
     # --cancel while the driver is about to submit: the driver is released the moment the experiment
     # is marked cancelled (before its job is scancel'ed): it submits nothing, and squeue ends empty
-    wait_until(lambda: (held / "held").exists(), 600, "the second driver to reach the eval stage")
+    wait_until(lambda: (held / "held").exists(), 900, "the second driver to reach the eval stage")
     cancelling = subprocess.Popen([sys.executable, "-m", "sweeps.launch", *readme["--cancel"]], cwd=tmp_path,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
