@@ -146,13 +146,15 @@ class Submission:
             return
         pending = list(jobs)
         while pending:
-            ended = []
+            ended, still = [], []
             for job in pending:
                 if job.done():
                     ended.append((job, False))
                 elif self.backend.gone(job):
                     ended.append((job, True))
-            pending = [job for job in pending if not any(job is j for j, _ in ended)]
+                else:
+                    still.append(job)
+            pending = still
             yield from ended
             if pending and not ended:
                 time.sleep(self.backend.poll_s)
@@ -161,8 +163,10 @@ class Submission:
         """Report the jobs that have ended already (while later ones wait for a slot)."""
         if self.backend.waits_in_order:
             return
-        ended = [(job, dirs) for job, dirs in self.jobs if job.done()]
-        self.jobs = [(job, dirs) for job, dirs in self.jobs if not any(job is j for j, _ in ended)]
+        running, ended = [], []
+        for pair in self.jobs:
+            (ended if pair[0].done() else running).append(pair)
+        self.jobs = running
         for job, dirs in ended:
             self._ended(job, dirs, on_end)
 

@@ -54,14 +54,20 @@ def raise_mark(exp: str | os.PathLike, *, timeout_s: float = LOCK_TIMEOUT_S) -> 
     return mark
 
 
+def check(exp: str | os.PathLike, started: int) -> None:
+    """Raise Cancelled when the experiment was cancelled since the launcher read generation `started`
+    (a check ahead of the work a submission needs; the submission itself goes through `guard`)."""
+    exp = Path(exp)
+    mark = read_mark(exp)
+    if int(mark.get("generation", 0)) != started:
+        raise Cancelled(f"experiment {exp.name!r} was cancelled (--cancel at {mark.get('when', '?')} from "
+                        f"{mark.get('host', '?')}): nothing more is submitted; relaunch to resume")
+
+
 @contextlib.contextmanager
 def guard(exp: str | os.PathLike, started: int, *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the submit lock around one submission; raise Cancelled, submitting nothing, when the
     experiment was cancelled since the launcher read generation `started`."""
-    exp = Path(exp)
-    with FileLock(str(exp / SUBMIT_LOCK), timeout=timeout_s):
-        mark = read_mark(exp)
-        if int(mark.get("generation", 0)) != started:
-            raise Cancelled(f"experiment {exp.name!r} was cancelled (--cancel at {mark.get('when', '?')} from "
-                            f"{mark.get('host', '?')}): nothing more is submitted; relaunch to resume")
+    with FileLock(str(Path(exp) / SUBMIT_LOCK), timeout=timeout_s):
+        check(exp, started)
         yield

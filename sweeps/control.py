@@ -20,7 +20,7 @@ from cluster.backends import BACKENDS
 from core import cancel as cancel_mark
 from core import procs
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.runs import CANCELLED, JobRef, RunState, read_result, read_submission, write_error
+from core.runs import CANCELLED, RunState, read_result, read_submission, write_error
 from results.table import DIVERGED_DROP, best_val_acc, diverged
 
 from . import driver
@@ -193,18 +193,17 @@ def _cancel_jobs(pipeline: Pipeline, mark: dict, deadline: float) -> list[str]:
     cancelled: dict[Path, ActiveJob] = {}
     strays: set[tuple[str, str]] = set()
     stamp = mark.get("when", time.strftime("%Y-%m-%d %H:%M:%S"))
+    backends = {kind: BACKENDS[kind]() for kind in _kinds(pipeline)}
     for _ in range(CANCEL_ROUNDS):
         jobs = active_jobs(exp)
         units = {(j.executor, j.array) for j in jobs}
         skip = units | _done_units(exp)
-        found = {(kind, BACKENDS[kind]().cancel_unit(r.job_id)): r for kind in _kinds(pipeline)
-                 for r in BACKENDS[kind]().queued(exp / "logs")
-                 if (kind, BACKENDS[kind]().cancel_unit(r.job_id)) not in skip}
+        found = {(kind, backend.cancel_unit(r.job_id)): r for kind, backend in backends.items()
+                 for r in backend.queued(exp / "logs") if (kind, backend.cancel_unit(r.job_id)) not in skip}
         if not jobs and not found:
             break
         for kind in BACKENDS:
-            refs = [JobRef.from_submission(read_submission(j.run_dir) or {"job_id": j.job_id})
-                    for j in jobs if j.executor == kind] + [r for (k, _), r in found.items() if k == kind]
+            refs = [j.ref for j in jobs if j.executor == kind] + [r for (k, _), r in found.items() if k == kind]
             if refs:
                 # each backend waits until its jobs are gone: one killed while writing its own
                 # error.json must not overwrite ours
@@ -216,9 +215,10 @@ def _cancel_jobs(pipeline: Pipeline, mark: dict, deadline: float) -> list[str]:
         strays |= set(found)
         if time.monotonic() > deadline:
             break
-    if (cancelled or strays) and active_jobs(exp):
+    left = active_jobs(exp) if cancelled or strays else []
+    if left:
         lines.append("the scheduler still lists jobs of this experiment; run --cancel again, or: "
-                         + cancel_command(active_jobs(exp)))
+                     + cancel_command(left))
     by_array: dict[tuple[str, str, str], list[ActiveJob]] = {}
     for j in cancelled.values():
         by_array.setdefault((j.stage, j.executor, j.array), []).append(j)

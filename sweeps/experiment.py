@@ -16,7 +16,7 @@ from submitit.core.utils import JobPaths
 from cluster.backends import BACKENDS
 from cluster.submission import scheduler_states
 from core.atomic import CorruptFileError, read_json, read_jsonl
-from core.runs import read_result, read_submission
+from core.runs import JobRef, read_result, read_submission
 from ecc.train import METRICS, PROGRESS
 
 LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment
@@ -33,8 +33,12 @@ class ActiveJob:
     run_dir: Path
     stage: str
     executor: str
-    job_id: str
+    ref: JobRef  # as its submission.json records it
     state: str  # pending or running
+
+    @property
+    def job_id(self) -> str:
+        return self.ref.job_id
 
     @property
     def array(self) -> str:
@@ -58,7 +62,7 @@ def active_jobs(exp: Path) -> list[ActiveJob]:
     for d, s in subs.items():
         state = states.get(str(s["job_id"]))
         if state is not None and state.active and read_result(d) is None:
-            out.append(ActiveJob(d, str(s.get("stage", "?")), s["executor"], str(s["job_id"]), state.state))
+            out.append(ActiveJob(d, str(s.get("stage", "?")), s["executor"], JobRef.from_submission(s), state.state))
     return out
 
 

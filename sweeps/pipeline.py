@@ -219,8 +219,7 @@ class Pipeline:
             self.generation = cancel.generation(self.exp)
         started = self.generation
         _pause_before_submit(stage.name)
-        with cancel.guard(self.exp, started):  # refused before any config.json is written
-            pass
+        cancel.check(self.exp, started)  # refused before any config.json is written
         calls = stage.jobs(units)
         for u in units:
             u.run_dir.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,17 @@ def launcher(out: Path, *args: str, env: dict[str, str] | None = None) -> subpro
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})})
 
 
+def launcher_held_before_train(out: Path) -> tuple[subprocess.Popen, Path]:
+    """A local smoke launch held just before it submits its trainings (fault injection): the process
+    and the folder where it wrote `held` (it goes on once `go` exists there)."""
+    held = out / "held-here"
+    held.mkdir()
+    proc = launcher(out, env={PAUSE_ENV: f"train:{held}"})
+    wait_until(lambda: (held / "held").exists() or proc.poll() is not None, 300, "the launcher to reach train")
+    assert proc.poll() is None, proc.communicate()
+    return proc, held
+
+
 def no_process_of(exp: Path) -> bool:
     return not [pid for pid in procs.pids() if str(exp) in procs.cmdline(pid)]
 
@@ -114,11 +125,7 @@ def test_the_mark_waits_until_a_submission_in_progress_has_recorded_its_jobs(tmp
 @pytest.mark.slow
 def test_a_launcher_held_before_it_submits_is_refused_once_the_mark_is_raised(tmp_path: Path) -> None:
     """A launcher --cancel cannot stop (another host) and that was about to submit: it submits nothing."""
-    held = tmp_path / "held-here"
-    held.mkdir()
-    proc = launcher(tmp_path, env={PAUSE_ENV: f"train:{held}"})
-    wait_until(lambda: (held / "held").exists() or proc.poll() is not None, 300, "the launcher to reach train")
-    assert proc.poll() is None, proc.communicate()
+    proc, held = launcher_held_before_train(tmp_path)
     cancel.raise_mark(tmp_path / "smoke")  # what --cancel does first
     (held / "go").touch()
     out, err = proc.communicate(timeout=120)
@@ -130,11 +137,7 @@ def test_a_launcher_held_before_it_submits_is_refused_once_the_mark_is_raised(tm
 
 @pytest.mark.slow
 def test_cancel_stops_a_foreground_launcher_held_before_it_submits(tmp_path: Path) -> None:
-    held = tmp_path / "held-here"
-    held.mkdir()
-    proc = launcher(tmp_path, env={PAUSE_ENV: f"train:{held}"})
-    wait_until(lambda: (held / "held").exists() or proc.poll() is not None, 300, "the launcher to reach train")
-    assert proc.poll() is None, proc.communicate()
+    proc, held = launcher_held_before_train(tmp_path)
     pid = int((held / "held").read_text().split()[0])
     done = subprocess.run([sys.executable, "-m", "sweeps.launch", "smoke", "--cancel", "--executor", "local",
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -146,7 +149,6 @@ def test_cancel_stops_a_foreground_launcher_held_before_it_submits(tmp_path: Pat
     assert "[train] submitting" not in out
     assert not list((tmp_path / "smoke" / "train").glob("*/submission.json"))
     assert no_process_of(tmp_path / "smoke")
-    (held / "go").touch()
     # after a cancel, a relaunch proceeds (the mark only stops launchers that started before it)
     assert cancel.generation(tmp_path / "smoke") == 1
 

@@ -66,21 +66,12 @@ def local_controller_pids(pid: int | str) -> list[int]:
         return []
     if any(part.endswith(LOCAL_CONTROLLER.encode()) for part in own[:4]):
         return [pid]
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    return procs.children(pid)
 
 
 def local_task_pids(pid: int | str) -> list[int]:
     """The task processes of a local job (its controller's children): the Python that runs the job body."""
-    out = []
-    for controller in local_controller_pids(pid):
-        try:
-            out += [int(c) for c in Path(f"/proc/{controller}/task/{controller}/children").read_text().split()]
-        except OSError:
-            continue
-    return out
+    return [task for controller in local_controller_pids(pid) for task in procs.children(controller)]
 
 
 def interrupt_local(pid: int | str) -> list[int]:
@@ -161,13 +152,13 @@ class BoundedLocalJob(submitit.LocalJob):
 
 
 class AttachedLocalJob(submitit.LocalJob):
-    """A local job started by an earlier launcher: known by its controller pid and that process's
-    start time (`token`), not as our child."""
+    """A local job started by an earlier launcher: known by its recorded JobRef (pid, start time,
+    folder: `local_job_alive`), not as our child."""
 
-    token = ""
+    ref = JobRef("")
 
     def get_info(self, mode: str = "force") -> dict[str, str]:
-        if local_controller_alive(self.job_id, token=self.token):
+        if local_job_alive(self.ref):
             return {"jobState": "RUNNING"}
         return {"jobState": "FINISHED" if self.paths.result_pickle.exists() else "INTERRUPTED"}
 
@@ -296,7 +287,7 @@ class LocalBackend(Backend):
         if ref.job_id.startswith(QUEUED):
             return None
         attached = AttachedLocalJob(folder=Path(folder), job_id=ref.job_id)
-        attached.token = ref.token
+        attached.ref = ref
         if local_job_alive(ref) or attached.paths.result_pickle.exists():
             return attached
         return None
@@ -317,9 +308,10 @@ class LocalBackend(Backend):
         return f"kill -INT {' '.join(pids)}" if pids else ""
 
     def cancel(self, jobs: Sequence[JobRef | str], wait_s: float) -> list[str]:
-        """Only processes that are still these jobs (pid, start time, folder) are signalled. A run still
-        waiting for a slot has no process of its own: its launcher is stopped (SIGINT, SIGKILL after
-        5 s), so that it starts nothing more."""
+        """Only processes that are still these jobs (pid, start time, folder) are signalled: controllers
+        as `cancel_local_jobs` does. A run still waiting for a slot has no process of its own: its
+        launcher is stopped (`procs.stop_process`, SIGINT first), so that it starts nothing more; a
+        process of `start` (a detached driver) likewise, SIGTERM first."""
         refs = [r for r in map(JobRef.of, jobs) if local_job_alive(r)]
         queued = [r for r in refs if r.job_id.startswith(QUEUED)]
         controllers = [r for r in refs if r not in queued and LOCAL_CONTROLLER in procs.cmdline(r.job_id)]
