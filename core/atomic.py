@@ -68,6 +68,21 @@ def read_json(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[s
     return obj
 
 
+def update_json(path: str | os.PathLike, change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
+                *, timeout_s: float = 60.0) -> dict[str, Any] | None:
+    """Read-modify-write a JSON record under `<path>.lock`: `change(current)` returns the new record
+    (None: leave the file as it is). Two processes updating different keys of one record (a driver
+    writing its exit status, --cancel writing that it cancelled it) both keep their key."""
+    from filelock import FileLock  # here, not at the top: most readers of this module never lock
+
+    path = Path(path)
+    with FileLock(str(path) + ".lock", timeout=timeout_s):
+        new = change(read_json(path))
+        if new is not None:
+            atomic_write_json(path, new)
+        return new
+
+
 def check_keys(path: str | os.PathLike, obj: Mapping[str, Any], required: Iterable[str]) -> None:
     """Raise CorruptFileError naming the file and the keys it lacks."""
     missing = [k for k in required if k not in obj]

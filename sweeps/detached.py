@@ -4,14 +4,16 @@ that --status tells a clean end (ENDED, FAILED) from a killed driver (sweeps/dri
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cluster.backends import BACKENDS
-from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.atomic import CorruptFileError, update_json
 from core.runs import JobRef
 
 from .launch import main
@@ -19,14 +21,15 @@ from .launch import main
 
 def run(record: str, argv: Sequence[str]) -> int:
     code = main(list(argv))
-    path = Path(record)
-    try:
-        rec = read_json(path)
-    except CorruptFileError:
-        return code
-    if rec is not None and rec.get("executor") in BACKENDS and \
-            BACKENDS[rec["executor"]]().current(JobRef.from_submission(rec)):
-        atomic_write_json(path, {**rec, "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "exit": code})
+
+    def ended(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+        if rec is None or rec.get("executor") not in BACKENDS or \
+                not BACKENDS[rec["executor"]]().current(JobRef.from_submission(rec)):
+            return None  # a later --detach replaced the record: it is not ours to end
+        return {**rec, "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "exit": code}
+
+    with contextlib.suppress(CorruptFileError):  # under the record's lock: a --cancel meanwhile keeps its mark
+        update_json(Path(record), ended)
     return code
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from cluster.backends import BACKENDS
 from cluster.resources import Resources
-from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.atomic import CorruptFileError, atomic_write_json, read_json, update_json
 from core.runs import JobRef
 
 from .experiment import tail
@@ -159,6 +159,9 @@ def cancel(exp: Path, wait_s: float = 60.0) -> list[str]:
     state, active = driver_state(rec)
     if not active:
         return []
-    atomic_write_json(exp / DRIVER_JSON, {**rec, "cancelled": time.strftime("%Y-%m-%d %H:%M:%S")})
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    # under the record's lock, on the record as it is now: the driver may be writing its exit status
+    update_json(exp / DRIVER_JSON, lambda now: {**now, "cancelled": stamp}
+                if now is not None and str(now.get("job_id")) == str(rec["job_id"]) else None)
     backend.cancel([_ref(rec)], wait_s)
     return [f"cancelled the driver: job {rec['job_id']} ({rec['executor']}, was {state})"]

@@ -265,3 +265,18 @@ def test_a_killed_local_driver_reads_killed_and_a_damaged_record_is_named(tmp_pa
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "driver.json" in err and "never launched with --detach" not in err, err
+
+
+def test_the_drivers_exit_status_and_the_cancel_mark_both_survive_concurrent_updates(tmp_path: Path) -> None:
+    """driver.json is read-modify-written by the driver (its exit status) and by --cancel (that it
+    cancelled it) at about the same moment: each update keeps the other's key (a lost update made a
+    cancelled driver read ENDED)."""
+    record = tmp_path / "driver.json"
+    record.write_text(json.dumps({"executor": "local", "job_id": "1"}))
+    script = ("import sys\nfrom core.atomic import update_json\n"
+              "for i in range(60):\n"
+              "    update_json(sys.argv[1], lambda r: {**r, sys.argv[2]: r.get(sys.argv[2], 0) + 1})\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(record), key], env=env) for key in ("exit", "cancelled")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    assert json.loads(record.read_text()) == {"executor": "local", "job_id": "1", "exit": 60, "cancelled": 60}
