@@ -1,6 +1,6 @@
 """The eccentricity-dependent model: ModelConfig, EccNet (scale-shared conv, spatial and scale max-pools, linear), build().
 
-The original (TensorFlow, ../shared/reference/ORIGINAL.md "Model") takes (B, S, H, W, 1) crops
+The original (TensorFlow, docs/original.md "Model") takes (B, S, H, W, 1) crops
 (S scales of one image, each resized to H x W) and, for each of its len(pm) - 1 layers, applies
 
     conv k x k shared across scales (VALID, + bias) -> ReLU -> spatial max-pool -> scale max-pool

@@ -1,6 +1,6 @@
 """PIL-exact bilinear resampling in torch (Pillow's fixed-point coefficients) and every crop of a field without building it.
 
-The original algorithm (../shared/reference/ORIGINAL.md) pastes squared digits into a black
+The original algorithm (docs/original.md) pastes squared digits into a black
 `field_size`^2 canvas and resizes `num_scales` centred crops of it to `crop_size`^2 with PIL's
 bilinear filter. This module computes exactly the same pixels without building the canvas:
 

@@ -2,7 +2,7 @@
 
 StimulusConfig (the geometry; `with_flankers`: the height a flanker set is drawn at), the
 placement rules (one overlap rule: `check_spacing`), the original's random shifts, and `render`:
-the crops of the original algorithm (../shared/reference/ORIGINAL.md), bit-exact, computed
+the crops of the original algorithm (docs/original.md), bit-exact, computed
 without the canvas (resample.py), batched in torch on the CPU or a GPU. `normalize` turns stored
 uint8 crops into the model input (contrast normalisation, then -0.5), as the original did at load
 time.
@@ -100,7 +100,7 @@ class StimulusConfig:
     def blackout_bounds(self, i: int) -> tuple[int, int] | None:
         """Chevron: the centred square blacked out before taking crop i (None when no blackout).
 
-        Per ORIGINAL.md this is crop (i - chevron)'s square. The original code used
+        Per docs/original.md this is crop (i - chevron)'s square. The original code used
         crop_size * (i - chevron + 1) for the linear fovea, which equals it only when
         linear_step == 1; we follow the documented definition."""
         if i - self.chevron < 0:

@@ -1,6 +1,6 @@
 """The paper's figures of one evaluated model, its accuracy heatmap, and every figure of an experiment.
 
-Per evaluated model (ORIGINAL.md "Training, selection, evaluation", the original's summary_utils):
+Per evaluated model (docs/original.md "Training, selection, evaluation", the original's summary_utils):
   spacing_figure        x = target eccentricity; a, xa (flanker S nearer the centre), ax (S farther
                         out), xax (two flankers at spacing S)
   center_target_figure  target fixed (at 0): x = flanker eccentricity; a (constant), ax, xax

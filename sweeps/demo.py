@@ -44,7 +44,7 @@ def _models(stimulus: StimulusConfig, **train) -> tuple[tuple[str, TrainConfig],
 
 
 def claims(figures: FigureSpec) -> tuple[Claim, ...]:
-    """The demo's claims (ORIGINAL.md "Paper findings"), where its figures cut the grid: the closest
+    """The demo's claims (docs/original.md "Paper findings"), where its figures cut the grid: the closest
     spacing, the centre and the far target."""
     spacing, center, far = min(figures.spacings), figures.center_target, figures.far_target
     return (

@@ -1,7 +1,7 @@
 """What the paper's sweeps share, defined once: the paper's geometry, grid, training length, figures
 and resources at full size (PAPER), and their laptop-size `--quick` counterparts (QUICK).
 
-Full size is the original demo (ORIGINAL.md): a 1920 px field, 120 px digits, 11 crops of 60 px,
+Full size is the original demo (docs/original.md): a 1920 px field, 120 px digits, 11 crops of 60 px,
 20 epochs at batch 128, the grid 0..780 x 0..840 and the figures at spacings 120 and 240. Quick is
 the same at 0.4 scale (field 768, digits 48, crops 24: every layer keeps its 5x5 convolution) with
 a 48 px grid and 400 test images per condition; sweeps/demo.py says why and what it shows.

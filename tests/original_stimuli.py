@@ -1,6 +1,6 @@
 """The original stimulus algorithm, written plainly: a black canvas, pastes, crops, PIL resizes.
 
-A slow reference for tests and bench/stimuli.py: it follows ../shared/reference/ORIGINAL.md step
+A slow reference for tests and bench/stimuli.py: it follows docs/original.md step
 by step (the original's multiscale.py with scipy's imresize = PIL BILINEAR on uint8)."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def build(target: np.ndarray, *, field_size: int, digit_height: int, flanker_hei
     crops = np.zeros((num_scales, crop_size, crop_size), np.uint8)
     for i in range(num_scales):
         img = field.copy()
-        if i - chevron >= 0:  # black out the square of scale i - chevron (ORIGINAL.md)
+        if i - chevron >= 0:  # black out the square of scale i - chevron (docs/original.md)
             lo, hi, _, _ = box(field_size, size_of(i - chevron))
             img[lo:hi, lo:hi] = 0
         lo, hi, _, _ = box(field_size, size_of(i))
