@@ -107,11 +107,12 @@ class BoumaFit:
 @dataclass(frozen=True)
 class Records:
     """What one network's fit reads: per target eccentricity, the isolated target's and LABEL's
-    per-image hits at each spacing (bool, seeds x images, the same images everywhere)."""
+    per-image hits at each spacing (bool, seeds x images, the same images everywhere; None: not
+    read, too few spacings to fit)."""
 
     chance: float
     isolated: Mapping[float, np.ndarray]
-    flanked: Mapping[float, Mapping[float, np.ndarray]]
+    flanked: Mapping[float, Mapping[float, np.ndarray | None]]
     missing: Mapping[float, str] = field(default_factory=dict)  # eccentricities without records: why
 
 
@@ -312,7 +313,7 @@ def read_records(exp_dir: str | Path, rows: pd.DataFrame, model: str,
     done = rows[rows["state"] == "done"]
     seeds = sorted(set(done["seed"]))
     isolated: dict[float, np.ndarray] = {}
-    flanked: dict[float, dict[float, np.ndarray]] = {}
+    flanked: dict[float, dict[float, np.ndarray | None]] = {}
     missing: dict[float, str] = {}
     images: list[Any] = []
 
@@ -341,9 +342,11 @@ def read_records(exp_dir: str | Path, rows: pd.DataFrame, model: str,
             continue
         if iso is not None:
             isolated[float(t)] = iso
-        for s, cell in fl.groupby(fl["spacing"].round(6)):
-            h = hits(cell)
-            if h is not None:
+        cells = dict(list(fl.groupby(fl["spacing"].round(6))))
+        enough = len(cells) >= MIN_SPACINGS and iso is not None  # else fit_network says why, reading nothing
+        for s, cell in cells.items():
+            h = hits(cell) if enough else None
+            if h is not None or not enough:
                 flanked.setdefault(float(t), {})[float(s)] = h
     why = "" if len(images) <= 1 else f"conditions were evaluated on {len(images)} different test sets: cannot pair"
     return Records(visibility.chance_of(rows), isolated, flanked, missing), seeds, why

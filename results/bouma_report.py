@@ -50,16 +50,31 @@ def markdown(found: Sequence[BoumaFit]) -> list[str]:
              "test images (and seeds when there are several); docs/bouma.md.", ""]
     if not found:
         return [*lines, "No network was evaluated.", ""]
-    lines += ["| model | lr | Bouma's law | intercept (px) | critical spacing by target eccentricity (px) | seeds |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| model | lr | Bouma's law | intercept (px) | critical spacing (px) at target eccentricity | left out "
+              "(bouma.csv: each reason) | seeds |", "|---|---|---|---|---|---|---|"]
     for f in found:
         icpt = "-" if not math.isfinite(f.intercept) else \
             f"{f.intercept:.0f} ({f.intercept_low:.0f} to {f.intercept_high:.0f})"
-        per = "; ".join(f"{p.target_ecc:g}: {p.critical:.0f} ({p.low:.0f} to {p.high:.0f})" if p.fitted
-                        else f"{p.target_ecc:g}: {p.reason}" for p in f.points) or "-"
+        per = "; ".join(f"{p.target_ecc:g}: {p.critical:.0f} ({p.low:.0f} to {p.high:.0f})"
+                        for p in f.points if p.fitted) or "-"
         scope = "-" if not f.seeds else f"{len(f.seeds)} ({f.scope})"
-        lines.append(f"| {f.model} | {f.learning_rate:g} | **{f.verdict}** | {icpt} | {per} | {scope} |")
+        lines.append(f"| {f.model} | {f.learning_rate:g} | **{f.verdict}** | {icpt} | {per} | {left_out(f) or '-'} "
+                     f"| {scope} |")
     return [*lines, ""]
+
+
+def _kind(reason: str) -> str:
+    """A reason without its particulars: 'too few spacings', 'no crowding within the tested spacings', ..."""
+    return reason.split(" at target")[0].split(" (")[0].split(":")[0]
+
+
+def left_out(fit: BoumaFit) -> str:
+    """The eccentricities without a critical spacing, grouped by the kind of reason."""
+    kinds: dict[str, list[str]] = {}
+    for p in fit.points:
+        if not p.fitted:
+            kinds.setdefault(_kind(p.reason), []).append(f"{p.target_ecc:g}")
+    return "; ".join(f"{', '.join(eccs)}: {kind}" for kind, eccs in kinds.items())
 
 
 def figure_reason(found: Sequence[BoumaFit]) -> str | None:
@@ -68,8 +83,7 @@ def figure_reason(found: Sequence[BoumaFit]) -> str | None:
         return None
     if not found:
         return "no evaluated network"
-    reasons = {p.reason.split(" at target")[0].split(":")[0] for f in found for p in f.points} | \
-        {f.reason for f in found if not f.points and f.reason}
+    reasons = {_kind(p.reason) for f in found for p in f.points} | {f.reason for f in found if not f.points}
     return "no critical spacing at any eccentricity (" + "; ".join(sorted(r for r in reasons if r)) + ")"
 
 
@@ -81,7 +95,7 @@ def figure(found: Sequence[BoumaFit]) -> Figure:
     ax = fig.add_subplot()
     eccs = [p.target_ecc for f in found for p in f.points if p.fitted]
     x = np.linspace(0.0, max(eccs, default=1.0) * 1.05 or 1.0, 50)
-    ax.fill_between(x, HUMAN_BOUMA[0] * x, HUMAN_BOUMA[1] * x, color="0.6", alpha=0.25, lw=0, label=HUMAN_SOURCE,
+    ax.fill_between(x, HUMAN_BOUMA[0] * x, HUMAN_BOUMA[1] * x, color="0.6", alpha=0.25, lw=0, label=f"slope of {HUMAN_SOURCE}",
                     gid="human")
     for i, f in enumerate(p for p in found if any(q.fitted for q in p.points)):
         pts = [p for p in f.points if p.fitted]
@@ -93,6 +107,10 @@ def figure(found: Sequence[BoumaFit]) -> Figure:
         bars.lines[0].set_gid(f.model)
         if math.isfinite(f.factor):
             ax.plot(x, f.intercept + f.factor * x, ls="--", lw=1.2, color=f"C{i}", gid=f"{f.model} line")
+    skipped = [f"{f.model}: {left_out(f) or f.reason}" for f in found if not any(p.fitted for p in f.points)]
+    if skipped:
+        ax.text(0.99, 0.01, "not drawn:\n" + "\n".join(skipped), transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=6, color="0.25", gid="notes", wrap=True)
     ax.set_xlabel("target eccentricity (px)")
     ax.set_ylabel(f"critical spacing (px), {LABEL}")
     ax.set_xlim(left=0)

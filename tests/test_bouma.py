@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import fake_experiment
 import numpy as np
 import pandas as pd
 import pytest
-
-import fake_experiment
 from fake_experiment import FakeGrid, FakeModel, write_fake_experiment
+
 from results import bouma, bouma_report, findings, table
 
 CHANCE, ISOLATED, STEEPNESS = 0.2, 0.9, 3.0
@@ -134,3 +134,15 @@ def test_an_experiment_folder_gets_its_bouma_section_csv_and_figure(tmp_path: Pa
     fig = bouma_report.figure(found)
     gids = {a.get_gid() for a in fig.axes[0].get_children()}
     assert {fit.model, f"{fit.model} line", "human"} <= gids
+
+
+def test_the_docs_example_runs_as_written(capsys: pytest.CaptureFixture) -> None:
+    import ast
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "bouma.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    exec(compile(block, "docs/bouma.md", "exec"), {})
+    verdict, criticals = capsys.readouterr().out.splitlines()
+    assert verdict.startswith("crowds like people: factor 0.4")
+    assert np.allclose(ast.literal_eval(criticals), [150, 210, 270], atol=15)
