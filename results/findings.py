@@ -47,7 +47,7 @@ import pandas as pd
 
 from core.atomic import atomic_write_bytes
 
-from . import intervals, stats, visibility
+from . import bouma, bouma_report, intervals, stats, visibility
 from .findings_md import markdown
 from .table import selection_table
 
@@ -335,18 +335,12 @@ def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model
     return f
 
 
-def configurations(table: pd.DataFrame) -> list[tuple[str, float]]:
-    """The evaluated (model, learning rate) pairs of a results table, in table order."""
-    rows = table[(table["model_hash"] != "") & table["flanker_type"].notna()]
-    return list(dict.fromkeys(zip(rows["model"], rows["learning_rate"].astype(float), strict=True)))
-
-
 def findings(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim]) -> pd.DataFrame:
     """Every claim on every configuration it applies to: one row each (FINDINGS_COLUMNS), with the
     Holm-adjusted p value and the family-wise verdict over the findings that have a p value."""
     found = []
     for claim in claims:
-        for model, lr in configurations(table):
+        for model, lr in stats.configurations(table):
             if claim.models and model not in claim.models:
                 continue
             try:
@@ -373,11 +367,14 @@ def diverged_lines(exp_dir: str | Path) -> list[str]:
             for _, r in sel[sel["diverged"]].iterrows()]
 
 
-def write(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim], experiment: str = "") -> list[Path]:
-    """findings.md and findings.csv in the experiment folder (atomically); returns the paths."""
+def write(exp_dir: str | Path, table: pd.DataFrame, claims: Sequence[Claim], experiment: str = "",
+          fits: Sequence[bouma.BoumaFit] | None = None) -> list[Path]:
+    """findings.md and findings.csv in the experiment folder (atomically); returns the paths.
+    findings.md ends with Bouma's law per network (`fits`, default results.bouma.fits of the table)."""
     exp_dir = Path(exp_dir)
     df = findings(exp_dir, table, claims)
-    text = markdown(df, experiment, diverged_lines(exp_dir))
+    fits = bouma.fits(exp_dir, table) if fits is None else fits
+    text = markdown(df, experiment, diverged_lines(exp_dir), bouma_report.markdown(fits))
     return [atomic_write_bytes(exp_dir / FINDINGS_MD, text.encode()),
             atomic_write_bytes(exp_dir / FINDINGS_CSV, df.to_csv(index=False).encode())]
 

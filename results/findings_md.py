@@ -40,9 +40,10 @@ def _verdict_cell(r: pd.Series) -> str:
     return f"**{r['verdict']}** for the architecture ({n} seeds)"
 
 
-def markdown(df: pd.DataFrame, experiment: str = "", diverged: Sequence[str] = ()) -> str:
+def markdown(df: pd.DataFrame, experiment: str = "", diverged: Sequence[str] = (), bouma: Sequence[str] = ()) -> str:
     """findings.md: one table of the measured effects, then each claim's statement and measure;
-    first, the trainings that diverged (results.table.diverged), when there are any."""
+    first, the trainings that diverged (results.table.diverged), when there are any; last, the
+    `bouma` section's lines (results.bouma_report.markdown)."""
     size = int(df["family_size"].max()) if len(df) and df["family_size"].notna().any() else 0
     lines = [f"# Findings{f': {experiment}' if experiment else ''}", "",
              "Each claim is a measured effect (accuracy difference, in percentage points) with its 95% "
@@ -61,7 +62,8 @@ def markdown(df: pd.DataFrame, experiment: str = "", diverged: Sequence[str] = (
         lines += [f"**Diverged trainings** (final val/acc more than {100 * DIVERGED_DROP:g} points below the "
                   "run's best; evaluation uses the final weights):", "", *(f"- {d}" for d in diverged), ""]
     if df.empty:
-        return "\n".join([*lines, "No claim could be tested (the sweep declares none, or nothing was evaluated).", ""])
+        return "\n".join([*lines, "No claim could be tested (the sweep declares none, or nothing was evaluated).", "",
+                          *bouma])
     lines += ["| claim | model | lr | effect (pp) | 95% interval (pp) | verdict | p | Holm p | family-wise | seeds "
               "| per-seed effects (pp) | images | method |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -78,4 +80,4 @@ def markdown(df: pd.DataFrame, experiment: str = "", diverged: Sequence[str] = (
         r = g.iloc[0]
         lines += [f"- **{name}**: {r['statement']}", f"  Effect: {r['measure']}; at target eccentricities "
                   f"{r['target_eccs'] or 'fixed'}.", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *bouma])

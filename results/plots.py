@@ -7,8 +7,9 @@ Per evaluated model (docs/original.md "Training, selection, evaluation", the ori
   far_target_figure     target fixed far out (720): x = target - flanker eccentricity; a (constant), xa
   heatmap_figure        accuracy over target x flanker eccentricity, one panel per flanker type
 with 95% Wilson intervals as error bars and the chance line (1 / classes) (results.drawing).
-`draw_all` writes these, the comparisons (results.compare), the training curves (results.training)
-and the stimulus gallery (results.gallery) under <experiment>/figures/.
+`draw_all` writes these, the comparisons (results.compare), the training curves (results.training),
+Bouma's law per network (results.bouma_report) and the stimulus gallery (results.gallery) under
+<experiment>/figures/.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from . import bouma, bouma_report
 from . import table as tbl
 from .compare import comparison_figure
 from .drawing import (
@@ -191,7 +193,8 @@ def heatmap_figure(table: pd.DataFrame, model: str, *, flanker_dset: str | None 
 def draw_all(exp_dir: str | Path, table: pd.DataFrame | None = None, selection: pd.DataFrame | None = None,
              figure_spec: FigureSpec | None = None, out_dir: str | Path | None = None, *, curves: pd.DataFrame | None = None,
              digits: tuple[np.ndarray, np.ndarray] | None = None, stimulus: Any = None, source: Any = None,
-             formats: Sequence[str] = ("png", "pdf"), dpi: int = 120) -> list[Path]:
+             formats: Sequence[str] = ("png", "pdf"), dpi: int = 120,
+             fits: Sequence[bouma.BoumaFit] | None = None) -> list[Path]:
     """Every figure of an experiment under `out_dir` (default `<exp_dir>/figures/`); returns the paths.
 
     Per evaluated model, in `<model>/`: spacing_<S>, target_<T> (centre and far), heatmap; the
@@ -199,8 +202,10 @@ def draw_all(exp_dir: str | Path, table: pd.DataFrame | None = None, selection: 
     selection). `stimuli` (the gallery) from `digits` = (target image, flanker image), or MNIST digits
     from `source` (an ecc.sources.SourceConfig); without either there is no gallery. `figure_spec`:
     default the experiment's spec.json "figures", else the demo's. `stimulus`: the
-    StimulusConfig for the gallery; default the plan's first. Tables not given are collected from
-    exp_dir. Flanker datasets other than MNIST get a `_<dset>` suffix."""
+    StimulusConfig for the gallery; default the plan's first. `bouma` (critical spacing against
+    eccentricity) from `fits`, default results.bouma.fits of the experiment's per-seed table; none,
+    with a logged reason, when no network has a critical spacing (results.bouma_report.figure_reason).
+    Tables not given are collected from exp_dir. Flanker datasets other than MNIST get a `_<dset>` suffix."""
     exp_dir = Path(exp_dir)
     table = tbl.collect(exp_dir) if table is None else table
     selection = tbl.selection_table(exp_dir) if selection is None else selection
@@ -231,6 +236,12 @@ def draw_all(exp_dir: str | Path, table: pd.DataFrame | None = None, selection: 
     if len(runs):
         for comp in spec.comparisons:
             emit(comparison_figure(table, comp, spec), out / "compare" / comp.stem)
+    fits = bouma.fits(exp_dir, tbl.collect(exp_dir)) if fits is None else fits
+    why = bouma_report.figure_reason(fits)
+    if why is None:
+        emit(bouma_report.figure(fits), out / "bouma")
+    else:
+        logger.warning("no Bouma figure: %s", why)
     trained = list(dict.fromkeys([*curves.get("model", pd.Series(dtype=str)), *selection.get("model", [])]))
     for model in trained:
         folder = slug(model)

@@ -36,7 +36,7 @@ from .intervals import (
     wilson_interval,
 )
 
-__all__ = ["Z95", "Comparison", "accuracy_interval", "crossed_interval", "figure_table", "hits_of",
+__all__ = ["Z95", "Comparison", "accuracy_interval", "configurations", "crossed_interval", "figure_table", "hits_of",
            "mcnemar_exact", "newcombe_paired", "paired_difference", "save_summary", "several_seeds",
            "summary_table", "t_interval", "wilson_interval"]
 
@@ -130,6 +130,12 @@ def several_seeds(table: pd.DataFrame) -> bool:
         return False
     seeds = rows.assign(seed=_seed_column(rows)).groupby(["model", "learning_rate"], dropna=False)["seed"]
     return bool((seeds.nunique() > 1).any())
+
+
+def configurations(table: pd.DataFrame) -> list[tuple[str, float]]:
+    """The evaluated (model, learning rate) pairs of a results table, in table order."""
+    rows = table[(table["model_hash"] != "") & table["flanker_type"].notna()]
+    return list(dict.fromkeys(zip(rows["model"], rows["learning_rate"].astype(float), strict=True)))
 
 
 def figure_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -67,11 +67,19 @@ def floor_reason(network: pd.DataFrame, name: str, at: float, seeds: Sequence[in
     """None when the isolated target of `network` (its rows, one configuration) at target `at` is
     clearly above chance; else why not."""
     a = network[(network["label"] == "a") & np.isclose(network["target_ecc"].to_numpy(float), at, atol=_ATOL)]
-    got = _interval(a, seeds)
-    if got is None:
+    a = a[(a["state"] == "done") & a["seed"].isin(seeds)]
+    return isolated_reason(pd.to_numeric(a["n_correct"], errors="coerce").to_numpy(float),
+                           pd.to_numeric(a["n_images"], errors="coerce").to_numpy(float), chance_of(network), name, at)
+
+
+def isolated_reason(n_correct: np.ndarray, n_images: np.ndarray, chance: float, name: str, at: float) -> str | None:
+    """The floor rule on counts (one per seed): None when the isolated target's accuracy is clearly
+    above chance, else why not (results.bouma applies it to per-image records)."""
+    ci = accuracy_interval(n_correct, n_images)
+    if not math.isfinite(ci.estimate):
         return f"too few conditions: no isolated target of {name} evaluated at target {at:g}"
-    acc, low, _ = got
-    need = chance_of(network) + MARGIN
+    acc, low = ci.estimate, ci.low
+    need = chance + MARGIN
     if low > need:
         return None
     return (f"chance: the isolated target of {name} at target {at:g} reads {acc:.3f} (95% low {low:.3f}, "

@@ -241,7 +241,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ collect
     def collect(self) -> None:
-        from results import findings, plots, stats, table
+        from results import bouma, bouma_report, findings, plots, stats, table
 
         plan = Plan.read(self.exp / PLAN)
         scheduler = scheduler_states([self.exp / e.dir for e in plan.eval] if plan else [])
@@ -249,10 +249,16 @@ class Pipeline:
         selection = table.selection_table(self.exp)
         paths = table.save(self.exp, df, selection)
         paths += stats.save_summary(self.exp, stats.summary_table(df))
-        paths += findings.write(self.exp, df, self.spec.claims, self.spec.name)
+        fits = bouma.fits(self.exp, df)  # from the per-seed table: its bootstrap resamples seeds and images
+        paths += findings.write(self.exp, df, self.spec.claims, self.spec.name, fits)
+        paths += bouma_report.save(self.exp, fits)
         # With replicates the figures show the mean over seeds and the interval across them.
         figs = plots.draw_all(self.exp, stats.figure_table(df), selection, self.spec.figures,
-                              self.exp / "figures", stimulus=self.spec.models[0][1].stimulus, source=self.spec.source)
+                              self.exp / "figures", stimulus=self.spec.models[0][1].stimulus, source=self.spec.source,
+                              fits=fits)
+        why = bouma_report.figure_reason(fits)
+        if why:
+            self.echo(f"[collect] no Bouma figure: {why}")
         done = int((df["state"] == "done").sum()) if len(df) else 0
         self.echo(f"[collect] results table: {done}/{len(df)} conditions done -> "
                   + ", ".join(str(p.relative_to(self.exp)) for p in paths))
