@@ -44,6 +44,7 @@ from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
 from core.atomic import CorruptFileError, read_jsonl
+from core.layout import CHECKPOINT, METRICS
 from core.runs import (
     JobState,
     read_error,
@@ -55,14 +56,14 @@ from core.runs import (
     write_result,
 )
 from ecc import datasets, sources
-from ecc.checkpoint import CHECKPOINT, final_weights
+from ecc.checkpoint import final_weights
 from ecc.config import RunOptions, TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.model import ModelConfig
 from ecc.runtime import DeferredSignals
 from ecc.sources import mnist
 from ecc.stimuli import StimulusConfig
-from ecc.train import METRICS, train
+from ecc.train import train
 from sweeps.spec import EvalGrid, FigureSpec, SpecError, StageResources, SweepSpec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,11 +17,12 @@ from helpers import assert_same_weights
 from test_pipeline import Submitted, no_figures, submitted  # noqa: F401  (fixtures)
 from test_train import QUIET, Preempted, kill_at, tiny_config
 
-from core.plan import PLAN, Plan
+from core.layout import HITS, PLAN
+from core.plan import Plan
 from core.runs import write_config
 from ecc.checkpoint import final_weights
 from ecc.config import RunOptions, TrainConfig
-from ecc.evaluate import HITS, Condition, Evaluator, read_hits, write_hits
+from ecc.evaluate import Condition, Evaluator, read_hits, write_hits
 from ecc.model import EccNet
 from ecc.runtime import apply_run_options
 from ecc.stimuli import normalize

@@ -18,13 +18,13 @@ from helpers import assert_same_weights
 
 from core.atomic import read_jsonl
 from core.identity import from_jsonable, to_jsonable
-from core.runs import CONFIG, RESULT
-from ecc.checkpoint import CHECKPOINT, final_weights, load_checkpoint
+from core.layout import CHECKPOINT, CONFIG, METRICS, RESULT
+from ecc.checkpoint import final_weights, load_checkpoint
 from ecc.config import RunOptions, TrainConfig, read_config
 from ecc.model import ModelConfig
 from ecc.runtime import MALLOC_ENV, job_env
 from ecc.stimuli import InvalidPlacement, StimulusConfig
-from ecc.train import METRICS, best_epoch, main, train
+from ecc.train import best_epoch, main, train
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
