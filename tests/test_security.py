@@ -22,15 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import site_dir
-from test_reliability import (
-    JOB_OPTIONS,
-    PREEMPT_CFG,
-    REPO,
-    STEPS,
-    TINY_FIELD,
-    launcher,
-)
+from helpers import JOB_OPTIONS, PREEMPT_CFG, REPO, STEPS, TINY_FIELD, launcher, site_dir
 
 from core.atomic import CorruptFileError, atomic_write_json, read_jsonl
 from core.identity import file_digest
