@@ -7,7 +7,7 @@ what each one speaks about (one network, or the architecture across seeds): resu
                 accuracies widened by the test set's binomial variance (the seeds share one test set,
                 so its images are not counted S times as independent: intervals.seed_counts_interval);
   paired        two evaluations on the same test images (another condition, another model), image
-                by image from the per-image records (ecc.evaluate.HITS): one seed, Newcombe's paired
+                by image from the per-image records (core.hits, core.layout.HITS): one seed, Newcombe's paired
                 score interval and the exact McNemar test; several, seeds x images crossed.
 """
 
