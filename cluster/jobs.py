@@ -29,6 +29,7 @@ import submitit
 from filelock import FileLock
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.layout import ATTEMPTS, LOCK, RESULT
 from core.runs import (
     error_line,
     error_since,
@@ -39,8 +40,6 @@ from core.runs import (
 )
 
 logger = logging.getLogger(__name__)
-
-LOCK, ATTEMPTS = "run.lock", "attempts.json"
 
 
 class TooManyAttemptsError(RuntimeError):
@@ -162,7 +161,7 @@ class RunJob:
                 if result is None:
                     if not isinstance(returned, Mapping):
                         raise TypeError(f"{getattr(self.fn, '__name__', self.fn)} neither wrote "
-                                        f"{self.run_dir}/result.json nor returned a mapping "
+                                        f"{self.run_dir / RESULT} nor returned a mapping "
                                         f"(it returned {type(returned).__name__})")
                     write_result(self.run_dir, returned)
                     result = read_result(self.run_dir)

@@ -22,8 +22,8 @@ from typing import Any
 from filelock import FileLock
 
 from .atomic import atomic_write_json, read_json
+from .layout import CANCEL_JSON, SUBMIT_LOCK
 
-CANCEL_JSON, SUBMIT_LOCK = "cancel.json", "submit.lock"
 LOCK_TIMEOUT_S = 300.0  # a submission holds the lock for one scheduler call (sbatch answers within 60 s)
 
 

@@ -15,8 +15,6 @@ import numpy as np
 
 from .atomic import CorruptFileError, atomic_write
 
-HITS = "correct.npy"  # the per-image record beside an evaluation's result.json
-
 
 def write_hits(path: str | os.PathLike, hits: np.ndarray) -> Path:
     """The per-image record, atomically: np.packbits of a bool array (big bit order)."""

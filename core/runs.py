@@ -1,6 +1,6 @@
 """Run folders: one per job, named by its config hash; their files say what state the job is in.
 
-A run folder holds
+A run folder holds (its file names: core.layout)
   config.json      what the job computes (written before submission)
   submission.json  how it was last submitted: executor, job id, time (written at submission)
   result.json      the job's structured result (written atomically by the job when it succeeds)
@@ -29,10 +29,10 @@ from typing import Any
 from .atomic import CorruptFileError, atomic_write_json, check_keys, read_json
 from .hits import read_hits
 from .identity import to_jsonable
+from .layout import CONFIG, ERROR, RESULT, SUBMISSION
 
 logger = logging.getLogger(__name__)
 
-RESULT, ERROR, SUBMISSION, CONFIG = "result.json", "error.json", "submission.json", "config.json"
 # The keys a result.json of each kind must hold to count as done (a result of another kind, e.g. a
 # test's job body, needs none beyond being a JSON object).
 DONE_KEYS: dict[str, tuple[str, ...]] = {
@@ -40,13 +40,6 @@ DONE_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("hash", "final"),
     "eval": ("n_images", "n_correct", "accuracy"),
 }
-
-
-def run_dir_name(kind: str, run_hash: str) -> str:
-    """Where a run of this kind lives in an experiment folder: train/<hash>, eval/<hash>."""
-    if kind not in ("train", "eval"):
-        raise ValueError(f"run kind {kind!r} is not one of train, eval (datasets live under datasets/jobs/<key>)")
-    return f"{kind}/{run_hash}"
 
 
 STATES = ("done", "failed", "running", "pending", "missing")

@@ -21,12 +21,12 @@ from torch import nn
 
 from core.atomic import CorruptFileError, append_jsonl, atomic_write, check_keys, read_jsonl
 from core.identity import to_jsonable
+from core.layout import CHECKPOINT
 
 from .config import read_config
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KEYS = ("format", "hash", "model", "optimizer", "epoch", "batch", "step", "sums", "metrics",
                    "wall_time_s", "train_time_s", "epoch_time_s", "images")

@@ -17,7 +17,8 @@ import numpy as np
 from core.atomic import read_json
 from core.cli import arg, check_choices
 from core.identity import config_hash, from_jsonable
-from core.runs import CONFIG, write_config
+from core.layout import CONFIG
+from core.runs import write_config
 
 from .datasets import PLACES, DatasetSpec
 from .model import ModelConfig

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
 from core.cli import Parser, add_arguments, arg, check_choice, check_choices, from_namespace
-from core.hits import HITS, read_hits, write_hits  # noqa: F401 (the record's format: core.hits)
+from core.hits import read_hits, write_hits  # noqa: F401 (the record's format: core.hits)
 from core.identity import digest, from_jsonable, to_jsonable
-from core.runs import RESULT
+from core.layout import HITS, RESULT
 
 from . import datasets
 from .checkpoint import final_weights
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         evaluator.check(args.condition)
     except (FileNotFoundError, ValueError) as e:  # no such run, or a condition it cannot render
         parser.error(str(e))
-    hits_out = Path(args.out).with_suffix(".correct.npy") if args.out else None
+    hits_out = Path(args.out).with_suffix(f".{HITS}") if args.out else None
     result = evaluator.evaluate(args.condition, out=args.out or None, hits_out=hits_out)
     print(json.dumps(result, indent=2, sort_keys=True), flush=True)
     return 0

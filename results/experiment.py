@@ -1,20 +1,18 @@
 """An experiment folder's records of what was planned and chosen: plan.json (core.plan.Plan) and
-selection.json (written by the launcher's select stage; docs/architecture.md)."""
+selection.json (core.plan.Selection, written by the launcher's select stage; docs/architecture.md)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from core.atomic import CorruptFileError, read_json
-from core.plan import PLAN, EvalEntry, Plan, TrainEntry
+from core.atomic import CorruptFileError
+from core.layout import PLAN, SELECTION
+from core.plan import EvalEntry, Plan, Selection, TrainEntry
 
 logger = logging.getLogger(__name__)
-
-SELECTION = "selection.json"
-
 
 def read_plan(exp_dir: str | Path) -> Plan:
     """plan.json of an experiment (raises FileNotFoundError naming the folder when absent)."""
@@ -26,10 +24,11 @@ def read_plan(exp_dir: str | Path) -> Plan:
     return plan
 
 
-def read_selection(exp_dir: str | Path) -> dict[str, Any] | None:
-    """selection.json, or None before the select stage ran (or when it is unreadable: logged)."""
+def read_selection(exp_dir: str | Path) -> Selection | None:
+    """selection.json, or None before the select stage ran (or when it is damaged: logged, naming the
+    file and the field)."""
     try:
-        return read_json(Path(exp_dir) / SELECTION, ("models",))
+        return Selection.read(Path(exp_dir) / SELECTION)
     except CorruptFileError as e:
         logger.warning("ignoring an unreadable selection: %s", e)
         return None
@@ -45,12 +44,3 @@ def unique(entries: Iterable[Entry]) -> list[Entry]:
         out.setdefault(entry.hash, entry)
     return list(out.values())
 
-
-def chosen_runs(selection: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(model, train hash) of every run a selection.json chose ("chosen_runs": every seed of the
-    chosen learning rate), in the file's order."""
-    out: dict[tuple[str, str], None] = {}
-    for m in selection.get("models", []):
-        for run in m.get("chosen_runs", []) if isinstance(m, Mapping) else ():
-            out[(str(m.get("model")), str(run["hash"]))] = None
-    return list(out)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.atomic import CorruptFileError, read_json
+from core.layout import SPEC
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class FigureSpec:
     def for_experiment(cls, exp_dir: str | Path) -> FigureSpec:
         """The spec saved with the sweep (spec.json's "figures" object) or the defaults."""
         try:
-            spec = read_json(Path(exp_dir) / "spec.json") or {}
+            spec = read_json(Path(exp_dir) / SPEC) or {}
         except CorruptFileError as e:
             logger.warning("using the default figure spec: %s", e)
             spec = {}

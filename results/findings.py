@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import atomic_write_bytes
+from core.layout import FINDINGS_CSV, FINDINGS_MD
 
 from . import bouma, bouma_report, intervals, stats, visibility
 from .findings_md import markdown
@@ -53,7 +54,6 @@ from .table import selection_table
 
 logger = logging.getLogger(__name__)
 
-FINDINGS_MD, FINDINGS_CSV = "findings.md", "findings.csv"
 NOT_TESTABLE = "not testable here"
 VERDICTS = ("supported", "contradicted", "inconclusive", NOT_TESTABLE)
 FINDINGS_COLUMNS = ("claim", "model", "learning_rate", "effect", "ci_low", "ci_high", "verdict", "scope",

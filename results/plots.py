@@ -26,6 +26,8 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from core.layout import FIGURES
+
 from . import bouma, bouma_report
 from . import table as tbl
 from .compare import comparison_figure
@@ -211,7 +213,7 @@ def draw_all(exp_dir: str | Path, table: pd.DataFrame | None = None, selection: 
     selection = tbl.selection_table(exp_dir) if selection is None else selection
     curves = training_curves(exp_dir) if curves is None else curves
     spec = FigureSpec.for_experiment(exp_dir) if figure_spec is None else figure_spec
-    out = Path(out_dir) if out_dir is not None else exp_dir / "figures"
+    out = Path(out_dir) if out_dir is not None else exp_dir / FIGURES
     paths: list[Path] = []
 
     def emit(fig: Figure, stem: Path) -> None:

@@ -7,7 +7,7 @@ what each one speaks about (one network, or the architecture across seeds): resu
                 accuracies widened by the test set's binomial variance (the seeds share one test set,
                 so its images are not counted S times as independent: intervals.seed_counts_interval);
   paired        two evaluations on the same test images (another condition, another model), image
-                by image from the per-image records (ecc.evaluate.HITS): one seed, Newcombe's paired
+                by image from the per-image records (core.hits, core.layout.HITS): one seed, Newcombe's paired
                 score interval and the exact McNemar test; several, seeds x images crossed.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+from core.layout import RESULT, SUMMARY_CSV, SUMMARY_PARQUET
 from ecc.evaluate import read_hits
 
 from .intervals import (
@@ -40,7 +41,6 @@ __all__ = ["Z95", "Comparison", "accuracy_interval", "configurations", "crossed_
            "mcnemar_exact", "newcombe_paired", "paired_difference", "save_summary", "several_seeds",
            "summary_table", "t_interval", "wilson_interval"]
 
-SUMMARY_PARQUET, SUMMARY_CSV = "summary.parquet", "summary.csv"
 CONDITION_KEYS = ("flanker_type", "label", "target_ecc", "flanker_ecc", "spacing", "flanker_dset")
 GROUP_KEYS = ("experiment", "model", "learning_rate")  # one configuration; its seeds are replicates
 SUMMARY_COLUMNS = (*GROUP_KEYS, *CONDITION_KEYS, "seeds_planned", "seeds_done", "seeds", "mean_accuracy",
@@ -206,7 +206,7 @@ def hits_of(exp_dir: str | Path, row: Mapping[str, Any]) -> tuple[np.ndarray, di
     of its test images; None when the evaluation kept none (results written before the record)."""
     run_dir = Path(exp_dir) / str(row["run_dir"])
     try:
-        result = read_json(run_dir / "result.json") or {}
+        result = read_json(run_dir / RESULT) or {}
     except CorruptFileError:
         return None
     per_image = result.get("per_image")

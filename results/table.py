@@ -35,19 +35,17 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_jsonl
-from core.plan import EvalEntry, TrainEntry
+from core.layout import METRICS, RESULT, RESULTS_CSV, RESULTS_PARQUET, SELECTION_CSV, run_dir_name
+from core.plan import EvalEntry, ModelSelection, Selection, TrainEntry
 from core.runs import STATES as RUN_STATES
-from core.runs import JobState, read_result, read_submission, result_problem, run_dir_name, run_state
+from core.runs import JobState, read_result, read_submission, result_problem, run_state
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import num_classes
-from ecc.train import METRICS
 
-from .experiment import chosen_runs, read_plan, read_selection, unique
+from .experiment import read_plan, read_selection, unique
 from .stats import wilson_interval
 
 logger = logging.getLogger(__name__)
-
-RESULTS_PARQUET, RESULTS_CSV, SELECTION_CSV = "results.parquet", "results.csv", "selection.csv"
 
 NO_MODEL = "no_model"  # the selection chose no learning rate for this model: nothing to evaluate
 STATES = (*RUN_STATES, NO_MODEL)
@@ -168,9 +166,7 @@ def collect(exp_dir: str | Path, scheduler: Mapping[str, JobState] | None = None
             settings_cache[model_hash] = flatten_settings(train.config if train else {})
         return settings_cache[model_hash]
 
-    selection = read_selection(exp_dir) or {}
-    unselected = {str(m.get("model")): m for m in selection.get("models", [])
-                  if isinstance(m, Mapping) and m.get("chosen") is None}
+    unselected = (read_selection(exp_dir) or Selection()).unselected()
 
     rows: list[dict[str, Any]] = []
     for entry in unique(plan.eval):
@@ -220,21 +216,19 @@ def _outcome(run_dir: Path, entry: EvalEntry, scheduler: Mapping[str, JobState] 
         out.update(n_images=n, n_correct=k, accuracy=k / n)
         if result.get("per_image"):
             out["per_image"] = f"{entry.dir}/{result['per_image']['file']}"
-    elif (run_dir / "result.json").exists():
+    elif (run_dir / RESULT).exists():
         why = result_problem(run_dir, "eval")
         if why and why not in out["error"]:
             out["error"] = f"{out['error']}; {why}" if out["error"] else why
     return out
 
 
-def _no_model_reason(sel: Mapping[str, Any]) -> str:
+def _no_model_reason(sel: ModelSelection) -> str:
     parts = []
-    for c in sel.get("candidates", []) or []:
-        if not isinstance(c, Mapping):
-            continue
-        why = f"lr {c.get('learning_rate')}: {c.get('state', '?')}"
-        if c.get("error"):
-            why += f" ({str(c['error']).strip().splitlines()[-1] if str(c['error']).strip() else ''})"
+    for c in sel.candidates:
+        why = f"lr {c.learning_rate}: {c.state or '?'}"
+        if c.error:
+            why += f" ({c.error.strip().splitlines()[-1] if c.error.strip() else ''})"
         parts.append(why)
     return "selection chose no learning rate" + (": " + "; ".join(parts) if parts else "")
 
@@ -325,30 +319,29 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, JobState] | Non
     candidates the plan does not). The rule is in `.attrs["rule"]`."""
     exp_dir = Path(exp_dir)
     plan = read_plan(exp_dir)
-    selection = read_selection(exp_dir) or {}
-    chosen = chosen_runs(selection)
-    candidates = {str(c.get("hash")): (str(m.get("model")), c)
-                  for m in selection.get("models", []) if isinstance(m, Mapping)
-                  for c in (m.get("candidates") or []) if isinstance(c, Mapping) and c.get("hash")}
+    selection = read_selection(exp_dir) or Selection()
+    chosen = selection.chosen_runs()
+    candidates = selection.candidates()
 
     entries = unique(plan.train)
     known = {e.hash for e in entries}
     # The selection's candidates the plan no longer lists: their folders are named by their hash.
-    entries += [TrainEntry(h, run_dir_name("train", h), model, int(c.get("seed", 0)), _float(c.get("learning_rate")), {})
+    entries += [TrainEntry(h, run_dir_name("train", h), model, c.seed, c.learning_rate, {})
                 for h, (model, c) in candidates.items() if h not in known]
     rows = []
     for entry in entries:
         state = run_state(exp_dir / entry.dir, scheduler, "train")
         result = read_result(exp_dir / entry.dir, "train") if state.state == "done" else None
         final = result.get("final", {}) if result and isinstance(result.get("final"), Mapping) else {}
-        cand = candidates.get(entry.hash, ("", {}))[1]
+        cand = candidates.get(entry.hash, ("", None))[1]
+        known_then = {**cand.metrics, "best_epoch": cand.best_epoch} if cand else {}  # as the select stage saw it
         row = {"experiment": plan.experiment, "model": entry.model, "learning_rate": entry.learning_rate,
                "seed": entry.seed, "chosen": (entry.model, entry.hash) in chosen, "state": state.state,
-               "error": state.error or str(cand.get("error") or ""), "hash": entry.hash, "run_dir": entry.dir}
+               "error": state.error or (cand.error if cand else ""), "hash": entry.hash, "run_dir": entry.dir}
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
-            row[key] = _float(final.get(key, cand.get(key)))
+            row[key] = _float(final.get(key, known_then.get(key)))
         for key in ("best_epoch", "epochs", "wall_time_s"):
-            row[key] = _float((result or {}).get(key, cand.get(key)))
+            row[key] = _float((result or {}).get(key, known_then.get(key)))
         row["best_val/acc"] = best_val_acc(exp_dir / entry.dir) if state.state == "done" else math.nan
         row["diverged"] = diverged(row["best_val/acc"], row["val/acc"])
         rows.append(row)
@@ -357,7 +350,7 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, JobState] | Non
         df[col] = pd.array([None if _isnan(v) else int(v) for v in df[col]], dtype="Int64")
     df["chosen"], df["diverged"] = df["chosen"].astype(bool), df["diverged"].astype(bool)
     df = df.sort_values(["model", "learning_rate", "seed"], kind="stable").reset_index(drop=True)
-    df.attrs["rule"] = str(selection.get("rule", ""))
+    df.attrs["rule"] = selection.rule
     return df
 
 

@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from core.atomic import CorruptFileError, read_jsonl
-from ecc.train import METRICS
+from core.layout import METRICS
+from core.plan import Selection
 
 from . import experiment
 from .drawing import NOTE_GID
@@ -25,7 +26,7 @@ def training_curves(exp_dir: str | Path) -> pd.DataFrame:
     last line (a run stopped mid-write) is left out; an unreadable file is skipped with a warning."""
     exp_dir = Path(exp_dir)
     plan = experiment.read_plan(exp_dir)
-    chosen = {h for _, h in experiment.chosen_runs(experiment.read_selection(exp_dir) or {})}
+    chosen = {h for _, h in (experiment.read_selection(exp_dir) or Selection()).chosen_runs()}
     frames = []
     for entry in experiment.unique(plan.train):
         try:

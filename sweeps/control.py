@@ -20,20 +20,19 @@ from cluster.backends import BACKENDS
 from core import cancel as cancel_mark
 from core import procs
 from core.atomic import CorruptFileError, atomic_write_json, read_json
+from core.layout import ERROR, LAUNCH_JSON, LAUNCH_LOCK, logs_root
 from core.runs import CANCELLED, RunState, read_result, read_submission, write_error
 from results.table import DIVERGED_DROP, best_val_acc, diverged
 
 from . import driver
 from .experiment import (
-    LAUNCH_JSON,
-    LAUNCH_LOCK,
     TAIL_LINES,
     ActiveJob,
     active_jobs,
     cancel_command,
     log_files,
     orphan_lines,
-    run_folders,
+    submitted_runs,
     tail,
     training_progress,
 )
@@ -65,7 +64,7 @@ def status_lines(pipeline: Pipeline) -> list[str]:
                 lines.append(f"    failed: {u.label}: {s.error}")
                 logs = log_files(pipeline.exp, u.run_dir)
                 lines.append("        logs: " + (", ".join(str(p) for p in logs) if logs else
-                                                 f"none (see {u.run_dir / 'error.json'})"))
+                                                 f"none (see {u.run_dir / ERROR})"))
             elif s.state == "done" and stage.name == "train" and (line := _diverged(u)):
                 lines.append(line)
             elif s.state == "running" and stage.name == "train":
@@ -199,7 +198,7 @@ def _cancel_jobs(pipeline: Pipeline, mark: dict, deadline: float) -> list[str]:
         units = {(j.executor, j.array) for j in jobs}
         skip = units | _done_units(exp)
         found = {(kind, backend.cancel_unit(r.job_id)): r for kind, backend in backends.items()
-                 for r in backend.queued(exp / "logs") if (kind, backend.cancel_unit(r.job_id)) not in skip}
+                 for r in backend.queued(logs_root(exp)) if (kind, backend.cancel_unit(r.job_id)) not in skip}
         if not jobs and not found:
             break
         for kind in BACKENDS:
@@ -240,7 +239,7 @@ def _cancel_jobs(pipeline: Pipeline, mark: dict, deadline: float) -> list[str]:
 def _done_units(exp: Path) -> set[tuple[str, str]]:
     """(executor, cancel unit) of the jobs whose runs are done (a finished job still exiting is left alone)."""
     out = set()
-    for d in run_folders(exp):
+    for d in submitted_runs(exp):
         sub = read_submission(d)
         if sub and sub["executor"] in BACKENDS and read_result(d) is not None:
             out.add((str(sub["executor"]), BACKENDS[sub["executor"]]().cancel_unit(str(sub["job_id"]))))
@@ -249,5 +248,5 @@ def _done_units(exp: Path) -> set[tuple[str, str]]:
 
 def _kinds(pipeline: Pipeline) -> list[str]:
     """The backends that may hold jobs of the experiment: the pipeline's, and those its run folders name."""
-    kinds = {pipeline.kind} | {str(s["executor"]) for d in run_folders(pipeline.exp) if (s := read_submission(d))}
+    kinds = {pipeline.kind} | {str(s["executor"]) for d in submitted_runs(pipeline.exp) if (s := read_submission(d))}
     return [k for k in BACKENDS if k in kinds and BACKENDS[k].available()]

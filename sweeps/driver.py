@@ -21,11 +21,11 @@ from typing import Any
 from cluster.backends import BACKENDS
 from cluster.resources import Resources
 from core.atomic import CorruptFileError, atomic_write_json, read_json, update_json
+from core.layout import DRIVER_JSON, DRIVER_LOGS, logs_dir
 from core.runs import JobRef
 
 from .experiment import tail
 
-DRIVER_JSON = "driver.json"
 DRIVER_MEM_GB = 4  # the driver collects the results table and draws the figures at the end
 DRIVER_MODULE = "sweeps.detached"  # what the driver job runs: python -m sweeps.detached DRIVER_JSON ARGV
 DRIVER_OK = (0, 1)  # the launcher's exit statuses that end a driver well (1: some runs failed, in the table)
@@ -92,7 +92,7 @@ def detach(exp: Path, kind: str, argv: Sequence[str], *, resources: Resources, n
     it in driver.json; returns that record. The caller has checked that the experiment is free."""
     exp.mkdir(parents=True, exist_ok=True)
     record = str((exp / DRIVER_JSON).absolute())
-    started = BACKENDS[kind]().start(DRIVER_MODULE, [record, *argv], folder=exp / "logs" / "driver",
+    started = BACKENDS[kind]().start(DRIVER_MODULE, [record, *argv], folder=logs_dir(exp, DRIVER_LOGS),
                                      resources=resources, cwd=cwd, name=f"{name}-driver", ok=DRIVER_OK)
     rec = {"executor": kind, "job_id": started.ref.job_id, "folder": started.ref.folder, "token": started.ref.token,
            "log": str(started.log), **({"err": str(started.err)} if started.err else {}),

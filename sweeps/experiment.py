@@ -16,10 +16,9 @@ from submitit.core.utils import JobPaths
 from cluster.backends import BACKENDS
 from cluster.submission import scheduler_states
 from core.atomic import CorruptFileError, read_json, read_jsonl
+from core.layout import METRICS, PROGRESS, SUBMISSION, logs_dir, run_folders
 from core.runs import JobRef, read_result, read_submission
-from ecc.train import METRICS, PROGRESS
 
-LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment
 TAIL_LINES = 20
 
 
@@ -46,16 +45,15 @@ class ActiveJob:
         return BACKENDS[self.executor]().cancel_unit(self.job_id)
 
 
-def run_folders(exp: Path) -> list[Path]:
+def submitted_runs(exp: Path) -> list[Path]:
     """Every run folder of the experiment that was ever submitted, planned now or not."""
-    return sorted({p.parent for pattern in ("datasets/jobs/*/submission.json", "train/*/submission.json",
-                                            "eval/*/submission.json") for p in exp.glob(pattern)})
+    return [d for d in run_folders(exp) if (d / SUBMISSION).is_file()]
 
 
 def active_jobs(exp: Path) -> list[ActiveJob]:
     """Queued or running jobs of the experiment's run folders (one batched query per executor),
     leaving out runs that are done already."""
-    subs = {d: read_submission(d) for d in run_folders(exp)}
+    subs = {d: read_submission(d) for d in submitted_runs(exp)}
     subs = {d: s for d, s in subs.items() if s and s["executor"] in BACKENDS}
     states = scheduler_states(list(subs))
     out = []
@@ -106,7 +104,7 @@ def log_files(exp: Path, run_dir: Path) -> list[Path]:
     backend = BACKENDS.get(sub["executor"]) if sub else None
     if backend is None or not backend.writes_logs:
         return []
-    paths = JobPaths(exp / "logs" / str(sub.get("stage", "")), job_id=str(sub["job_id"]), task_id=0)
+    paths = JobPaths(logs_dir(exp, str(sub.get("stage", ""))), job_id=str(sub["job_id"]), task_id=0)
     return [p for p in (paths.stdout, paths.stderr) if p.is_file()]
 
 

@@ -39,6 +39,7 @@ from core import cancel as cancel_mark
 from core.atomic import CorruptFileError, read_json
 from core.cancel import Cancelled
 from core.cli import Parser, add_arguments, arg, from_namespace
+from core.layout import CONFIG, PLAN, SPEC, run_folders
 from ecc import sources
 
 from .driver import DRIVER_MEM_GB
@@ -194,7 +195,7 @@ def _recorded_seeds(exp_dir: Path) -> tuple[int, ...] | None:
     recorded). A damaged spec.json is refused (ValueError: a usage error), naming the --seeds that
     keeps the replicates its run folders hold: read as "no seeds", it would silently drop them and
     be overwritten by the launch."""
-    path = exp_dir / "spec.json"
+    path = exp_dir / SPEC
     try:
         recorded = read_json(path)
     except CorruptFileError:
@@ -212,7 +213,7 @@ def _recorded_seeds(exp_dir: Path) -> tuple[int, ...] | None:
 def _damaged_spec(path: Path, why: str) -> str:
     """One line: what is wrong with spec.json and the --seeds to pass (from the training runs' config.json)."""
     found: set[int] = set()
-    for config in sorted(path.parent.glob("train/*/config.json")):
+    for config in (d / CONFIG for d in run_folders(path.parent, "train")):
         try:
             seed = ((read_json(config) or {}).get("config") or {}).get("seed")
         except (OSError, CorruptFileError, AttributeError):
@@ -269,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(debug jobs run inside the launcher)")
         resources = cfg.resources(fit_here(spec.resources, kind))
         check_here(kind, cfg.cpus, cfg.device)
-        if cfg.report and not (exp_dir / "plan.json").is_file():
+        if cfg.report and not (exp_dir / PLAN).is_file():
             raise ValueError(f"nothing to report in {exp_dir} (no plan.json): launch the sweep first, "
                              "or point --out at the folder that holds it")
         spec.check_data()  # a flanker set or background folder to fetch by hand (the Pipeline checks it too)

@@ -26,13 +26,14 @@ from cluster.submission import JobOutcome, OnEnd, Submission, scheduler_states
 from core import cancel, procs
 from core.atomic import atomic_write_json, read_json
 from core.identity import to_jsonable
-from core.plan import PLAN, EvalEntry, Plan, TrainEntry
+from core.layout import FIGURES, LAUNCH_JSON, LAUNCH_LOCK, PLAN, SPEC, logs_dir
+from core.plan import EvalEntry, Plan, TrainEntry
 from core.runs import RunState, run_state
 from ecc.config import RunOptions
 from ecc.runtime import job_env
 
 from . import claims, driver, selection
-from .experiment import LAUNCH_JSON, LAUNCH_LOCK, orphan_lines
+from .experiment import orphan_lines
 from .spec import STAGE_NAMES, EvalRun, StageResources, SweepSpec, TrainRun
 from .stages import DatasetStage, EvalStage, Stage, TrainStage, Unit
 
@@ -121,7 +122,7 @@ class Pipeline:
         with self._lock():
             # Submissions from here on are refused once --cancel marks the experiment (core.cancel).
             self.generation = cancel.generation(self.exp)
-            atomic_write_json(self.exp / "spec.json", self.spec.to_json())
+            atomic_write_json(self.exp / SPEC, self.spec.to_json())
             self.echo(f"experiment {self.spec.name} in {self.exp} (executor: {self.kind})")
             for line in orphan_lines(self.exp, self.planned_dirs()):
                 self.echo(line)
@@ -209,7 +210,7 @@ class Pipeline:
     def _submission(self, stage: str) -> Submission:
         # Local jobs share the machine with the launcher and whatever else runs there: OpenMP threads
         # must not spin at barriers (ecc/runtime.py, SHARED_CPU_ENV); SLURM jobs own their cores.
-        return Submission(self.backend, self.exp / "logs" / stage, stage, self.resources.stage(stage),
+        return Submission(self.backend, logs_dir(self.exp, stage), stage, self.resources.stage(stage),
                           env=job_env(shared_cpus=self.backend.shares_cpus), name=f"{self.spec.name}-{stage}")
 
     def _submit(self, stage: Stage, submission: Submission, units: Sequence[Unit], on_end: OnEnd) -> None:
@@ -254,7 +255,7 @@ class Pipeline:
         paths += bouma_report.save(self.exp, fits)
         # With replicates the figures show the mean over seeds and the interval across them.
         figs = plots.draw_all(self.exp, stats.figure_table(df), selection, self.spec.figures,
-                              self.exp / "figures", stimulus=self.spec.models[0][1].stimulus, source=self.spec.source,
+                              self.exp / FIGURES, stimulus=self.spec.models[0][1].stimulus, source=self.spec.source,
                               fits=fits)
         why = bouma_report.figure_reason(fits)
         if why:
@@ -262,7 +263,7 @@ class Pipeline:
         done = int((df["state"] == "done").sum()) if len(df) else 0
         self.echo(f"[collect] results table: {done}/{len(df)} conditions done -> "
                   + ", ".join(str(p.relative_to(self.exp)) for p in paths))
-        self.echo(f"[collect] {len(figs)} figures in {self.exp / 'figures'}")
+        self.echo(f"[collect] {len(figs)} figures in {self.exp / FIGURES}")
 
     # ------------------------------------------------------------------ status and plan
     def report(self, stage: str, units: Sequence[Unit], states: dict[Path, RunState]) -> StageReport:

@@ -8,9 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.atomic import atomic_write_json
+from core.layout import SELECTION
+from core.plan import Candidate, ChosenRun, ModelSelection, Score, Selection
 from core.runs import RunState, read_result
-from results.experiment import SELECTION, chosen_runs, read_selection
+from results.experiment import read_selection
 
 from .spec import SweepSpec, TrainRun, choose
 from .stages import Unit
@@ -37,23 +38,30 @@ def select(spec: SweepSpec, exp: Path, units: Sequence[Unit], states: Mapping[Pa
                                **{k: final.get(k) for k in METRICS}, "best_epoch": result.get("best_epoch")})
         lrs, scores = choose(spec.selection, candidates)
         chosen = [c for c in candidates if c["learning_rate"] in lrs and c["state"] == "done"]
-        models.append({"model": name, "chosen": chosen[0]["hash"] if chosen else None,
-                       "learning_rate": lrs[0] if len(lrs) == 1 else None, "learning_rates": lrs,
-                       "chosen_runs": [{k: c[k] for k in ("hash", "learning_rate", "seed")} for c in chosen],
-                       "scores": scores, "candidates": candidates})
+        models.append(ModelSelection(
+            name, chosen[0]["hash"] if chosen else None, lrs[0] if len(lrs) == 1 else None, tuple(lrs),
+            tuple(ChosenRun(c["hash"], c["learning_rate"], c["seed"]) for c in chosen),
+            tuple(Score(sc["learning_rate"], tuple(sc["seeds_done"]), _metrics(sc)) for sc in scores),
+            tuple(Candidate(c["hash"], c["learning_rate"], c["seed"], c["state"], c["error"], c["best_epoch"],
+                            _metrics(c)) for c in candidates)))
         selected += [(name, c["hash"], c["learning_rate"]) for c in chosen]
         echo(_line(spec, name, lrs, scores, candidates, chosen))
-    atomic_write_json(exp / SELECTION, {
-        "rule": spec.rule_text, "rule_name": spec.selection, "seeds": list(spec.seeds),
-        "scope": "a learning rate is scored on the mean of its seeds' final metrics; every seed of the "
-                 "chosen learning rate is evaluated", "models": models})
+    Selection(tuple(models), rule=spec.rule_text, rule_name=spec.selection, seeds=tuple(spec.seeds),
+              scope="a learning rate is scored on the mean of its seeds' final metrics; every seed of the "
+                    "chosen learning rate is evaluated").write(exp / SELECTION)
     return selected
 
 
 def earlier_selection(spec: SweepSpec, exp: Path) -> list[Selected]:
     """What the last select stage chose (selection.json), for the training runs this sweep still has."""
     runs = {(r.model, r.hash): r.config.learning_rate for r in spec.train_runs()}
-    return [(model, h, runs[model, h]) for model, h in chosen_runs(read_selection(exp) or {}) if (model, h) in runs]
+    chosen = (read_selection(exp) or Selection()).chosen_runs()
+    return [(model, h, runs[model, h]) for model, h in chosen if (model, h) in runs]
+
+
+def _metrics(scored: Mapping[str, Any]) -> dict[str, Any]:
+    """The namespaced metrics (train/loss, val/acc, ...) of a candidate or a score."""
+    return {k: v for k, v in scored.items() if "/" in k}
 
 
 def _line(spec: SweepSpec, name: str, lrs: Sequence[float], scores: Sequence[Mapping[str, Any]],

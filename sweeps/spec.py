@@ -21,7 +21,7 @@ import pandas as pd
 
 from cluster.resources import Resources
 from core.identity import config_hash, to_jsonable
-from core.runs import run_dir_name
+from core.layout import run_dir_name
 from ecc import sources
 from ecc.config import TrainConfig
 from ecc.datasets import DatasetSpec

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cluster.jobs import CheckpointableRunJob, ChunkJob, RunJob
-from core.runs import run_dir_name, write_config
+from core.layout import data_root, dataset_job_dir, run_dir_name
+from core.runs import write_config
 from ecc import datasets
 from ecc.config import RunOptions
 
@@ -51,7 +52,7 @@ class Stage:
 
     @property
     def data_root(self) -> Path:
-        return self.exp / "datasets"
+        return data_root(self.exp)
 
     def units(self) -> list[Unit]:
         raise NotImplementedError
@@ -73,7 +74,7 @@ class DatasetStage(Stage):
 
     def units(self) -> list[Unit]:
         keys = [(s, datasets.dataset_key(s, self.spec.source)) for s in self.spec.datasets()]
-        return [Unit(f"{s.split} {key}", self.data_root / "jobs" / key, s) for s, key in keys]
+        return [Unit(f"{s.split} {key}", dataset_job_dir(self.exp, key), s) for s, key in keys]
 
     def jobs(self, units: Sequence[Unit]) -> list[Job]:
         return [(RunJob(str(u.run_dir), tasks.build_dataset, u.payload, str(self.data_root), self.spec.source,

@@ -15,10 +15,11 @@ from typing import Any
 
 from filelock import FileLock
 
+from core.layout import HITS, LOCK
 from core.runs import read_result, result_problem, write_error, write_result
 from ecc import datasets
 from ecc.config import RunOptions, TrainConfig
-from ecc.evaluate import HITS, Condition, Evaluator
+from ecc.evaluate import Condition, Evaluator
 from ecc.sources import SourceConfig
 from ecc.train import train
 
@@ -50,7 +51,7 @@ def eval_chunk(model_dir: str, items: Sequence[tuple[Condition, str]], test_imag
     for condition, run_dir in items:
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(run / "run.lock")):  # a second copy of this job waits, then skips
+        with FileLock(str(run / LOCK)):  # a second copy of this job waits, then skips
             if read_result(run, "eval") is not None:
                 done += 1
                 continue

@@ -28,9 +28,10 @@ import numpy as np
 
 from core.atomic import append_jsonl, atomic_write_json
 from core.identity import digest, to_jsonable
-from core.plan import PLAN, EvalEntry, Plan, TrainEntry
+from core.layout import HITS, PLAN
+from core.plan import EvalEntry, Plan, TrainEntry
 from core.runs import record_submission, write_config, write_error, write_result
-from ecc.evaluate import HITS, write_hits
+from ecc.evaluate import write_hits
 from ecc.model import ModelConfig
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
 

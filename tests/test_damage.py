@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from core.atomic import atomic_write_json, read_json
-from core.hits import HITS, read_hits
+from core.hits import read_hits
+from core.layout import HITS
 from core.runs import run_state
 from ecc.config import TrainConfig
 from ecc.evaluate import Evaluator

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from filelock import FileLock
-from helpers import wait_until
+from helpers import Launch, wait_until
 
 from cluster.backends.local import LOCAL_CONTROLLER, local_controller_alive
 from cluster.submission import Submission
@@ -56,19 +56,19 @@ def submitted(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return calls
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`python -m sweeps.launch smoke --executor debug --out OUT`, run once (in-process): OUT/smoke."""
-    out = tmp_path_factory.mktemp("out")
-    assert launch.main(["smoke", "--executor", "debug", "--out", str(out)]) == 0
-    return out / "smoke"
+@pytest.fixture
+def finished(smoke_experiment: tuple[Path, Launch]) -> Path:
+    """`python -m sweeps.launch smoke --executor debug --out OUT`, run once per session (conftest.py):
+    OUT/smoke. Read it only."""
+    exp, launched = smoke_experiment
+    assert launched.rc == 0, "\n".join(launched.lines)
+    return exp
 
 
 @pytest.fixture
-def copy(finished: Path, tmp_path: Path) -> Path:
+def copy(smoke_copy: Path) -> Path:
     """A private copy of the finished experiment; `--out` is its parent."""
-    shutil.copytree(finished, tmp_path / "smoke", ignore=shutil.ignore_patterns("*.lock"))
-    return tmp_path / "smoke"
+    return smoke_copy
 
 
 # ------------------------------------------------------------------ usage errors

@@ -147,3 +147,50 @@ def test_the_cycle_finder_sees_a_cycle(tmp_path: Path, monkeypatch: pytest.Monke
     (pkg / "c.py").write_text("from sweeps.b import f\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert import_cycles("sweeps") == [["sweeps.a", "sweeps.b", "sweeps.a"]]
+
+
+# ------------------------------------------------------------------ the folder layout: one home
+# The on-disk format, spelled out here on purpose: renaming one orphans every existing experiment folder.
+ON_DISK = {"CONFIG": "config.json", "SUBMISSION": "submission.json", "RESULT": "result.json", "ERROR": "error.json",
+           "LOCK": "run.lock", "ATTEMPTS": "attempts.json", "METRICS": "metrics.jsonl", "PROGRESS": "progress.json",
+           "CHECKPOINT": "checkpoint.pt", "HITS": "correct.npy", "SPEC": "spec.json", "PLAN": "plan.json",
+           "SELECTION": "selection.json", "LAUNCH_LOCK": "launch.lock", "LAUNCH_JSON": "launch.json",
+           "DRIVER_JSON": "driver.json", "CANCEL_JSON": "cancel.json", "SUBMIT_LOCK": "submit.lock",
+           "RESULTS_PARQUET": "results.parquet", "RESULTS_CSV": "results.csv", "SELECTION_CSV": "selection.csv",
+           "SUMMARY_PARQUET": "summary.parquet", "SUMMARY_CSV": "summary.csv", "FINDINGS_MD": "findings.md",
+           "FINDINGS_CSV": "findings.csv", "FIGURES": "figures", "LOGS": "logs", "DATASETS": "datasets",
+           "DATASET_JOBS": "jobs", "DRIVER_LOGS": "driver"}
+
+
+def test_the_layout_keeps_the_on_disk_names(tmp_path: Path) -> None:
+    from core import layout
+
+    assert {k: getattr(layout, k) for k in ON_DISK} == ON_DISK
+    assert layout.run_dir(tmp_path, "train", "abc") == tmp_path / "train" / "abc"
+    assert layout.dataset_job_dir(tmp_path, "k1") == tmp_path / "datasets" / "jobs" / "k1"
+    assert layout.logs_dir(tmp_path, "eval") == tmp_path / "logs" / "eval"
+    for folder in ("train/a", "eval/b", "datasets/jobs/c", "datasets/c", "logs/train"):
+        (tmp_path / folder).mkdir(parents=True)
+    assert layout.run_folders(tmp_path) == [tmp_path / f for f in ("datasets/jobs/c", "eval/b", "train/a")]
+    assert layout.run_folders(tmp_path, "eval") == [tmp_path / "eval" / "b"]
+    with pytest.raises(ValueError, match="run kind 'dataset' is not one of train, eval"):
+        layout.run_dir_name("dataset", "k1")
+
+
+def layout_literals(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of each string constant in a module that spells a file name of the layout, alone or
+    ending a path (an f-string's parts included); prose that mentions one inside a sentence is not."""
+    names = {v for v in ON_DISK.values() if "." in v}
+    return sorted((node.lineno, node.value) for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and (node.value in names or any(node.value.endswith("/" + n) for n in names)))
+
+
+def test_only_core_layout_spells_the_file_names_of_a_run_or_experiment_folder(tmp_path: Path) -> None:
+    found = [f"{p.relative_to(ROOT)}:{line}: {text!r}" for pkg in PACKAGES for p in modules(pkg)
+             if p != ROOT / "core" / "layout.py" for line, text in layout_literals(p)]
+    assert not found, "import the name from core.layout instead: " + "; ".join(found)
+    spelled = tmp_path / "m.py"
+    spelled.write_text('A = "result.json"\nB = exp.glob("train/*/config.json")\nC = f"{d}/error.json"\n'
+                       '"""A docstring that names result.json is prose."""\n')
+    assert layout_literals(spelled) == [(1, "result.json"), (2, "train/*/config.json"), (3, "/error.json")]

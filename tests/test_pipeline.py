@@ -8,20 +8,20 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from helpers import Launch, Submitted
 
 from cluster.jobs import ChunkJob, RunJob
-from cluster.submission import Submission
 from core.identity import to_jsonable
 from core.runs import read_error, write_config
 from ecc.evaluate import Condition, Evaluator
 from ecc.stimuli import InvalidPlacement, StimulusConfig, check_placement
-from results import drawing, plots, table
+from results import drawing, table
 from sweeps import demo, launch, smoke, tasks
 from sweeps.pipeline import Pipeline
 from sweeps.spec import EvalGrid, SweepSpec
@@ -34,61 +34,10 @@ STAGES = ("datasets", "train", "eval")
 # ------------------------------------------------------------------ helpers
 
 
-@dataclass
-class Launch:
-    rc: int
-    lines: list[str]
-
-    def grep(self, text: str) -> list[str]:
-        return [line for line in self.lines if text in line]
-
-
 def run(spec: SweepSpec, exp: Path, **kwargs: Any) -> Launch:
     lines: list[str] = []
     rc = Pipeline(spec, exp, echo=lines.append, progress=False, **kwargs).run()
     return Launch(rc, lines)
-
-
-@dataclass
-class Submitted:
-    """What the pipeline handed to Submission.submit: (stage, backend, calls) per array."""
-
-    arrays: list[tuple[str, str, list[Any]]]
-
-    def stage(self, stage: str) -> list[list[Any]]:
-        return [calls for s, _, calls in self.arrays if s == stage]
-
-    def run_dirs(self, stage: str) -> list[list[str]]:
-        """Per job of the stage, the run folders it fills (by their name)."""
-        return [[Path(d).name for d in (c.run_dirs if isinstance(c, ChunkJob) else [c.run_dir])]
-                for calls in self.stage(stage) for c in calls]
-
-
-@pytest.fixture
-def submitted(monkeypatch: pytest.MonkeyPatch) -> Submitted:
-    """A spy on Submission.submit (the one way the pipeline submits)."""
-    spy = Submitted([])
-    real = Submission.submit
-
-    def submit(self: Submission, jobs: Any, **kwargs: Any) -> Any:
-        spy.arrays.append((self.stage, type(self.backend).__name__, [call for call, _ in jobs]))
-        return real(self, jobs, **kwargs)
-
-    monkeypatch.setattr(Submission, "submit", submit)
-    return spy
-
-
-@pytest.fixture
-def no_figures(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Skip drawing (seconds per launch); the end-to-end tests draw them for real."""
-    calls: list[Path] = []
-
-    def draw_all(exp_dir: Any, *args: Any, **kwargs: Any) -> list[Path]:
-        calls.append(Path(exp_dir))
-        return []
-
-    monkeypatch.setattr(plots, "draw_all", draw_all)
-    return calls
 
 
 def submissions(exp: Path) -> dict[str, tuple[str, float]]:
@@ -124,21 +73,16 @@ def eval_dir(exp: Path, model: str, flanker_type: int, target_ecc: float) -> Pat
 
 
 # ------------------------------------------------------------------ a finished experiment, shared
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Launch]:
-    """The smoke sweep run once, in-process (debug executor), figures included."""
-    exp = tmp_path_factory.mktemp("finished") / "smoke"
-    return exp, run(SMOKE, exp, executor="debug")
+@pytest.fixture
+def finished(smoke_experiment: tuple[Path, Launch]) -> tuple[Path, Launch]:
+    """The smoke sweep launched once per session (conftest.py), figures included: read it only."""
+    return smoke_experiment
 
 
 @pytest.fixture
-def experiment(finished: tuple[Path, Launch], tmp_path: Path) -> Path:
+def experiment(smoke_copy: Path) -> Path:
     """A private copy of the finished experiment (at <tmp>/smoke, where `--out <tmp>` puts it)."""
-    exp = tmp_path / "smoke"
-    shutil.copytree(finished[0], exp, ignore=shutil.ignore_patterns("*.lock"))
-    return exp
+    return smoke_copy
 
 
 # ------------------------------------------------------------------ the whole pipeline

@@ -25,7 +25,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,20 @@ import numpy as np
 import pytest
 import submitit
 import torch
-from helpers import assert_same_weights, site_dir, wait_until
+from helpers import (
+    JOB_OPTIONS,
+    PREEMPT_CFG,
+    PYTHON,
+    REPO,
+    STEPS,
+    TEST_SWEEPS,
+    TINY_FIELD,
+    assert_same_weights,
+    launcher,
+    site_dir,
+    tiny_sweep,
+    wait_until,
+)
 
 import sweeps.launch
 from cluster.backends.local import QUEUED, LocalBackend, local_task_pids
@@ -44,6 +57,7 @@ from cluster.jobs import CheckpointableRunJob, read_attempts, start_attempt
 from cluster.resources import Resources
 from cluster.submission import Submission, scheduler_states
 from core.atomic import CorruptFileError, read_jsonl
+from core.layout import CHECKPOINT, METRICS
 from core.runs import (
     JobState,
     read_error,
@@ -55,67 +69,17 @@ from core.runs import (
     write_result,
 )
 from ecc import datasets, sources
-from ecc.checkpoint import CHECKPOINT, final_weights
-from ecc.config import RunOptions, TrainConfig
+from ecc.checkpoint import final_weights
+from ecc.config import TrainConfig
 from ecc.datasets import DatasetSpec
 from ecc.model import ModelConfig
 from ecc.runtime import DeferredSignals
 from ecc.sources import mnist
-from ecc.stimuli import StimulusConfig
-from ecc.train import METRICS, train
-from sweeps.spec import EvalGrid, FigureSpec, SpecError, StageResources, SweepSpec
-
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-PYTHON = sys.executable
+from ecc.train import train
+from sweeps.spec import EvalGrid, SpecError, SweepSpec
 
 # Job processes cannot import this test module by name on every executor: ship its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-# ================================================================== a tiny sweep, as plain Python
-TINY_FIELD = StimulusConfig(field_size=240, digit_height=40, flanker_height=40, crop_size=16, num_scales=4)
-
-
-def tiny_sweep(quick: bool = False, **changes: Any) -> SweepSpec:
-    """The smallest whole experiment: 2 datasets, 1 model x 2 learning rates, 4 conditions in 2 eval jobs."""
-    model = ModelConfig(pm="4-1-1-1", feats_per_layer=8)
-    base = TrainConfig(stimulus=TINY_FIELD, model=model, random_shifts=True, num_epochs=2, batch_size=32,
-                       train_images=128, validation_size=100)
-    small = Resources(cpus=1, mem_gb=1, time_min=10)
-    fields: dict[str, Any] = dict(
-        name=os.environ.get("CROWDING_TEST_SWEEP_NAME", "tiny"), models=(("4-1-1-1", base),), learning_rates=(0.1, 0.01),
-        grid=EvalGrid(target_eccs=(0.0, 40.0), flanker_eccs=(80.0,), flanker_types=(0, 1), test_images=32),
-        figures=FigureSpec(spacings=(40.0, 80.0), center_target=0.0, far_target=40.0),
-        resources=StageResources(datasets=small, train=small, eval=small), conditions_per_job=2,
-        description="reliability tests")
-    return SweepSpec(**{**fields, **changes})
-
-
-TEST_SWEEPS: dict[str, Callable[[bool], SweepSpec]] = {"tiny": tiny_sweep}
-
-
-def launch_main(argv: Sequence[str]) -> int:
-    """`python -m sweeps.launch`, with this module's sweeps added to the ones in sweeps/."""
-    real = sweeps.launch.available_sweeps
-    sweeps.launch.available_sweeps = lambda: {**real(), **TEST_SWEEPS}
-    try:
-        return sweeps.launch.main(list(argv))
-    finally:
-        sweeps.launch.available_sweeps = real
-
-
-LAUNCHER = textwrap.dedent(f"""
-    import sys
-    sys.path.insert(0, {str(TESTS)!r})
-    from test_reliability import launch_main
-    sys.exit(launch_main(sys.argv[1:]))
-""")
-
-
-def launcher(*args: str) -> list[str]:
-    """Command line of a launcher process (unbuffered, so its lines arrive as they are printed)."""
-    return [PYTHON, "-u", "-c", LAUNCHER, *args]
 
 
 def run_until(cmd: list[str], when: str | Callable[[list[str]], bool], timeout_s: float = 240,
@@ -176,14 +140,6 @@ def assert_table_complete(exp: Path) -> None:
 
 
 # ================================================================== a training job, slowed down
-# A 48 px field and two 12 px crops: 5 steps per epoch, 30 in all; seconds on one core.
-PREEMPT_CFG = TrainConfig(stimulus=StimulusConfig(field_size=48, digit_height=24, flanker_height=24, crop_size=12,
-                                                  num_scales=2),
-                          model=ModelConfig(pm="2-1-1", feats_per_layer=8), validation_size=200, train_images=160,
-                          learning_rate=0.1, num_epochs=6, batch_size=32)
-STEPS = 30
-# One thread in the jobs and in the reference: the same arithmetic, so bitwise the same weights.
-JOB_OPTIONS = RunOptions(device="cpu", progress=False, checkpoint_every=2, threads=1)
 STEPS_FILE = "steps.txt"
 
 

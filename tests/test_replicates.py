@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import assert_same_weights
-from test_pipeline import Submitted, no_figures, submitted  # noqa: F401  (fixtures)
-from test_train import QUIET, Preempted, kill_at, tiny_config
+from helpers import QUIET, Preempted, Submitted, assert_same_weights, kill_at, tiny_config
 
-from core.plan import PLAN, Plan
+from core.layout import HITS, PLAN
+from core.plan import Plan
 from core.runs import write_config
 from ecc.checkpoint import final_weights
 from ecc.config import RunOptions, TrainConfig
-from ecc.evaluate import HITS, Condition, Evaluator, read_hits, write_hits
+from ecc.evaluate import Condition, Evaluator, read_hits, write_hits
 from ecc.model import EccNet
 from ecc.runtime import apply_run_options
 from ecc.stimuli import normalize
@@ -166,8 +165,8 @@ def test_select_with_seeds_writes_candidates_and_chosen_runs(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ a relaunch with more seeds
-def test_a_relaunch_with_more_seeds_runs_only_the_new_ones(tmp_path: Path, submitted: Submitted,  # noqa: F811
-                                                           no_figures: list[Path]) -> None:  # noqa: F811
+def test_a_relaunch_with_more_seeds_runs_only_the_new_ones(tmp_path: Path, submitted: Submitted,
+                                                           no_figures: list[Path]) -> None:
     grid = replace(SMOKE.grid, target_eccs=(0, 80), flanker_eccs=(40,), flanker_types=(0, 1))
     one = replace(SMOKE, models=SMOKE.models[:1], learning_rates=(0.1,), grid=grid, seeds=(0,))
     exp = tmp_path / "exp"

@@ -25,7 +25,8 @@ from fake_experiment import (
 from helpers import run_notebook
 
 from core.atomic import CorruptFileError, atomic_write_json
-from core.plan import PLAN, Plan
+from core.layout import PLAN, SELECTION
+from core.plan import Plan, Selection
 from core.runs import JobState
 from ecc.evaluate import LABELS, condition_label
 from ecc.model import ModelConfig, num_classes
@@ -144,6 +145,42 @@ def test_a_damaged_plan_names_the_file_and_the_field(tmp_path: Path, edit, messa
     (fake.path / PLAN).write_text(json.dumps(plan))
     with pytest.raises(CorruptFileError, match=re.escape(f"{fake.path / PLAN}: {message}")):
         rt.collect(fake.path)
+
+
+def test_a_selection_written_before_its_optional_fields_reads_with_their_defaults(tmp_path: Path) -> None:
+    """The fake selection.json has no seeds, scope, scores nor learning_rates (as early launchers wrote)."""
+    fake = make(tmp_path)
+    sel = Selection.read(fake.path / SELECTION)
+    a, b, c = (m.name for m in (A, B, C))
+    assert sel is not None and sel.seeds == () and sel.scope == "" and [m.model for m in sel.models] == [a, b, c]
+    assert sel.unselected().keys() == {c} and all(m.scores == () for m in sel.models)
+    assert {m for m, _ in sel.chosen_runs()} == {a, b}
+    assert Selection.from_json(fake.path / SELECTION, sel.to_json()) == sel  # what it writes reads back the same
+    assert Selection.read(tmp_path / "nothing" / SELECTION) is None
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: s.pop("models"), "models is missing"),
+    (lambda s: s["models"][0].update(chosen=3), "models[0].chosen must be a string or null, not 3"),
+    (lambda s: s["models"][1]["candidates"][0].pop("hash"), "models[1].candidates[0].hash is missing"),
+    (lambda s: s["models"][0]["candidates"][1].update(learning_rate="0.1"),
+     "models[0].candidates[1].learning_rate must be a number, not '0.1'"),
+    (lambda s: s["models"][0]["candidates"][0].update({"val/acc": [1]}),
+     "models[0].candidates[0].val/acc must be a number, a string or null, not [1]"),
+    (lambda s: s["models"][0]["chosen_runs"][0].update(seeds=[0]), "models[0].chosen_runs[0] has unknown fields ['seeds']"),
+    (lambda s: s.update(seeds=[0, "1"]), "seeds[1] must be an integer, not '1'"),
+    (lambda s: s["models"].append([]), "models[3] must be an object, not []"),
+])
+def test_a_damaged_selection_names_the_file_and_the_field(tmp_path: Path, edit, message: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    fake = make(tmp_path)
+    selection = json.loads((fake.path / SELECTION).read_text())
+    edit(selection)
+    (fake.path / SELECTION).write_text(json.dumps(selection))
+    with pytest.raises(CorruptFileError, match=re.escape(f"{fake.path / SELECTION}: {message}")):
+        Selection.read(fake.path / SELECTION)
+    assert not rt.selection_table(fake.path)["chosen"].any()  # the tables go on without it, and say why
+    assert message in caplog.text
 
 
 def test_one_row_per_planned_job_no_duplicates(broken: Broken) -> None:

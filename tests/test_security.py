@@ -22,21 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import site_dir
-from test_reliability import (
-    JOB_OPTIONS,
-    PREEMPT_CFG,
-    REPO,
-    STEPS,
-    TINY_FIELD,
-    launcher,
-)
+from helpers import JOB_OPTIONS, PREEMPT_CFG, REPO, STEPS, TINY_FIELD, launcher, site_dir
 
 from core.atomic import CorruptFileError, atomic_write_json, read_jsonl
 from core.identity import file_digest
-from core.runs import RESULT, read_submission, record_submission
+from core.layout import CHECKPOINT, RESULT
+from core.runs import read_submission, record_submission
 from ecc import datasets
-from ecc.checkpoint import CHECKPOINT, final_weights, load_checkpoint
+from ecc.checkpoint import final_weights, load_checkpoint
 from ecc.evaluate import main as evaluate_main
 from ecc.train import main as train_main
 from ecc.train import train

@@ -7,44 +7,22 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_same_weights
+from helpers import PYTHON, QUIET, REPO, TINY_STIMULUS, Preempted, assert_same_weights, kill_at, tiny_config
 
 from core.atomic import read_jsonl
 from core.identity import from_jsonable, to_jsonable
-from core.runs import CONFIG, RESULT
-from ecc.checkpoint import CHECKPOINT, final_weights, load_checkpoint
-from ecc.config import RunOptions, TrainConfig, read_config
-from ecc.model import ModelConfig
+from core.layout import CHECKPOINT, CONFIG, METRICS, RESULT
+from ecc.checkpoint import final_weights, load_checkpoint
+from ecc.config import TrainConfig, read_config
 from ecc.runtime import MALLOC_ENV, job_env
 from ecc.stimuli import InvalidPlacement, StimulusConfig
-from ecc.train import METRICS, best_epoch, main, train
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-
-# A 48 px field, the 24 px target at the centre, two 12 px crops: learnable in a few epochs.
-TINY_STIMULUS = StimulusConfig(field_size=48, digit_height=24, flanker_height=24, crop_size=12, num_scales=2)
-TINY_MODEL = ModelConfig(pm="2-1-1", feats_per_layer=8)
-# One thread everywhere: bitwise comparisons between a subprocess and this process must not depend
-# on the thread count each inherited (CPU kernels reduce in a thread-dependent order).
-QUIET = RunOptions(device="cpu", progress=False, checkpoint_every=3, threads=1)
-
-
-def tiny_config(**changes) -> TrainConfig:
-    base = dict(stimulus=TINY_STIMULUS, model=TINY_MODEL, validation_size=200, train_images=160,
-                learning_rate=0.1, num_epochs=2, batch_size=32)
-    return TrainConfig(**{**base, **changes})  # 5 steps per epoch
-
-
-class Preempted(Exception):
-    """Raised by a test's 'previous' signal handler, as submitit's exits after requeueing."""
+from ecc.train import best_epoch, main, train
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +45,6 @@ def previous_handler():
     old = signal.getsignal(signal.SIGUSR2)
     yield calls, old
     signal.signal(signal.SIGUSR2, old)
-
-
-def kill_at(step: int, signum: int = signal.SIGUSR2):
-    def hook(s: int) -> None:
-        if s == step:
-            os.kill(os.getpid(), signum)
-    return hook
 
 
 # ------------------------------------------------------------------------------- config
@@ -205,7 +176,7 @@ def test_sigterm_with_default_handler_terminates_then_resumes(tmp_path: Path, da
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(REPO / "tests")!r})
-        from test_train import tiny_config, QUIET
+        from helpers import tiny_config, QUIET
         from ecc.train import train
         def hook(step):
             if step == 6:
