@@ -33,6 +33,8 @@ from .identity import to_jsonable
 logger = logging.getLogger(__name__)
 
 RESULT, ERROR, SUBMISSION, CONFIG = "result.json", "error.json", "submission.json", "config.json"
+METRICS = "metrics.jsonl"  # a training's one line per finished epoch
+PROGRESS = "progress.json"  # the latest step, epoch, images/s and val/acc of a running training
 # The keys a result.json of each kind must hold to count as done (a result of another kind, e.g. a
 # test's job body, needs none beyond being a JSON object).
 DONE_KEYS: dict[str, tuple[str, ...]] = {

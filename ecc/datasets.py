@@ -34,9 +34,9 @@ from core.cli import arg, check_choices
 from core.identity import array_digest, digest, file_digest, to_jsonable
 
 from . import sources
+from .conditions import placement_arg
 from .sources import PARITIES, SPLITS
 from .stimuli import (
-    FLANKER_TYPES,
     GENERATOR_VERSION,
     StimulusConfig,
     canvas,
@@ -63,18 +63,19 @@ class DatasetSpec:
     split: str = arg("train", "MNIST split: train (55,000 images), validation (first 5,000 of train) or test", choices=SPLITS)
     stimulus: StimulusConfig = field(default_factory=StimulusConfig)
     parity: str = arg("even", "targets: even digits (5 classes), odd, or none (all 10)", choices=PARITIES)
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot")
+    flanker_dset: str = placement_arg("flanker_dset")
     random_shifts: bool = arg(False, "target eccentricity uniform over the field (training data)")
-    target_ecc: float = arg(0.0, "target eccentricity in pixels (without random_shifts)")
-    flanker_type: int = arg(0, "0 no flanker, 1 one flanker, 2 two (mirrored about the target)", choices=FLANKER_TYPES)
-    flanker_ecc: float = arg(0.0, "flanker eccentricity (with random_shifts: the spacing is flanker_ecc - target_ecc)")
+    target_ecc: float = placement_arg("target_ecc", "target eccentricity in pixels (without random_shifts)")
+    flanker_type: int = placement_arg("flanker_type")
+    flanker_ecc: float = placement_arg("flanker_ecc", "flanker eccentricity (with random_shifts: the spacing is "
+                                       "flanker_ecc - target_ecc)", default=0.0)
     place: str = arg("None", "background: None (black) or random (a MIT Places photo per image)", choices=PLACES)
     seed: int = arg(0, "seed of the random positions and backgrounds")
     limit: int = arg(0, "keep at most this many images (0 = the whole split)")
     validation_size: int = arg(5000, "the first this many MNIST training images form the validation split")
 
     def __post_init__(self) -> None:
-        check_choices(self)  # split, parity, flanker_type, place
+        check_choices(self)  # split, parity, flanker_type, flanker_dset, place
         for name in ("limit", "validation_size", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

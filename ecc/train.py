@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from core.atomic import CorruptFileError, append_jsonl, atomic_write_json
 from core.cli import Parser, add_arguments, from_namespace
 from core.identity import to_jsonable
-from core.runs import RESULT, read_result, write_result
+from core.runs import METRICS, PROGRESS, RESULT, read_result, write_result
 
 from . import datasets
 from .checkpoint import CHECKPOINT, resume, save_checkpoint, sync_metrics
@@ -43,8 +43,6 @@ from .stimuli import normalize
 
 logger = logging.getLogger(__name__)
 
-METRICS = "metrics.jsonl"  # one line per finished epoch
-PROGRESS = "progress.json"  # the latest step, epoch, images/s and val/acc of a running training
 METRIC_KEYS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 

@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ecc.evaluate import LABELS
+from ecc.conditions import LABELS
 
 from .drawing import CHANCE_LABEL, NOTE_GID, Curve, chance_level, curve, evaluated, near, single
 from .figspec import Comparison, FigureSpec

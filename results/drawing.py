@@ -21,8 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from core.atomic import atomic_write
-from ecc.evaluate import LABELS
-from ecc.model import num_classes
+from ecc.conditions import LABELS, num_classes
 
 STYLE = {  # label -> colour and marker (the original's markers: > for xa, < for ax, s for xax)
     "a": {"color": "#222222", "marker": "o"},

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from core.atomic import CorruptFileError
 from core.identity import from_jsonable
-from ecc.evaluate import LABELS
+from ecc.conditions import LABELS
 
 from . import experiment
 

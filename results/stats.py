@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
-from ecc.evaluate import read_hits
+from core.hits import read_hits
 
 from .intervals import (
     Z95,

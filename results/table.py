@@ -36,11 +36,9 @@ import pandas as pd
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_jsonl
 from core.plan import EvalEntry, TrainEntry
+from core.runs import METRICS, JobState, read_result, read_submission, result_problem, run_dir_name, run_state
 from core.runs import STATES as RUN_STATES
-from core.runs import JobState, read_result, read_submission, result_problem, run_dir_name, run_state
-from ecc.evaluate import LABELS, condition_label
-from ecc.model import num_classes
-from ecc.train import METRICS
+from ecc.conditions import LABELS, condition_label, num_classes
 
 from .experiment import chosen_runs, read_plan, read_selection, unique
 from .stats import wilson_interval

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from core.atomic import CorruptFileError, read_jsonl
-from ecc.train import METRICS
+from core.runs import METRICS
 
 from . import experiment
 from .drawing import NOTE_GID

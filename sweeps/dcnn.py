@@ -57,8 +57,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import DCNN_POOLINGS, ModelConfig, dcnn
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .claims import crowds_more, measurable, second_claim

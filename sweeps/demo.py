@@ -23,8 +23,8 @@ second claim: closer flankers crowd more (xax at 2S minus xax at S) and more fla
 from __future__ import annotations
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 from results.findings import Claim, Term
 

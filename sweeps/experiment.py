@@ -16,8 +16,7 @@ from submitit.core.utils import JobPaths
 from cluster.backends import BACKENDS
 from cluster.submission import scheduler_states
 from core.atomic import CorruptFileError, read_json, read_jsonl
-from core.runs import JobRef, read_result, read_submission
-from ecc.train import METRICS, PROGRESS
+from core.runs import METRICS, PROGRESS, JobRef, read_result, read_submission
 
 LAUNCH_LOCK, LAUNCH_JSON = "launch.lock", "launch.json"  # held / written by the launcher running the experiment
 TAIL_LINES = 20

@@ -46,8 +46,8 @@ ceiling (not testable here where none is left).
 from __future__ import annotations
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig, dcnn
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .claims import measurable

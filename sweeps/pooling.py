@@ -44,8 +44,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .claims import crowds_more, measurable, second_claim

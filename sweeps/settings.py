@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cluster.resources import Resources
-from ecc.stimuli import StimulusConfig
+from ecc.geometry import StimulusConfig
 from results.figspec import Comparison
 
 from .spec import EvalGrid, FigureSpec, StageResources

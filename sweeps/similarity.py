@@ -50,9 +50,9 @@ from dataclasses import replace
 
 from ecc import sources
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
 from ecc.sources import SourceConfig
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .dcnn import dcnn_models

@@ -27,7 +27,7 @@ from helpers import run_notebook
 from core.atomic import CorruptFileError, atomic_write_json
 from core.plan import PLAN, Plan
 from core.runs import JobState
-from ecc.evaluate import LABELS, condition_label
+from ecc.conditions import LABELS, condition_label
 from ecc.model import ModelConfig, num_classes
 from ecc.sources import PARITIES, SourceConfig
 from ecc.stimuli import StimulusConfig
