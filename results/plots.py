@@ -25,6 +25,8 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ecc.conditions import evaluated, near
+
 from . import table as tbl
 from .compare import comparison_figure
 from .drawing import (
@@ -32,10 +34,8 @@ from .drawing import (
     chance_level,
     curve,
     draw_curves,
-    evaluated,
     flanker_dsets,
     model_rows,
-    near,
     save_figure,
     single,
     slug,

@@ -281,10 +281,6 @@ class Pipeline:
         """Every run folder the plan has now (what is not among them is an orphan)."""
         return {u.run_dir for _, units in self.planned() for u in units}
 
-    def status(self) -> list[StageReport]:
-        """Per stage: pending, running, done, failed (with errors), from disk + batched scheduler queries."""
-        return [self.report(stage.name, units, self.states(units, stage.kind)) for stage, units in self.planned()]
-
     def plan_lines(self) -> list[str]:
         """The plan of a --dry-run: jobs per stage, dropped grid points, resources."""
         lines = [f"sweep {self.spec.name}: {self.spec.description}".rstrip(": "),
