@@ -20,10 +20,12 @@ from core.identity import config_hash, from_jsonable
 from core.runs import CONFIG, write_config
 
 from .conditions import placement_arg
-from .datasets import PLACES, DatasetSpec
+from .dataset_spec import PLACES, DatasetSpec
 from .geometry import CONTRAST_NORMS, StimulusConfig
 from .model import ModelConfig
-from .runtime import DEVICES, PRECISIONS
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from core.runs import RESULT
 from . import datasets
 from .checkpoint import final_weights
 from .conditions import Condition, eval_hash
-from .config import RunOptions, TrainConfig
+from .config import DEVICES, PRECISIONS, RunOptions, TrainConfig
 from .datasets import DatasetSpec
 from .model import build
-from .runtime import DEVICES, PRECISIONS, apply_run_options
+from .runtime import apply_run_options
 from .sources import SourceConfig
 from .stimuli import StimulusConfig, normalize
 

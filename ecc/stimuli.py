@@ -32,9 +32,6 @@ from .geometry import (  # noqa: F401 (re-exported: the geometry's users may imp
 )
 from .resample import Placed, compose_canvas, resize_crops, square
 
-# Bump when a change alters the pixels produced for the same inputs (part of every dataset key).
-GENERATOR_VERSION = 1
-
 
 # ------------------------------------------------------------------------------ render
 def _per_image(value: float | Sequence[float] | np.ndarray | None, n: int, name: str) -> np.ndarray:

@@ -29,7 +29,7 @@ from core.identity import to_jsonable
 from core.plan import PLAN, EvalEntry, Plan, TrainEntry
 from core.runs import RunState, run_state
 from ecc.config import RunOptions
-from ecc.runtime import job_env
+from ecc.environment import job_env
 
 from . import claims, driver, selection
 from .experiment import LAUNCH_JSON, LAUNCH_LOCK, orphan_lines

@@ -25,7 +25,7 @@ from core.runs import run_dir_name
 from ecc import sources
 from ecc.conditions import Condition, eval_hash
 from ecc.config import TrainConfig
-from ecc.datasets import DatasetSpec
+from ecc.dataset_spec import DatasetSpec
 from ecc.geometry import FLANKER_TYPES, InvalidPlacement, StimulusConfig
 from ecc.sources import FLANKER_DSETS, SourceConfig
 from results.figspec import FigureSpec

@@ -21,8 +21,8 @@ from core.identity import from_jsonable, to_jsonable
 from core.runs import CONFIG, RESULT
 from ecc.checkpoint import CHECKPOINT, final_weights, load_checkpoint
 from ecc.config import RunOptions, TrainConfig, read_config
+from ecc.environment import MALLOC_ENV, job_env
 from ecc.model import ModelConfig
-from ecc.runtime import MALLOC_ENV, job_env
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import METRICS, best_epoch, main, train
 
