@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.cli import arg, check_choice, check_choices
-from core.identity import digest
+from core.identity import digest, non_default
 
 from .geometry import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement
 from .sources.config import FLANKER_DSETS, flanker_set
@@ -117,17 +117,23 @@ def placement_arg(name: str, help: str | None = None, **changes: Any) -> Any:
                choices=meta["choices"], aliases=changes.pop("aliases", meta["aliases"]), **changes)
 
 
-def eval_hash(model_hash: str, condition: Placement, test_images: int = 0) -> str:
-    """Identity of an evaluation (its folder `eval/<hash>`), the one place it is computed: the trained
-    run, the canonical condition, how many test images, and for a flanker set not drawn as the digits
-    are (notMNIST, Omniglot) how it is drawn, so that an evaluation made before that rule (at the
-    digits' height, untrimmed) is never taken for one made after it.
+# The fields an evaluation's identity has always written out in full, defaults included: the names
+# of every evaluation folder made so far depend on them. A field added to Placement later joins the
+# identity only where it differs from its default (as a training's config_hash), so adding one
+# renames no folder.
+IDENTITY_FIELDS = ("target_ecc", "flanker_ecc", "flanker_type", "flanker_dset")
 
-    Unlike a training's config_hash (non-default fields only), this digests the whole condition:
-    a new Placement field would rename every evaluation folder, so a new field needs a rule here
-    that leaves existing payloads unchanged at its default (as `flankers` above does)."""
+
+def eval_hash(model_hash: str, condition: Placement, test_images: int = 0) -> str:
+    """Identity of an evaluation (its folder `eval/<hash>` and its result's "hash"), the one place
+    it is computed: the trained run, the canonical condition, how many test images, and for a
+    flanker set not drawn as the digits are (notMNIST, Omniglot) how it is drawn, so that an
+    evaluation made before that rule (at the digits' height, untrimmed) is never taken for one made
+    after it. The condition is written as IDENTITY_FIELDS plus any other non-default field."""
     cond = condition.canonical()
-    payload: dict[str, Any] = {"model": model_hash, "condition": cond, "test_images": test_images}
+    written = {**{name: getattr(cond, name) for name in IDENTITY_FIELDS},
+               **{k: v for k, v in non_default(cond).items() if k not in IDENTITY_FIELDS}}
+    payload: dict[str, Any] = {"model": model_hash, "condition": written, "test_images": test_images}
     drawn = flanker_set(cond.flanker_dset)
     if not drawn.as_original:
         payload["flankers"] = {"height_at_120": drawn.height_at_120, "trim": drawn.trim}
