@@ -1,6 +1,6 @@
 """A training run's configuration: TrainConfig (what it computes), RunOptions (how it runs), config.json.
 
-TrainConfig nests the stimulus geometry (ecc.stimuli.StimulusConfig) and the architecture
+TrainConfig nests the stimulus geometry (ecc.geometry.StimulusConfig) and the architecture
 (ecc.model.ModelConfig), and checks what needs several of them. Its hash (core.identity) names
 the run's folder; RunOptions never enters it.
 """

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from core.atomic import CorruptFileError
 from core.identity import from_jsonable
 from ecc.conditions import LABELS
+from ecc.geometry import StimulusConfig
 
 from . import experiment
 
@@ -56,7 +57,7 @@ def gallery_figure(target: np.ndarray, flanker: np.ndarray, cfg: Any, *,
     """The field and every crop for a, xa, ax and xax at a few target eccentricities.
 
     target, flanker: uint8 (H, W) images (e.g. an even and an odd MNIST digit); cfg: a
-    `ecc.stimuli.StimulusConfig`. A configuration the generator refuses is shown as a note."""
+    `ecc.geometry.StimulusConfig`. A configuration the generator refuses is shown as a note."""
     from ecc.stimuli import InvalidPlacement, canvas, render
 
     target, flanker = np.array(target, copy=True), np.array(flanker, copy=True)  # torch wants writable arrays
@@ -123,8 +124,6 @@ def gallery_figure(target: np.ndarray, flanker: np.ndarray, cfg: Any, *,
 
 def stimulus_config(exp_dir: str | Path) -> Any:
     """The StimulusConfig of the experiment's first training run (the defaults without one)."""
-    from ecc.stimuli import StimulusConfig
-
     try:
         plan = experiment.read_plan(exp_dir)
     except (FileNotFoundError, CorruptFileError):
