@@ -47,6 +47,13 @@ def condition_label(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> str
     return ""
 
 
+def condition_spacing(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> float:
+    """|flanker_ecc - target_ecc|; NaN without flankers or when a value is missing (a table row)."""
+    if _missing(flanker_type) or int(flanker_type) == 0 or _missing(flanker_ecc) or _missing(target_ecc):
+        return math.nan
+    return abs(float(flanker_ecc) - float(target_ecc))
+
+
 def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
@@ -94,10 +101,8 @@ class Placement:
 
     @property
     def spacing(self) -> float | None:
-        """|flanker_ecc - target_ecc|; None without flankers."""
-        if self.flanker_type == 0:
-            return None
-        return abs(self.flanker_ecc - self.target_ecc)  # type: ignore[operator]
+        """|flanker_ecc - target_ecc| (condition_spacing); None without flankers."""
+        return None if self.flanker_type == 0 else condition_spacing(self.flanker_type, self.target_ecc, self.flanker_ecc)
 
     def check(self, stimulus: StimulusConfig) -> None:
         """Raise InvalidPlacement when these positions cannot be rendered in `stimulus`'s field (the

@@ -38,7 +38,7 @@ from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read
 from core.plan import EvalEntry, TrainEntry
 from core.runs import METRICS, JobState, read_result, read_submission, result_problem, run_dir_name, run_state
 from core.runs import STATES as RUN_STATES
-from ecc.conditions import LABELS, condition_label, num_classes
+from ecc.conditions import LABELS, condition_label, condition_spacing, num_classes
 
 from .experiment import chosen_runs, read_plan, read_selection, unique
 from .stats import wilson_interval
@@ -203,7 +203,7 @@ def _condition_row(cond: Mapping[str, Any]) -> dict[str, Any]:
     t = _float(cond.get("target_ecc"))
     f = _float(cond.get("flanker_ecc")) if ftype else math.nan  # type 0 has no flanker
     return {"flanker_type": ftype, "label": condition_label(ftype, t, f), "target_ecc": t, "flanker_ecc": f,
-            "spacing": abs(f - t) if ftype else math.nan,
+            "spacing": condition_spacing(ftype, t, f),
             "flanker_dset": None if cond.get("flanker_dset") is None else str(cond["flanker_dset"])}
 
 
