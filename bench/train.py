@@ -6,7 +6,7 @@ Prints images/s, the achieved GFLOP/s (3 x forward FLOPs per image for forward +
 GFLOP/s of a square matmul measured in the same run with the same threads (fp32; bf16 too with
 --bf16), and their ratio; best step and median step, since a shared machine is noisy. Also the
 plain reference implementation (Conv3d / max_pool3d in the original's op order) for comparison.
-Without the malloc settings that jobs get (ecc.runtime.MALLOC_ENV) it re-runs itself with them.
+Without the malloc settings that jobs get (ecc.environment.MALLOC_ENV) it re-runs itself with them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch
 import torch.nn.functional as F
 
+from ecc.environment import MALLOC_ENV
 from ecc.model import EccNet, ModelConfig, build, reference_forward
-from ecc.runtime import MALLOC_ENV
 
 
 def sync(device: torch.device) -> None:
@@ -102,7 +102,7 @@ def main() -> None:
 
     missing = {k: v for k, v in MALLOC_ENV.items() if os.environ.get(k) != v}
     if args.device == "cpu" and missing and sys.platform.startswith("linux"):
-        print(f"re-running with {' '.join(f'{k}={v}' for k, v in missing.items())} (ecc.runtime.MALLOC_ENV, "
+        print(f"re-running with {' '.join(f'{k}={v}' for k, v in missing.items())} (ecc.environment.MALLOC_ENV, "
               "as jobs get them; glibc reads them at start-up)", flush=True)
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **missing})
 

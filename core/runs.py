@@ -33,6 +33,7 @@ from .layout import CONFIG, ERROR, RESULT, SUBMISSION
 
 logger = logging.getLogger(__name__)
 
+
 # The keys a result.json of each kind must hold to count as done (a result of another kind, e.g. a
 # test's job body, needs none beyond being a JSON object).
 DONE_KEYS: dict[str, tuple[str, ...]] = {

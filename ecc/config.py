@@ -1,6 +1,6 @@
 """A training run's configuration: TrainConfig (what it computes), RunOptions (how it runs), config.json.
 
-TrainConfig nests the stimulus geometry (ecc.stimuli.StimulusConfig) and the architecture
+TrainConfig nests the stimulus geometry (ecc.geometry.StimulusConfig) and the architecture
 (ecc.model.ModelConfig), and checks what needs several of them. Its hash (core.identity) names
 the run's folder; RunOptions never enters it.
 """
@@ -20,11 +20,13 @@ from core.identity import config_hash, from_jsonable
 from core.layout import CONFIG
 from core.runs import write_config
 
-from .datasets import PLACES, DatasetSpec
+from .conditions import placement_arg
+from .dataset_spec import PLACES, DatasetSpec
+from .geometry import CONTRAST_NORMS, StimulusConfig
 from .model import ModelConfig
-from .runtime import DEVICES, PRECISIONS
-from .sources import FLANKER_DSETS
-from .stimuli import CONTRAST_NORMS, FLANKER_TYPES, StimulusConfig
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,12 @@ class TrainConfig:
     random_shifts: bool = arg(False, "train on targets at uniformly random eccentricities over the whole field "
                               "(overrides --target_ecc; flankers keep the spacing flanker_ecc - target_ecc)",
                               aliases=("random_shift",))  # the original's spelling (options are not abbreviated)
-    target_ecc: float = arg(0.0, "target eccentricity of the training images in pixels, without --random_shifts",
-                            aliases=("train_ecc",))
-    flanker_type: int = arg(0, "flankers in the training images: 0 none, 1 one at --flanker_ecc, "
-                            "2 two (also its mirror about the target)", choices=FLANKER_TYPES)
-    flanker_ecc: float = arg(0.0, "flanker eccentricity in pixels (ignored for --flanker_type 0)")
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot",
-                            choices=FLANKER_DSETS)
+    target_ecc: float = placement_arg("target_ecc", "target eccentricity of the training images in pixels, "
+                                      "without --random_shifts", aliases=("train_ecc",))
+    flanker_type: int = placement_arg("flanker_type")
+    flanker_ecc: float = placement_arg("flanker_ecc", "flanker eccentricity in pixels (ignored for --flanker_type 0)",
+                                       default=0.0)
+    flanker_dset: str = placement_arg("flanker_dset")
     contrast_norm: str = arg("None", "contrast normalisation of the crops: None (x/255) or areafactor "
                              "(each crop / its max / its area factor)", choices=CONTRAST_NORMS)
     place: str = arg("None", "backgrounds: None (black) or random (a MIT Places photo per image)", choices=PLACES)

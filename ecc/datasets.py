@@ -20,7 +20,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,72 +30,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.cli import arg, check_choices
-from core.identity import array_digest, digest, file_digest, to_jsonable
+from core.identity import digest, file_digest, to_jsonable
 
 from . import sources
-from .sources import PARITIES, SPLITS
-from .stimuli import (
-    FLANKER_TYPES,
+from .dataset_spec import (  # noqa: F401 (re-exported: what a dataset is, beside how it is built)
     GENERATOR_VERSION,
-    StimulusConfig,
-    canvas,
-    check_positions,
-    render,
-    sample_random_shifts,
+    PLACES,
+    DatasetError,
+    DatasetSpec,
+    dataset_key,
 )
+from .stimuli import canvas, render, sample_random_shifts
 
 logger = logging.getLogger(__name__)
 
-PLACES = ("None", "random")
 CHUNK = 512  # images rendered per step while building
 SAMPLES = 3  # images whose canvas and crops are saved as PNG
-
-
-class DatasetError(RuntimeError):
-    """A dataset cannot be built or loaded."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What one stimulus dataset holds."""
-
-    split: str = arg("train", "MNIST split: train (55,000 images), validation (first 5,000 of train) or test", choices=SPLITS)
-    stimulus: StimulusConfig = field(default_factory=StimulusConfig)
-    parity: str = arg("even", "targets: even digits (5 classes), odd, or none (all 10)", choices=PARITIES)
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot")
-    random_shifts: bool = arg(False, "target eccentricity uniform over the field (training data)")
-    target_ecc: float = arg(0.0, "target eccentricity in pixels (without random_shifts)")
-    flanker_type: int = arg(0, "0 no flanker, 1 one flanker, 2 two (mirrored about the target)", choices=FLANKER_TYPES)
-    flanker_ecc: float = arg(0.0, "flanker eccentricity (with random_shifts: the spacing is flanker_ecc - target_ecc)")
-    place: str = arg("None", "background: None (black) or random (a MIT Places photo per image)", choices=PLACES)
-    seed: int = arg(0, "seed of the random positions and backgrounds")
-    limit: int = arg(0, "keep at most this many images (0 = the whole split)")
-    validation_size: int = arg(5000, "the first this many MNIST training images form the validation split")
-
-    def __post_init__(self) -> None:
-        check_choices(self)  # split, parity, flanker_type, place
-        for name in ("limit", "validation_size", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_positions(self.geometry, self.random_shifts, self.target_ecc, self.flanker_type, self.flanker_ecc)
-
-    @property
-    def geometry(self) -> StimulusConfig:
-        """The stimulus as drawn: the model's geometry with this flanker set's own flanker height
-        (StimulusConfig.with_flankers); the images' shape is the model's either way."""
-        return self.stimulus.with_flankers(self.flanker_dset) if self.flanker_type else self.stimulus
-
-    def canonical(self) -> DatasetSpec:
-        """Equal specs for equal data: unused placement fields are zeroed."""
-        spec = self
-        if not spec.flanker_type:
-            spec = replace(spec, flanker_ecc=0.0, flanker_dset="MNIST")
-        if spec.random_shifts and not spec.flanker_type:
-            spec = replace(spec, target_ecc=0.0)
-        if not spec.random_shifts and spec.place == "None":
-            spec = replace(spec, seed=0)  # nothing random left
-        return spec
 
 
 @dataclass
@@ -109,22 +59,6 @@ class StimulusSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-# ------------------------------------------------------------------------------- keys
-def dataset_key(spec: DatasetSpec, source: sources.SourceConfig | None = None) -> str:
-    """Content key: the canonical spec, the source data's fingerprint, the generator version."""
-    source = source or sources.SourceConfig()
-    payload = {"spec": to_jsonable(spec.canonical()), "mnist": sources.fingerprint(source),
-               "version": GENERATOR_VERSION}
-    if spec.flanker_type and spec.flanker_dset != "MNIST":
-        flankers = sources.flanker_images(spec.flanker_dset, spec.split, source, spec.validation_size)
-        payload["flankers"] = array_digest(flankers, "md5")
-    if spec.geometry != spec.stimulus:  # flankers drawn at their set's own height (notMNIST, Omniglot)
-        payload["flanker_height"] = spec.geometry.flanker_height
-    if spec.place != "None":
-        payload["places"] = str(source.places_dir.resolve())  # photos are not hashed: too many
-    return f"{spec.split}-{digest(payload, 16)}"
 
 
 # ---------------------------------------------------------------------------- generate

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,110 +27,22 @@ import torch
 import torch.nn.functional as F
 
 from core.atomic import CorruptFileError, atomic_write_json, read_json
-from core.cli import Parser, add_arguments, arg, check_choice, check_choices, from_namespace
+from core.cli import Parser, add_arguments, arg, from_namespace
 from core.hits import read_hits, write_hits  # noqa: F401 (the record's format: core.hits)
 from core.identity import digest, from_jsonable, to_jsonable
 from core.layout import HITS, RESULT
 
 from . import datasets
 from .checkpoint import final_weights
-from .config import RunOptions, TrainConfig
+from .conditions import Condition, eval_hash
+from .config import DEVICES, PRECISIONS, RunOptions, TrainConfig
 from .datasets import DatasetSpec
 from .model import build
-from .runtime import DEVICES, PRECISIONS, apply_run_options
-from .sources import FLANKER_DSETS, SourceConfig, flanker_set
-from .stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig, check_placement, normalize
+from .runtime import apply_run_options
+from .sources import SourceConfig
+from .stimuli import StimulusConfig, normalize
 
 logger = logging.getLogger(__name__)
-
-LABELS = ("a", "xa", "ax", "xax")  # the condition labels, in the figures' order
-
-
-def condition_label(flanker_type: Any, target_ecc: Any, flanker_ecc: Any) -> str:
-    """a (no flanker), xa (one flanker nearer the centre than the target), ax (one farther out, or as
-    far: |flanker| = |target|), xax (two); "" when a value is missing (None or NaN, e.g. a table row)."""
-    if _missing(flanker_type):
-        return ""
-    t = int(flanker_type)
-    if t == 0:
-        return "a"
-    if t == 2:
-        return "xax"
-    if t == 1 and not _missing(flanker_ecc) and not _missing(target_ecc):
-        return "xa" if abs(float(flanker_ecc)) < abs(float(target_ecc)) else "ax"
-    return ""
-
-
-def _missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One test condition: where the target is, and which flankers are where."""
-
-    target_ecc: float = arg(0.0, "target eccentricity in pixels (horizontal offset from the centre)")
-    flanker_ecc: float | None = arg(None, "flanker eccentricity in pixels (none for --flanker_type 0)")
-    flanker_type: int = arg(0, "0 no flanker, 1 one flanker at --flanker_ecc, 2 two (also its mirror about "
-                            "the target)", choices=FLANKER_TYPES)
-    flanker_dset: str = arg("MNIST", "flanker images: MNIST (digits of the other parity), letters (A-J from fonts), notMNIST or omniglot",
-                            choices=FLANKER_DSETS)
-
-    def __post_init__(self) -> None:
-        check_choice("flanker_type", self.flanker_type, FLANKER_TYPES, InvalidPlacement)
-        check_choices(self)
-        for name in ("target_ecc", "flanker_ecc"):
-            value = getattr(self, name)
-            if value is None and name == "flanker_ecc":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidPlacement(f"{name} must be a finite number, got {value!r}")
-            object.__setattr__(self, name, float(value))  # 240 and 240.0: one identity
-        if self.flanker_type and self.flanker_ecc is None:
-            raise InvalidPlacement(f"flanker_type {self.flanker_type} needs a flanker_ecc")
-
-    def canonical(self) -> Condition:
-        """The same images, written one way: type 0 has no flanker_ecc and no flanker set (MNIST);
-        type 2 names the flanker farther from the centre (its mirror about the target gives the
-        same image)."""
-        if self.flanker_type == 0:
-            return replace(self, flanker_ecc=None, flanker_dset="MNIST")
-        if self.flanker_type == 2:
-            mirror = 2 * self.target_ecc - self.flanker_ecc  # type: ignore[operator]
-            far = max(self.flanker_ecc, mirror, key=lambda e: (abs(e), e))  # type: ignore[type-var]
-            return replace(self, flanker_ecc=float(far) + 0.0)  # + 0.0: no -0.0
-        return self
-
-    @property
-    def label(self) -> str:
-        """a, xa, ax or xax (condition_label)."""
-        return condition_label(self.flanker_type, self.target_ecc, self.flanker_ecc)
-
-    @property
-    def spacing(self) -> float | None:
-        """|flanker_ecc - target_ecc|; None without flankers."""
-        if self.flanker_type == 0:
-            return None
-        return abs(self.flanker_ecc - self.target_ecc)  # type: ignore[operator]
-
-    def check(self, stimulus: StimulusConfig) -> None:
-        """Raise InvalidPlacement when these positions cannot be rendered in `stimulus`'s field (the
-        model's geometry; the flankers at their set's own height, StimulusConfig.with_flankers)."""
-        check_placement(stimulus.with_flankers(self.flanker_dset), self.target_ecc, self.flanker_type, self.flanker_ecc)
-
-
-def eval_hash(model_hash: str, condition: Condition, test_images: int = 0) -> str:
-    """Identity of an evaluation (its folder `eval/<hash>`): the trained run, the canonical
-    condition, how many test images (sweeps.spec.EvalRun.hash calls this), and for a flanker set
-    not drawn as the digits are (notMNIST, Omniglot) how it is drawn, so that an evaluation made
-    before that rule (at the digits' height, untrimmed) is never taken for one made after it."""
-    cond = condition.canonical()
-    payload: dict[str, Any] = {"model": model_hash, "condition": cond, "test_images": test_images}
-    drawn = flanker_set(cond.flanker_dset)
-    if not drawn.as_original:
-        payload["flankers"] = {"height_at_120": drawn.height_at_120, "trim": drawn.trim}
-    return digest(payload)
-
 
 def test_images_record(labels: np.ndarray, parity: str, validation_size: int) -> dict[str, Any]:
     """Which test images an evaluation saw, so that paired comparisons can check they match."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:  # stimuli.py imports this module; the config is only read here
-    from .stimuli import StimulusConfig
+    from .geometry import StimulusConfig
 
 PRECISION_BITS = 22  # Pillow's fixed-point precision for 8-bit images (Resample.c)
 

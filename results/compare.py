@@ -19,9 +19,9 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ecc.evaluate import LABELS
+from ecc.conditions import LABELS, evaluated, near
 
-from .drawing import CHANCE_LABEL, NOTE_GID, Curve, chance_level, curve, evaluated, near, single
+from .drawing import CHANCE_LABEL, NOTE_GID, Curve, chance_level, curve, single
 from .figspec import Comparison, FigureSpec
 from .stats import wilson_interval
 
@@ -164,7 +164,3 @@ def comparison_figure(table: pd.DataFrame, comp: Comparison, spec: FigureSpec = 
     (an AxesImage with gid "matrix"). Each series' data line carries its name as gid."""
     return single(lambda ax: _comparison_axes(ax, table, comp, spec), size=(6.4, 4.4))
 
-
-def comparison_figures(table: pd.DataFrame, spec: FigureSpec) -> dict[str, Figure]:
-    """Every comparison the spec declares, by file stem."""
-    return {comp.stem: comparison_figure(table, comp, spec) for comp in spec.comparisons}

@@ -21,8 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from core.atomic import atomic_write
-from ecc.evaluate import LABELS
-from ecc.model import num_classes
+from ecc.conditions import LABELS, evaluated, num_classes
 
 STYLE = {  # label -> colour and marker (the original's markers: > for xa, < for ax, s for xax)
     "a": {"color": "#222222", "marker": "o"},
@@ -31,7 +30,6 @@ STYLE = {  # label -> colour and marker (the original's markers: > for xa, < for
     "xax": {"color": "#b2182b", "marker": "s"},
 }
 NOTE_GID, CHANCE_LABEL = "notes", "chance"
-ATOL = 1e-6  # eccentricities within this are the same point
 
 
 # ----------------------------------------------------------------------------- the data behind each curve
@@ -66,16 +64,6 @@ def curve(label: str, rows: pd.DataFrame, x: pd.Series) -> Curve:
     df = df[np.isfinite(df["_x"])].sort_values(["_x", "_rank"], kind="stable").drop_duplicates("_x")
     return Curve(label, df["_x"].to_numpy(float), df["accuracy"].to_numpy(float),
                  df["ci_low"].to_numpy(float), df["ci_high"].to_numpy(float), list(df["state"]))
-
-
-def near(values: pd.Series, x: float) -> pd.Series:
-    """Which values are x (within ATOL)."""
-    return pd.Series(np.isclose(values.to_numpy(float), x, atol=ATOL), index=values.index)
-
-
-def evaluated(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of planned evaluations (not a model's no_model row)."""
-    return table[(table["model_hash"] != "") & table["flanker_type"].notna()]
 
 
 def model_rows(table: pd.DataFrame, model: str) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.atomic import CorruptFileError, read_json
 from core.layout import SPEC
+from ecc.conditions import LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class Comparison:
             raise ValueError(f"comparison kind {self.kind!r} is not one of {', '.join(COMPARISON_KINDS)}")
         if self.by not in COMPARISON_BY:
             raise ValueError(f"comparison by {self.by!r} is not one of {', '.join(COMPARISON_BY)}")
-        if self.label not in ("a", "xa", "ax", "xax"):
-            raise ValueError(f"comparison label {self.label!r} is not one of a, xa, ax, xax")
+        if self.label not in LABELS:
+            raise ValueError(f"comparison label {self.label!r} is not one of {', '.join(LABELS)}")
         object.__setattr__(self, "spacing", float(self.spacing))
         if self.off_target is not None:
             object.__setattr__(self, "off_target", float(self.off_target))
@@ -74,8 +75,9 @@ class Comparison:
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """Where the paper's four figures cut the evaluation grid (the demo's values by default; the
-    quick demo might use spacings (60, 120) and far_target 360)."""
+    """Where the paper's four figures cut the evaluation grid (the full demo's values by default;
+    a sweep declares its own: sweeps.settings.Scale.figures, e.g. the quick size's spacings 48 and
+    96 and far_target 288)."""
 
     spacings: tuple[float, ...] = (120.0, 240.0)  # one spacing figure each
     center_target: float = 0.0                    # target eccentricity of the "target at the centre" figure

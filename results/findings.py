@@ -47,6 +47,7 @@ import pandas as pd
 
 from core.atomic import atomic_write_bytes
 from core.layout import FINDINGS_CSV, FINDINGS_MD
+from ecc.conditions import ECC_ATOL, evaluated
 
 from . import bouma, bouma_report, intervals, stats, visibility
 from .findings_md import markdown
@@ -55,11 +56,9 @@ from .table import selection_table
 logger = logging.getLogger(__name__)
 
 NOT_TESTABLE = "not testable here"
-VERDICTS = ("supported", "contradicted", "inconclusive", NOT_TESTABLE)
 FINDINGS_COLUMNS = ("claim", "model", "learning_rate", "effect", "ci_low", "ci_high", "verdict", "scope",
                     "p_value", "p_holm", "family_verdict", "family_size", "method", "seeds", "seed_effects",
                     "n_images", "target_eccs", "statement", "measure", "note")
-_ATOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -171,14 +170,14 @@ def _term_rows(rows: pd.DataFrame, term: Term) -> pd.DataFrame:
     """The done rows of a term's label (and spacing and flanker set), at any target eccentricity."""
     m = (rows["label"] == term.label) & (rows["state"] == "done")
     if term.spacing is not None:
-        m &= np.isclose(rows["spacing"].to_numpy(float), term.spacing, atol=_ATOL)
+        m &= np.isclose(rows["spacing"].to_numpy(float), term.spacing, atol=ECC_ATOL)
         m &= rows["flanker_dset"] == term.flanker_dset
     return rows[m]
 
 
 def _matches(rows: pd.DataFrame, term: Term, x: float | None) -> pd.DataFrame:
     te = term.target_ecc if term.target_ecc is not None else x
-    return rows[np.isclose(rows["target_ecc"].to_numpy(float), float(te), atol=_ATOL)]
+    return rows[np.isclose(rows["target_ecc"].to_numpy(float), float(te), atol=ECC_ATOL)]
 
 
 def _x_values(claim: Claim, by_term: Sequence[pd.DataFrame]) -> list[float | None]:
@@ -301,7 +300,7 @@ def evaluate_claim(exp_dir: str | Path, table: pd.DataFrame, claim: Claim, model
     """The effect of one claim on one configuration (model, learning rate) of a results table, at
     the positions where it can be seen (results.visibility); not testable where none can."""
     f = Finding(claim, model, learning_rate)
-    table = table[(table["model_hash"] != "") & table["flanker_type"].notna()]
+    table = evaluated(table)
     table = table.assign(seed=stats._seed_column(table))
     configs = [_config_rows(table, t, model, learning_rate) for t in claim.terms]
     pools = [_term_rows(c, t) for c, t in zip(configs, claim.terms, strict=True)]

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 
 from core.atomic import CorruptFileError
 from core.identity import from_jsonable
-from ecc.evaluate import LABELS
+from ecc.conditions import LABELS, condition_label
+from ecc.geometry import StimulusConfig
 
 from . import experiment
 
@@ -43,10 +44,9 @@ def gallery_conditions(target_ecc: float, spacing: float) -> dict[str, tuple[int
     """(flanker_type, flanker_ecc) of a, xa, ax, xax for a target: flankers `spacing` towards the
     centre (xa, when that is nearer the centre) or away from it (ax, xax)."""
     out_dir = 1.0 if target_ecc >= 0 else -1.0
-    inner = target_ecc - out_dir * spacing
-    conds: dict[str, tuple[int, float | None]] = {"a": (0, None), "ax": (1, target_ecc + out_dir * spacing),
-                                                  "xax": (2, target_ecc + out_dir * spacing)}
-    if abs(inner) < abs(target_ecc):
+    outer, inner = target_ecc + out_dir * spacing, target_ecc - out_dir * spacing
+    conds: dict[str, tuple[int, float | None]] = {"a": (0, None), "ax": (1, outer), "xax": (2, outer)}
+    if condition_label(1, target_ecc, inner) == "xa":  # not when the inner side is as far out (target 0)
         conds["xa"] = (1, inner)
     return {k: conds[k] for k in LABELS if k in conds}
 
@@ -56,7 +56,7 @@ def gallery_figure(target: np.ndarray, flanker: np.ndarray, cfg: Any, *,
     """The field and every crop for a, xa, ax and xax at a few target eccentricities.
 
     target, flanker: uint8 (H, W) images (e.g. an even and an odd MNIST digit); cfg: a
-    `ecc.stimuli.StimulusConfig`. A configuration the generator refuses is shown as a note."""
+    `ecc.geometry.StimulusConfig`. A configuration the generator refuses is shown as a note."""
     from ecc.stimuli import InvalidPlacement, canvas, render
 
     target, flanker = np.array(target, copy=True), np.array(flanker, copy=True)  # torch wants writable arrays
@@ -123,8 +123,6 @@ def gallery_figure(target: np.ndarray, flanker: np.ndarray, cfg: Any, *,
 
 def stimulus_config(exp_dir: str | Path) -> Any:
     """The StimulusConfig of the experiment's first training run (the defaults without one)."""
-    from ecc.stimuli import StimulusConfig
-
     try:
         plan = experiment.read_plan(exp_dir)
     except (FileNotFoundError, CorruptFileError):

@@ -27,6 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from core.layout import FIGURES
+from ecc.conditions import evaluated, near
 
 from . import bouma, bouma_report
 from . import table as tbl
@@ -36,10 +37,8 @@ from .drawing import (
     chance_level,
     curve,
     draw_curves,
-    evaluated,
     flanker_dsets,
     model_rows,
-    near,
     save_figure,
     single,
     slug,

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from core.atomic import CorruptFileError, atomic_write, atomic_write_bytes, read_json
+from core.hits import read_hits
 from core.layout import RESULT, SUMMARY_CSV, SUMMARY_PARQUET
-from ecc.evaluate import read_hits
+from ecc.conditions import evaluated
 
 from .intervals import (
     Z95,
@@ -87,7 +88,7 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (model, learning rate) x condition from a results table
     (results.table.collect), over its done seeds: the mean accuracy, its interval (`accuracy_interval`,
     named in `interval`), the pooled counts. Rows without an evaluation (no_model) are left out."""
-    rows = table[(table["model_hash"] != "") & table["flanker_type"].notna()].copy()
+    rows = evaluated(table).copy()
     if rows.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     rows["seed"] = _seed_column(rows)
@@ -145,13 +146,13 @@ def figure_table(table: pd.DataFrame) -> pd.DataFrame:
     'done' only when every seed is done."""
     if not several_seeds(table):
         return table
-    evaluated = table[(table["model_hash"] != "") & table["flanker_type"].notna()].copy()
-    rest = table.drop(evaluated.index)
-    evaluated["seed"] = _seed_column(evaluated)
-    hashes = evaluated.groupby(["model", "learning_rate"], dropna=False)["model_hash"].agg(
+    evaluated_rows = evaluated(table).copy()
+    rest = table.drop(evaluated_rows.index)
+    evaluated_rows["seed"] = _seed_column(evaluated_rows)
+    hashes = evaluated_rows.groupby(["model", "learning_rate"], dropna=False)["model_hash"].agg(
         lambda h: "+".join(sorted(set(h))))
     out = []
-    for _, g in evaluated.groupby(_group_keys(evaluated), dropna=False, sort=False):
+    for _, g in evaluated_rows.groupby(_group_keys(evaluated_rows), dropna=False, sort=False):
         first = g.iloc[0].copy()
         done, ci = _done_interval(g)
         first["accuracy"] = float(done["accuracy"].mean()) if len(done) else math.nan

@@ -39,8 +39,7 @@ from core.layout import METRICS, RESULT, RESULTS_CSV, RESULTS_PARQUET, SELECTION
 from core.plan import EvalEntry, ModelSelection, Selection, TrainEntry
 from core.runs import STATES as RUN_STATES
 from core.runs import JobState, read_result, read_submission, result_problem, run_state
-from ecc.evaluate import LABELS, condition_label
-from ecc.model import num_classes
+from ecc.conditions import LABELS, condition_label, condition_spacing, num_classes
 
 from .experiment import read_plan, read_selection, unique
 from .stats import wilson_interval
@@ -201,7 +200,7 @@ def _condition_row(cond: Mapping[str, Any]) -> dict[str, Any]:
     t = _float(cond.get("target_ecc"))
     f = _float(cond.get("flanker_ecc")) if ftype else math.nan  # type 0 has no flanker
     return {"flanker_type": ftype, "label": condition_label(ftype, t, f), "target_ecc": t, "flanker_ecc": f,
-            "spacing": abs(f - t) if ftype else math.nan,
+            "spacing": condition_spacing(ftype, t, f),
             "flanker_dset": None if cond.get("flanker_dset") is None else str(cond["flanker_dset"])}
 
 

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ecc.conditions import ECC_ATOL
+
 from .stats import accuracy_interval
 
 MARGIN = 0.10        # percentage points above chance (and below 1) that an accuracy must clearly clear
 DEFAULT_CHANCE = 0.2  # the paper's networks read even digits: 5 classes
-_ATOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _interval(rows: pd.DataFrame, seeds: Sequence[int]) -> tuple[float, float, f
 def floor_reason(network: pd.DataFrame, name: str, at: float, seeds: Sequence[int]) -> str | None:
     """None when the isolated target of `network` (its rows, one configuration) at target `at` is
     clearly above chance; else why not."""
-    a = network[(network["label"] == "a") & np.isclose(network["target_ecc"].to_numpy(float), at, atol=_ATOL)]
+    a = network[(network["label"] == "a") & np.isclose(network["target_ecc"].to_numpy(float), at, atol=ECC_ATOL)]
     a = a[(a["state"] == "done") & a["seed"].isin(seeds)]
     return isolated_reason(pd.to_numeric(a["n_correct"], errors="coerce").to_numpy(float),
                            pd.to_numeric(a["n_images"], errors="coerce").to_numpy(float), chance_of(network), name, at)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
+from ecc.conditions import Condition
 from ecc.config import TrainConfig
-from ecc.evaluate import Condition
 from results.findings import _term_rows, _x_values
 from results.visibility import MARGIN
 

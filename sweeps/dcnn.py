@@ -57,8 +57,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import DCNN_POOLINGS, ModelConfig, dcnn
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .claims import crowds_more, measurable, second_claim
@@ -144,30 +144,20 @@ def claims(spacing: float, models: Sequence[tuple[str, TrainConfig]], grid: Eval
 
 
 def sweep(quick: bool = False) -> SweepSpec:
-    if not quick:
-        full = models(PAPER.stimulus, 60, **PAPER.training)
-        return SweepSpec(
-            name="dcnn",
-            models=full,
-            learning_rates=LEARNING_RATES,
-            grid=PAPER.grid,
-            figures=PAPER.figures(comparisons(PAPER.spacing)),
-            claims=claims(PAPER.spacing, full, PAPER.grid),
-            resources=PAPER.resources,
-            conditions_per_job=8,
-            description=f"the paper's DCNN (3 pooling configurations, one-scale EccNet) with fields of "
-                        f"{', '.join(map(str, FIELDS))} digits, next to the 11-1-1-1-1 eccentricity model with "
-                        "contrast None and areafactor, all trained on isolated digits")
-    quick_models = models(QUICK.stimulus, 32, QUICK_FIELDS, ("None",), dcnn_epochs=4, num_epochs=8, **QUICK.training)
-    return SweepSpec(
-        name="dcnn-quick",
-        models=quick_models,
-        learning_rates=(0.1,),
-        grid=QUICK.grid,
-        figures=QUICK.figures(comparisons(QUICK.spacing)),
-        claims=claims(QUICK.spacing, quick_models, QUICK.grid, QUICK_FIELDS, ("None",)),
-        resources=QUICK.resources,
-        conditions_per_job=16,
-        description=f"DCNNs (3 poolings, 32x32 input of fields of {' and '.join(map(str, QUICK_FIELDS))} digits) "
-                    "and the 11-1-1-1-1 model (contrast None) at the quick demo's geometry, lr 0.1, 96,000 / "
-                    "48,000 training samples")
+    scale = QUICK if quick else PAPER
+    if quick:
+        fields, contrasts, learning_rates = QUICK_FIELDS, ("None",), (0.1,)
+        trained = models(scale.stimulus, scale.dcnn_crop, fields, contrasts, dcnn_epochs=4, num_epochs=8,
+                         **scale.training)
+        description = (f"DCNNs (3 poolings, 32x32 input of fields of {' and '.join(map(str, fields))} digits) "
+                       "and the 11-1-1-1-1 model (contrast None) at the quick demo's geometry, lr 0.1, 96,000 / "
+                       "48,000 training samples")
+    else:
+        fields, contrasts, learning_rates = FIELDS, CONTRASTS, LEARNING_RATES
+        trained = models(scale.stimulus, scale.dcnn_crop, **scale.training)
+        description = (f"the paper's DCNN (3 pooling configurations, one-scale EccNet) with fields of "
+                       f"{', '.join(map(str, fields))} digits, next to the 11-1-1-1-1 eccentricity model with "
+                       "contrast None and areafactor, all trained on isolated digits")
+    return scale.spec("dcnn", models=trained, learning_rates=learning_rates,
+                      figures=scale.figures(comparisons(scale.spacing)),
+                      claims=claims(scale.spacing, trained, scale.grid, fields, contrasts), description=description)

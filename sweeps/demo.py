@@ -23,8 +23,8 @@ second claim: closer flankers crowd more (xax at 2S minus xax at S) and more fla
 from __future__ import annotations
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 from results.findings import Claim, Term
 
@@ -36,11 +36,12 @@ CONTRASTS = ("areafactor", "None")
 LEARNING_RATES = (0.1, 0.01, 0.001)
 
 
-def _models(stimulus: StimulusConfig, **train) -> tuple[tuple[str, TrainConfig], ...]:
+def _models(stimulus: StimulusConfig, contrasts: tuple[str, ...] = CONTRASTS,
+            **train) -> tuple[tuple[str, TrainConfig], ...]:
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True, parity="even")
     return tuple((f"{model.pm}_total_pool_contrast_{c}",
                   TrainConfig(stimulus=stimulus, model=model, random_shifts=True, contrast_norm=c, **train))
-                 for c in CONTRASTS)
+                 for c in contrasts)
 
 
 def claims(figures: FigureSpec) -> tuple[Claim, ...]:
@@ -70,30 +71,14 @@ def comparisons(spacing: float, off_target: float) -> tuple[Comparison, ...]:
 
 
 def sweep(quick: bool = False) -> SweepSpec:
-    if not quick:
-        figures = PAPER.figures(comparisons(PAPER.spacing, 720))
-        return SweepSpec(
-            name="demo",
-            models=_models(PAPER.stimulus, **PAPER.training),
-            learning_rates=LEARNING_RATES,
-            grid=PAPER.grid,
-            figures=figures,
-            claims=claims(figures),
-            resources=PAPER.resources,
-            conditions_per_job=8,
-            description=" ".join(__doc__.split("\n\n")[0].split()))
-    model = ModelConfig(pm="11-1-1-1-1", total_pool=True, parity="even")
-    quick_model = TrainConfig(stimulus=QUICK.stimulus, model=model, random_shifts=True, contrast_norm="None",
-                              num_epochs=8, **QUICK.training)
-    figures = QUICK.figures(comparisons(QUICK.spacing, 288))
-    return SweepSpec(
-        name="demo-quick",
-        models=((f"{model.pm}_total_pool_contrast_None", quick_model),),
-        learning_rates=LEARNING_RATES,
-        grid=QUICK.grid,
-        figures=figures,
-        claims=claims(figures),
-        resources=QUICK.resources,
-        conditions_per_job=16,
-        description="the demo's pipeline in minutes on a laptop: model 11-1-1-1-1, contrast None, field 768 "
-                    "(0.4 scale), 3 learning rates x 96,000 training samples, a 48 px grid")
+    scale = QUICK if quick else PAPER
+    figures = scale.figures(comparisons(scale.spacing, scale.far_target))
+    if quick:
+        models = _models(scale.stimulus, ("None",), num_epochs=8, **scale.training)
+        description = ("the demo's pipeline in minutes on a laptop: model 11-1-1-1-1, contrast None, field 768 "
+                       "(0.4 scale), 3 learning rates x 96,000 training samples, a 48 px grid")
+    else:
+        models = _models(scale.stimulus, **scale.training)
+        description = " ".join(__doc__.split("\n\n")[0].split())
+    return scale.spec("demo", models=models, learning_rates=LEARNING_RATES, figures=figures,
+                      claims=claims(figures), description=description)

@@ -30,7 +30,7 @@ from core.layout import FIGURES, LAUNCH_JSON, LAUNCH_LOCK, PLAN, SPEC, logs_dir
 from core.plan import EvalEntry, Plan, TrainEntry
 from core.runs import RunState, run_state
 from ecc.config import RunOptions
-from ecc.runtime import job_env
+from ecc.environment import job_env
 
 from . import claims, driver, selection
 from .experiment import orphan_lines
@@ -287,10 +287,6 @@ class Pipeline:
     def planned_dirs(self) -> set[Path]:
         """Every run folder the plan has now (what is not among them is an orphan)."""
         return {u.run_dir for _, units in self.planned() for u in units}
-
-    def status(self) -> list[StageReport]:
-        """Per stage: pending, running, done, failed (with errors), from disk + batched scheduler queries."""
-        return [self.report(stage.name, units, self.states(units, stage.kind)) for stage, units in self.planned()]
 
     def plan_lines(self) -> list[str]:
         """The plan of a --dry-run: jobs per stage, dropped grid points, resources."""

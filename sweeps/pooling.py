@@ -44,8 +44,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .claims import crowds_more, measurable, second_claim
@@ -102,31 +102,22 @@ def all_claims(spacing: float, pms: tuple[str, ...], contrasts: tuple[str, ...],
 
 
 def sweep(quick: bool = False) -> SweepSpec:
-    if not quick:
-        # Pooling at the end keeps 11 scales through 3 layers: 7.6x the compute of 11-1-1-1-1.
-        train = replace(PAPER.resources.train, mem_gb=32, time_min=720)
-        full = models(PAPER.stimulus, **PAPER.training)
-        return SweepSpec(
-            name="pooling",
-            models=full,
-            learning_rates=LEARNING_RATES,
-            grid=PAPER.grid,
-            figures=PAPER.figures(comparisons(PAPER.spacing, 720)),
-            claims=all_claims(PAPER.spacing, PMS, CONTRASTS, full, PAPER.grid),
-            resources=replace(PAPER.resources, train=train),
-            conditions_per_job=8,
-            description="pooling across scales early (11-1-1-1-1), progressively (11-7-5-3-1) or at the end "
-                        "(11-11-11-11-1), each with contrast None and areafactor; else as the demo")
-    quick_models = models(replace(QUICK.stimulus, num_scales=5), QUICK_PMS, ("None",), num_epochs=4, **QUICK.training)
-    grid = QUICK.grid_every(96, test_images=300)
-    return SweepSpec(
-        name="pooling-quick",
-        models=quick_models,
-        learning_rates=(0.1,),
-        grid=grid,
-        figures=QUICK.figures(comparisons(QUICK.spacing, 288)),
-        claims=all_claims(QUICK.spacing, QUICK_PMS, ("None",), quick_models, grid),
-        resources=replace(QUICK.resources, train=replace(QUICK.resources.train, mem_gb=3)),
-        conditions_per_job=16,
-        description="pm 5-1-1-1-1 / 5-4-3-2-1 / 5-5-5-5-1 (5 scales) at the quick demo's geometry, contrast "
-                    "None, lr 0.1, 48,000 training samples each, a 96 px target grid")
+    scale = QUICK if quick else PAPER
+    figures = scale.figures(comparisons(scale.spacing, scale.far_target))
+    if quick:
+        trained = models(replace(scale.stimulus, num_scales=5), QUICK_PMS, ("None",), num_epochs=4, **scale.training)
+        grid = scale.grid_every(96, test_images=300)
+        return scale.spec(
+            "pooling", models=trained, learning_rates=(0.1,), grid=grid, figures=figures,
+            claims=all_claims(scale.spacing, QUICK_PMS, ("None",), trained, grid),
+            resources=replace(scale.resources, train=replace(scale.resources.train, mem_gb=3)),
+            description="pm 5-1-1-1-1 / 5-4-3-2-1 / 5-5-5-5-1 (5 scales) at the quick demo's geometry, contrast "
+                        "None, lr 0.1, 48,000 training samples each, a 96 px target grid")
+    # Pooling at the end keeps 11 scales through 3 layers: 7.6x the compute of 11-1-1-1-1.
+    trained = models(scale.stimulus, **scale.training)
+    return scale.spec(
+        "pooling", models=trained, learning_rates=LEARNING_RATES, figures=figures,
+        claims=all_claims(scale.spacing, PMS, CONTRASTS, trained, scale.grid),
+        resources=replace(scale.resources, train=replace(scale.resources.train, mem_gb=32, time_min=720)),
+        description="pooling across scales early (11-1-1-1-1), progressively (11-7-5-3-1) or at the end "
+                    "(11-11-11-11-1), each with contrast None and areafactor; else as the demo")

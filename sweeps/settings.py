@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cluster.resources import Resources
-from ecc.stimuli import StimulusConfig
+from ecc.geometry import StimulusConfig
 from results.figspec import Comparison
 
-from .spec import EvalGrid, FigureSpec, StageResources
+from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +31,15 @@ class Scale:
     spacing: float               # the closest spacing without overlap: where the claims are measured
     spacings: tuple[float, float]
     far_target: float            # the "target far out" figure
+    suffix: str                  # of the sweep's name (its experiment folder): "" full size, "-quick" for --quick
+    conditions_per_job: int
+    dcnn_crop: int               # the DCNNs' input side: one crop of their whole field
+
+    def spec(self, name: str, **fields: Any) -> SweepSpec:
+        """A sweep at this size, `name` + suffix: this size's grid, resources and conditions per job
+        unless `fields` (the rest: models, learning_rates, figures, claims, ...) say otherwise."""
+        base = {"grid": self.grid, "resources": self.resources, "conditions_per_job": self.conditions_per_job}
+        return SweepSpec(name=name + self.suffix, **{**base, **fields})
 
     def figures(self, comparisons: tuple[Comparison, ...] = ()) -> FigureSpec:
         return FigureSpec(spacings=self.spacings, center_target=0, far_target=self.far_target,
@@ -50,7 +59,7 @@ PAPER = Scale(
         datasets=Resources(cpus=4, mem_gb=8, time_min=60),
         train=Resources(cpus=8, gpus=1, mem_gb=16, time_min=360),
         eval=Resources(cpus=4, gpus=1, mem_gb=8, time_min=60)),
-    spacing=120, spacings=(120, 240), far_target=720)
+    spacing=120, spacings=(120, 240), far_target=720, suffix="", conditions_per_job=8, dcnn_crop=60)
 
 QUICK = Scale(
     stimulus=StimulusConfig(field_size=768, digit_height=48, flanker_height=48, crop_size=24, num_scales=11),
@@ -60,4 +69,4 @@ QUICK = Scale(
         datasets=Resources(cpus=1, mem_gb=2, time_min=15),
         train=Resources(cpus=1, mem_gb=2, time_min=30),
         eval=Resources(cpus=1, mem_gb=2, time_min=15)),
-    spacing=48, spacings=(48, 96), far_target=288)
+    spacing=48, spacings=(48, 96), far_target=288, suffix="-quick", conditions_per_job=16, dcnn_crop=32)

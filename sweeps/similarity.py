@@ -16,13 +16,20 @@ Flanker sets:
 * MNIST flankers (odd digits) and `letters` flankers (A-J rendered from matplotlib's fonts,
   ecc/sources/letters.py: nothing to download; drawn like the digits, 20 of 28 px of ink, so at the
   digits' flanker height their ink is as tall as the digits');
-* notMNIST and Omniglot flankers too when their folders (`$CROWDING_DATA/notMNIST`,
-  `.../omniglot`) hold files, drawn as the original drew them: at 85 px next to 120 px targets
-  (85/120 of the digits' flanker height at other sizes: 34 px in the quick geometry), because their
-  ink fills the frame, and Omniglot characters cut to their ink first; and a second eccentricity
-  model trained and tested on MIT Places backgrounds when `$CROWDING_DATA/places` does
-  (OPTIONAL_FLANKERS, places_model). A sweep that names a set whose folder is missing is refused
-  before anything is submitted (exit 2, saying what to get and where to put it: SweepSpec.check_data).
+* notMNIST and Omniglot flankers when asked for (`extra_flankers`; their folders
+  `$CROWDING_DATA/notMNIST`, `.../omniglot` are filled by hand), drawn as the original drew them:
+  at 85 px next to 120 px targets (85/120 of the digits' flanker height at other sizes: 34 px in
+  the quick geometry), because their ink fills the frame, and Omniglot characters cut to their ink
+  first; and, with `places`, a second eccentricity model trained and tested on MIT Places
+  backgrounds (`$CROWDING_DATA/places`). The plan never depends on which folders exist here: the
+  options name the experiment (`similarity+notMNIST+omniglot+places`), and a set whose folder is
+  missing is refused before anything is submitted (exit 2, saying what to get and where to put it:
+  SweepSpec.check_data). Launch them from a sweep file (python -m sweeps.launch my_similarity.py):
+
+      from sweeps import similarity
+
+      def sweep(quick: bool = False):
+          return similarity.sweep(quick, extra_flankers=("notMNIST", "omniglot"), places=True)
 
 `--quick`: the quick demo's geometry, one learning rate (0.1), 96,000 training samples for the
 eccentricity model, 400 test images per condition, and one DCNN, `dcnn_progressive`, as the quick
@@ -46,13 +53,14 @@ centre): isolated 0.9725, xax at 48 MNIST 0.865 vs letters 0.890 (findings: +2.5
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
-from ecc import sources
+from core.cli import check_choice
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
 from ecc.sources import SourceConfig
-from ecc.stimuli import StimulusConfig
 from results.figspec import Comparison
 
 from .dcnn import dcnn_models
@@ -64,18 +72,13 @@ OPTIONAL_FLANKERS = ("notMNIST", "omniglot")
 LEARNING_RATES = (0.1, 0.01, 0.001)
 
 
-def flanker_sets(source: SourceConfig) -> tuple[str, ...]:
-    """MNIST and letters, plus the optional sets whose folders hold files."""
-    return BUILTIN_FLANKERS + tuple(d for d in OPTIONAL_FLANKERS if sources.flankers_present(d, source))
-
-
-def models(stimulus: StimulusConfig, source: SourceConfig, dcnns: tuple[tuple[str, TrainConfig], ...] = (),
+def models(stimulus: StimulusConfig, places: bool = False, dcnns: tuple[tuple[str, TrainConfig], ...] = (),
            **train) -> tuple[tuple[str, TrainConfig], ...]:
-    """The eccentricity model (and its Places twin when the photos are there), then `dcnns`."""
+    """The eccentricity model (and with `places` its twin on Places backgrounds), then `dcnns`."""
     model = ModelConfig(pm="11-1-1-1-1", total_pool=True)
     base = TrainConfig(stimulus=stimulus, model=model, random_shifts=True, contrast_norm="None", **train)
     out = [(f"{model.pm}_isolated", base)]
-    if sources.places_present(source):  # the paper's backgrounds: a model trained and tested on them
+    if places:  # the paper's backgrounds: a model trained and tested on them
         out.append((f"{model.pm}_isolated_places", replace(base, place="random")))
     return (*out, *dcnns)
 
@@ -105,34 +108,28 @@ def claims(spacing: float, dsets: tuple[str, ...]) -> tuple[Claim, ...]:
         for dset in dsets if dset != "MNIST")
 
 
-def sweep(quick: bool = False) -> SweepSpec:
-    source = SourceConfig()
-    dsets = flanker_sets(source)
-    if not quick:
-        return SweepSpec(
-            name="similarity",
-            models=models(PAPER.stimulus, source, dcnn_models(PAPER.stimulus.digit_height, 60, **PAPER.training),
-                          **PAPER.training),
-            learning_rates=LEARNING_RATES,
-            grid=replace(PAPER.grid, flanker_dsets=dsets),
-            figures=PAPER.figures(comparisons(PAPER.spacing, dsets)),
-            claims=claims(PAPER.spacing, dsets),
-            resources=PAPER.resources,
-            source=source,
-            conditions_per_job=8,
-            description=f"the 11-1-1-1-1 model and the 3 DCNNs, trained on isolated digits, tested with flankers "
-                        f"{', '.join(dsets)}")
-    return SweepSpec(
-        name="similarity-quick",
-        models=models(QUICK.stimulus, source, dcnn_models(QUICK.stimulus.digit_height, 32, ("progressive",),
-                                                          num_epochs=4, **QUICK.training),
-                      num_epochs=8, **QUICK.training),
-        learning_rates=(0.1,),
-        grid=replace(QUICK.grid, flanker_dsets=dsets),
-        figures=QUICK.figures(comparisons(QUICK.spacing, dsets)),
-        claims=claims(QUICK.spacing, dsets),
-        resources=QUICK.resources,
-        source=source,
-        conditions_per_job=16,
-        description=f"the quick demo's model (lr 0.1, 96,000 samples) and the progressive DCNN (48,000), tested "
-                    f"with flankers {', '.join(dsets)}")
+def sweep(quick: bool = False, extra_flankers: Sequence[str] = (), places: bool = False) -> SweepSpec:
+    """MNIST and letters flankers; `extra_flankers` adds any of OPTIONAL_FLANKERS and `places` the
+    Places model (both fetched by hand; they join the sweep's name)."""
+    for d in extra_flankers:
+        check_choice("extra_flankers", d, OPTIONAL_FLANKERS)
+    dsets = BUILTIN_FLANKERS + tuple(d for d in OPTIONAL_FLANKERS if d in extra_flankers)
+    name = "similarity" + "".join(f"+{d}" for d in (*dsets[len(BUILTIN_FLANKERS):], *(("places",) if places else ())))
+    scale = QUICK if quick else PAPER
+    if quick:
+        dcnns = dcnn_models(scale.stimulus.digit_height, scale.dcnn_crop, ("progressive",), num_epochs=4,
+                            **scale.training)
+        trained = models(scale.stimulus, places, dcnns, num_epochs=8, **scale.training)
+        learning_rates: tuple[float, ...] = (0.1,)
+        description = (f"the quick demo's model (lr 0.1, 96,000 samples) and the progressive DCNN (48,000), tested "
+                       f"with flankers {', '.join(dsets)}")
+    else:
+        dcnns = dcnn_models(scale.stimulus.digit_height, scale.dcnn_crop, **scale.training)
+        trained = models(scale.stimulus, places, dcnns, **scale.training)
+        learning_rates = LEARNING_RATES
+        description = (f"the 11-1-1-1-1 model and the 3 DCNNs, trained on isolated digits, tested with flankers "
+                       f"{', '.join(dsets)}")
+    return scale.spec(name, models=trained, learning_rates=learning_rates,
+                      grid=replace(scale.grid, flanker_dsets=dsets),
+                      figures=scale.figures(comparisons(scale.spacing, dsets)), claims=claims(scale.spacing, dsets),
+                      source=SourceConfig(), description=description)

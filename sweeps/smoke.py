@@ -9,8 +9,8 @@ import dataclasses
 
 from cluster.resources import Resources
 from ecc.config import TrainConfig
+from ecc.geometry import StimulusConfig
 from ecc.model import ModelConfig
-from ecc.stimuli import StimulusConfig
 
 from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
 

@@ -23,11 +23,11 @@ from cluster.resources import Resources
 from core.identity import config_hash, to_jsonable
 from core.layout import run_dir_name
 from ecc import sources
+from ecc.conditions import Condition, eval_hash
 from ecc.config import TrainConfig
-from ecc.datasets import DatasetSpec
-from ecc.evaluate import Condition, eval_hash
+from ecc.dataset_spec import DatasetSpec
+from ecc.geometry import FLANKER_TYPES, InvalidPlacement, StimulusConfig
 from ecc.sources import FLANKER_DSETS, SourceConfig
-from ecc.stimuli import FLANKER_TYPES, InvalidPlacement, StimulusConfig
 from results.figspec import FigureSpec
 from results.findings import Claim, Term, _matches, _term_rows, _x_values
 

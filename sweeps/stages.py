@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 from cluster.jobs import CheckpointableRunJob, ChunkJob, RunJob
 from core.layout import data_root, dataset_job_dir, run_dir_name
 from core.runs import write_config
-from ecc import datasets
 from ecc.config import RunOptions
+from ecc.dataset_spec import dataset_key
 
 from . import tasks
 from .spec import EvalRun, SweepSpec, TrainRun
@@ -73,7 +73,7 @@ class DatasetStage(Stage):
     kind = "dataset"
 
     def units(self) -> list[Unit]:
-        keys = [(s, datasets.dataset_key(s, self.spec.source)) for s in self.spec.datasets()]
+        keys = [(s, dataset_key(s, self.spec.source)) for s in self.spec.datasets()]
         return [Unit(f"{s.split} {key}", dataset_job_dir(self.exp, key), s) for s, key in keys]
 
     def jobs(self, units: Sequence[Unit]) -> list[Job]:
@@ -88,7 +88,7 @@ class DatasetStage(Stage):
         return [f"[datasets] {len(specs)} datasets (built once each, under a lock):"] + [
             f"    {s.split:10s} {s.limit or 'all'} images, field {s.stimulus.field_size}, crops "
             f"{s.stimulus.num_scales}x{s.stimulus.crop_size}^2, random_shifts={s.random_shifts}, "
-            f"key {datasets.dataset_key(s, self.spec.source)}" for s in specs]
+            f"key {dataset_key(s, self.spec.source)}" for s in specs]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 These are the functions the pipeline submits (wrapped by cluster.jobs so that a failure leaves
 error.json in the run folder and two copies of one run never work at once). They only call the
-science in `ecc`; they know nothing about schedulers.
+science in `ecc`; they know nothing about schedulers. Each imports the torch side of `ecc` when
+it runs, in the job's process: the launcher, `--status` and the driver name these functions
+without loading torch.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ from filelock import FileLock
 
 from core.layout import HITS, LOCK
 from core.runs import read_result, result_problem, write_error, write_result
-from ecc import datasets
+from ecc.conditions import Condition
 from ecc.config import RunOptions, TrainConfig
-from ecc.evaluate import Condition, Evaluator
+from ecc.dataset_spec import DatasetSpec
 from ecc.sources import SourceConfig
-from ecc.train import train
 
 logger = logging.getLogger(__name__)
 
-def build_dataset(spec: datasets.DatasetSpec, root: str, source: SourceConfig, options: RunOptions) -> dict[str, Any]:
+def build_dataset(spec: DatasetSpec, root: str, source: SourceConfig, options: RunOptions) -> dict[str, Any]:
     """Build (or verify) one dataset; the result names its folder."""
+    from ecc import datasets  # the renderer (torch), in the job's process only
+
     # a bar only on a terminal: in a job's log it would be thousands of carriage returns
     folder = datasets.ensure(spec, root, source, progress=options.progress and sys.stderr.isatty())
     meta = datasets.read_meta(folder)
@@ -36,6 +39,8 @@ def build_dataset(spec: datasets.DatasetSpec, root: str, source: SourceConfig, o
 def train_run(cfg: TrainConfig, run_dir: str, data_root: str, source: SourceConfig,
               options: RunOptions) -> dict[str, Any]:
     """Train one run (resuming from its checkpoint if it has one)."""
+    from ecc.train import train  # torch, in the job's process only
+
     return train(cfg, run_dir, data_root=data_root, source=source, options=options)
 
 
@@ -46,6 +51,8 @@ def eval_chunk(model_dir: str, items: Sequence[tuple[Condition, str]], test_imag
     Each condition has its own run folder: its result is written there as soon as it is known, a
     condition that fails gets its own error.json, and the others still run. The chunk raises at
     the end if any condition failed, so the scheduler shows the job as failed too."""
+    from ecc.evaluate import Evaluator  # torch, in the job's process only
+
     evaluator = Evaluator(model_dir, data_root=data_root, source=source, options=options)
     done, failed = 0, []
     for condition, run_dir in items:

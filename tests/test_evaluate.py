@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,20 @@ def test_condition_canonical_label_spacing() -> None:
     spec = pytest.importorskip("sweeps.spec")
     run = spec.EvalRun("model", "m", 0.1, Condition(240, 360, 2), 10)
     assert run.hash == eval_hash("m", Condition(240, 120, 2), 10)
+
+
+def test_eval_identity_keeps_existing_names_and_a_new_field_renames_nothing() -> None:
+    # Pinned: the folder names of every evaluation made so far (ecc.conditions.IDENTITY_FIELDS).
+    assert eval_hash("m", Condition(240, 360, 1), 400) == "512975bcdb8c"
+    assert eval_hash("m", Condition(0.0, 120.0, 2, "omniglot")) == "8e6546b91d0a"
+    assert eval_hash("m", Condition(0.0)) == "66f1113c3e40"
+
+    @dataclass(frozen=True)
+    class Wider(Condition):  # a field added later, with a default
+        contrast: float = 1.0
+
+    assert eval_hash("m", Wider(240, 360, 1)) == eval_hash("m", Condition(240, 360, 1))
+    assert eval_hash("m", Wider(240, 360, 1, contrast=0.5)) != eval_hash("m", Condition(240, 360, 1))
 
 
 def test_condition_check_refuses_unrenderable() -> None:

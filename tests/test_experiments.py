@@ -158,10 +158,24 @@ def test_a_sweep_needing_a_missing_set_exits_2_before_submitting(tmp_path: Path,
     err = capsys.readouterr().err
     assert "notMNIST" in err and str(tmp_path / "data" / "notMNIST") in err and "notMNIST-to-MNIST" in err
     assert not (tmp_path / "exp" / "needs-notmnist" / "plan.json").exists()
-    assert similarity.flanker_sets(sources.SourceConfig()) == ("MNIST", "letters")
+
+
+def test_the_similarity_plan_names_its_optional_data_and_never_probes(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CROWDING_DATA", str(tmp_path / "data"))
+    before = similarity.sweep(quick=True)
     (tmp_path / "data" / "omniglot").mkdir(parents=True)
     (tmp_path / "data" / "omniglot" / "a.png").write_bytes(b"")
-    assert similarity.flanker_sets(sources.SourceConfig()) == ("MNIST", "letters", "omniglot")  # joins
+    assert similarity.sweep(quick=True) == before  # a folder filled here changes nothing
+    assert before.name == "similarity-quick" and before.grid.flanker_dsets == ("MNIST", "letters")
+    more = similarity.sweep(quick=True, extra_flankers=("omniglot",), places=True)
+    assert more.name == "similarity+omniglot+places-quick"
+    assert more.grid.flanker_dsets == ("MNIST", "letters", "omniglot")
+    assert "11-1-1-1-1_isolated_places" in dict(more.models)
+    with pytest.raises(sources.MissingDataError, match="places"):  # asked for, not there: refused
+        more.check_data()
+    with pytest.raises(ValueError, match="extra_flankers 'MNIST' is not one of notMNIST, omniglot"):
+        similarity.sweep(extra_flankers=("MNIST",))
 
 
 # ----------------------------------------------------------------------------- the sweeps' plans

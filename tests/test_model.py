@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ecc.environment import MALLOC_ENV
 from ecc.model import EccNet, ModelConfig, ScaleMaxPool, build, count_parameters, dcnn, reference_forward
-from ecc.runtime import MALLOC_ENV
 
 # (pm, total_pool, pool_stride, crop_size): demo, late and gradual scale pooling, one scale, no
 # total pool, stride 2 (the last layer's map drops below 5x5: a 1x1 convolution)

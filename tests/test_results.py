@@ -28,7 +28,7 @@ from core.atomic import CorruptFileError, atomic_write_json
 from core.layout import PLAN, SELECTION
 from core.plan import Plan, Selection
 from core.runs import JobState
-from ecc.evaluate import LABELS, condition_label
+from ecc.conditions import LABELS, condition_label
 from ecc.model import ModelConfig, num_classes
 from ecc.sources import PARITIES, SourceConfig
 from ecc.stimuli import StimulusConfig

@@ -20,7 +20,7 @@ from core.identity import from_jsonable, to_jsonable
 from core.layout import CHECKPOINT, CONFIG, METRICS, RESULT
 from ecc.checkpoint import final_weights, load_checkpoint
 from ecc.config import TrainConfig, read_config
-from ecc.runtime import MALLOC_ENV, job_env
+from ecc.environment import MALLOC_ENV, job_env
 from ecc.stimuli import InvalidPlacement, StimulusConfig
 from ecc.train import best_epoch, main, train
 

@@ -7,7 +7,7 @@
 
 How large each set is drawn next to the targets is a property of the set (config.FlankerSet:
 notMNIST and Omniglot at 85/120 of the digits' flanker height, as the original), applied where
-stimuli are placed (ecc.stimuli.StimulusConfig.with_flankers).
+stimuli are placed (ecc.geometry.StimulusConfig.with_flankers).
 
 Loaded arrays are cached per process and read-only; take a copy to modify them.
 """
