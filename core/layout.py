@@ -7,7 +7,7 @@
       launch.lock          held by the launcher running the experiment; launch.json names it
       driver.json          the detached driver (sweeps.driver)
       cancel.json          the --cancel mark, under submit.lock (core.cancel)
-      results.* selection.csv summary.* findings.*   the tables and report (results/)
+      results.* selection.csv summary.* findings.* bouma.csv   the tables and report (results/)
       figures/             the figures (results.plots)
       logs/<stage>/        the scheduler's logs of each stage's jobs (logs/driver: the detached driver)
       datasets/<key>/      the built datasets (ecc.datasets owns what is inside)
@@ -51,6 +51,7 @@ CANCEL_JSON, SUBMIT_LOCK = "cancel.json", "submit.lock"
 RESULTS_PARQUET, RESULTS_CSV, SELECTION_CSV = "results.parquet", "results.csv", "selection.csv"
 SUMMARY_PARQUET, SUMMARY_CSV = "summary.parquet", "summary.csv"
 FINDINGS_MD, FINDINGS_CSV = "findings.md", "findings.csv"
+BOUMA_CSV = "bouma.csv"  # critical spacing per network and eccentricity (results.bouma_report)
 FIGURES = "figures"
 LOGS = "logs"
 DATASETS = "datasets"

@@ -13,10 +13,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from core.atomic import atomic_write_bytes
+from core.layout import BOUMA_CSV
 
 from .bouma import HUMAN_BOUMA, HUMAN_SOURCE, LABEL, BoumaFit, Critical
-
-BOUMA_CSV = "bouma.csv"
 
 
 def table_of(found: Sequence[BoumaFit]) -> pd.DataFrame:
