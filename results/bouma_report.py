@@ -7,13 +7,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from core.atomic import atomic_write_bytes
 from core.layout import BOUMA_CSV
+
+if TYPE_CHECKING:  # matplotlib loads only to draw: findings.md and the launcher's checks do without it
+    from matplotlib.figure import Figure
 
 from .bouma import HUMAN_BOUMA, HUMAN_SOURCE, LABEL, BoumaFit, Critical
 
@@ -90,6 +93,8 @@ def figure(found: Sequence[BoumaFit]) -> Figure:
     """Critical spacing against target eccentricity: per network its critical spacings with their
     intervals and its Bouma line (dashed, where fitted), the human band (HUMAN_BOUMA x eccentricity)
     shaded. Eccentricities without a critical spacing are left out (bouma.csv says why)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6.4, 4.6), layout="constrained")
     ax = fig.add_subplot()
     eccs = [p.target_ecc for f in found for p in f.points if p.fitted]
