@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from core.cli import arg, check_choice, check_choices
 
+from . import factory as factories
 from .fused import input_channels_last, scale_max, shared_conv_scale_max
 from .sources import PARITIES
 
@@ -68,8 +69,15 @@ class ModelConfig:
     pool_stride: int = arg(1, "stride of the spatial max-pools")
     parity: str = arg("even", "digits to classify: even or odd ones (5 classes), or all (none: 10)",
                       choices=PARITIES)
+    factory: str = arg("", "a network of your own instead of the eccentricity model: MODULE:FUNCTION, "
+                       "FILE.py:FUNCTION or timm:NAME (ecc/factory.py); empty: the eccentricity model")
+    factory_kwargs: str = arg("", "the factory's own keyword arguments, a JSON object (a sweep may pass a dict)")
+    view: str = arg("scales", "what a factory's network sees: scales (the multiscale crops as channels, as the "
+                    "eccentricity model) or field (the whole field at one scale, as the DCNN)",
+                    choices=factories.VIEWS)
 
     def __post_init__(self) -> None:
+        self._check_factory()
         for name in ("conv_kernel", "pool_kernel", "feats_per_layer", "pool_stride"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -78,6 +86,22 @@ class ModelConfig:
             raise ValueError(f"total_pool must be true or false, got {self.total_pool!r}")
         check_choices(self)
         self.scales  # noqa: B018 (parses and checks pm)
+
+    def _check_factory(self) -> None:
+        """A factory's reference and arguments in their stored form; the eccentricity model's own
+        fields stay at their defaults beside a factory (one network, one identity)."""
+        object.__setattr__(self, "factory_kwargs", factories.canonical_kwargs(self.factory_kwargs))
+        if not self.factory:
+            for name in ("factory_kwargs", "view"):
+                if getattr(self, name) != ModelConfig.__dataclass_fields__[name].default:
+                    raise ValueError(f"{name} {getattr(self, name)!r} is for a factory model; set factory too "
+                                     f"(e.g. {factories.EXAMPLE})")
+            return
+        object.__setattr__(self, "factory", factories.normalize_ref(self.factory))
+        own = [n for n in ECCNET_FIELDS if getattr(self, n) != ModelConfig.__dataclass_fields__[n].default]
+        if own:
+            raise ValueError(f"factory {self.factory!r} builds its own network: {', '.join(own)} "
+                             "(the eccentricity model's) must keep their defaults")
 
     @property
     def scales(self) -> tuple[int, ...]:
@@ -151,6 +175,9 @@ class ModelConfig:
         for s in self.layer_shapes(crop_size):
             flops += 2 * s.scales_in * s.conv_size**2 * self.feats_per_layer * s.in_channels * s.kernel**2
         return flops + 2 * self.features(crop_size) * self.num_classes
+
+
+ECCNET_FIELDS = ("pm", "conv_kernel", "pool_kernel", "feats_per_layer", "total_pool", "pool_stride")
 
 
 # ---------------------------------------------------------------------------- the model
@@ -279,17 +306,25 @@ class EccNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------- building a model
-def build(cfg: ModelConfig, crop_size: int, *, seed: int | torch.Generator = 0, bf16: bool = False) -> nn.Module:
-    """The model `cfg` describes, for crop_size x crop_size crops, with its initial weights drawn
-    from `seed`; `bf16` runs its forward under bfloat16 autocast (logits stay float32).
+def build(cfg: ModelConfig, crop_size: int, *, seed: int | torch.Generator = 0, bf16: bool = False,
+          num_scales: int | None = None) -> nn.Module:
+    """The model `cfg` describes, for crop_size x crop_size crops (`num_scales` of them: the
+    stimulus', needed by a factory's `scales` view), with its initial weights drawn from `seed`;
+    `bf16` runs its forward under bfloat16 autocast (logits stay float32).
 
     Every model is built here: training, evaluation, the benchmark and the tests that train or
-    evaluate one. There is one family, EccNet; the paper's DCNNs are configurations of it (dcnn).
+    evaluate one. Two families: EccNet (the paper's DCNNs are configurations of it, dcnn) and, when
+    cfg.factory names one, a network of your own (ecc/factory.py), wrapped to take the same crops.
     A new family touches two things: a ModelConfig value that names it (a field whose default is
     today's family keeps every existing run's hash, core.identity.non_default) and its nn.Module
     class, taking (cfg, crop_size, seed=, bf16=), chosen by that value here."""
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"build takes a ModelConfig, got {type(cfg).__name__}: {cfg!r}")
+    if cfg.factory:
+        if num_scales is None and cfg.view == "scales":
+            raise ValueError(f"factory {cfg.factory!r} with view scales needs num_scales (the stimulus')")
+        return factories.make(cfg.factory, cfg.factory_kwargs, cfg.view, cfg.num_classes, crop_size,
+                              num_scales or 1, seed=seed, bf16=bf16)
     return EccNet(cfg, crop_size, seed=seed, bf16=bf16)
 
 
