@@ -60,9 +60,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # The nested configs checked themselves; these are the checks that need several of them.
         if self.model.factory:  # a network of your own sees the crops through its view
-            if self.model.view == "field" and self.stimulus.crop_sides[-1] != self.stimulus.field_size:
+            widest = self.stimulus.scale_size(self.stimulus.num_scales - 1)  # before int truncation
+            if self.model.view == "field" and round(widest) != self.stimulus.field_size:
                 raise ValueError(f"view field takes the widest crop as the whole field, but it is "
-                                 f"{self.stimulus.crop_sides[-1]} px of a {self.stimulus.field_size} px field "
+                                 f"{widest:g} px of a {self.stimulus.field_size} px field "
                                  f"(fovea {self.stimulus.fovea}); use --num_scales 1 or the exponential fovea")
         elif self.model.num_scales != self.stimulus.num_scales:
             raise ValueError(f"pm {self.model.pm} starts with {self.model.num_scales} scales but --num_scales is "

@@ -143,7 +143,7 @@ def source(ref: str) -> dict[str, str]:
     ref = normalize_ref(ref)
     if ref.startswith(TIMM):
         return {"factory_source": "timm", "factory_sha256": f"timm {timm_module().__version__}"}
-    target, _, attr = ref.rpartition(":")
+    target = ref.rpartition(":")[0]
     path = target if target.endswith(".py") else inspect.getsourcefile(load(ref))
     if not path or not os.path.isfile(path):
         raise FactoryError(f"factory {ref!r}: no source file to record ({path!r})")
