@@ -223,3 +223,38 @@ def test_a_factory_from_a_file_outside_the_repository_runs_a_tiny_sweep(tmp_path
     assert set(table["flops"]) == {2 * 14 * 14 * 4 * 9 + 2 * 4 * 5}
     config = json.loads(next(exp.glob("train/*/config.json")).read_text())
     assert config["factory_source"] == str(nets) and config["config"]["model"]["view"] == "field"
+
+
+# ------------------------------------------------------------------ the README's example, from its text
+def readme_network(folder: Path) -> tuple[Path, list[list[str]]]:
+    """The "Your own network" section's factory and sweep, saved under the names it gives, and its commands."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Your own network"):]
+    section = section[:section.index("\n## ", 1)]
+    factory, sweep = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    (folder / "my_nets.py").write_text(factory)
+    (folder / "my_net_sweep.py").write_text(sweep)
+    commands = re.search(r"```\n(python -m sweeps\.launch my_net_sweep.*?)```", section, re.S).group(1)
+    return folder / "my_net_sweep.py", [line.split("#")[0].split()[3:] for line in commands.splitlines()]
+
+
+def test_the_readme_network_plans_from_the_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    _, (dry, _) = readme_network(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert launch.main([*dry, "--out", "exps"]) == 0
+    out = capsys.readouterr().out
+    assert f"tiny_cnn_scales: {tmp_path / 'my_nets.py'}:tiny_cnn (scales view), input 4x16x16" in out
+    assert f"tiny_cnn_field: {tmp_path / 'my_nets.py'}:tiny_cnn (field view), input 4x16x16" in out
+
+
+@pytest.mark.slow
+def test_the_readme_network_runs_as_written(tmp_path: Path) -> None:
+    from test_own_sweeps import cli
+
+    _, (_, run) = readme_network(tmp_path)
+    assert run[-2:] == ["--executor", "local"]
+    proc = cli(*run[:-1], "debug", "--out", "exps", cwd=tmp_path)  # in-process jobs: the same code, faster
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    findings = (tmp_path / "exps" / "my-nets" / "findings.md")
+    assert findings.is_file() and "tiny_cnn_field" in (tmp_path / "exps" / "my-nets" / "results.csv").read_text()
