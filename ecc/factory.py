@@ -112,6 +112,16 @@ def timm_module() -> ModuleType:
             "(the pair torch documents for this version)") from None
 
 
+def _timm_create(timm: ModuleType, name: str, kw: dict[str, Any]) -> nn.Module:
+    """A timm model from scratch; img_size only where the model takes it (a ViT does, a ResNet does not)."""
+    try:
+        return timm.create_model(name, pretrained=False, **kw)
+    except TypeError as e:
+        if "img_size" not in str(e) or "img_size" not in kw:
+            raise
+        return timm.create_model(name, pretrained=False, **{k: v for k, v in kw.items() if k != "img_size"})
+
+
 def load(ref: str) -> Callable[..., Any]:
     """The factory function a reference names (FactoryError when it cannot be imported or called)."""
     ref = normalize_ref(ref)
@@ -119,7 +129,7 @@ def load(ref: str) -> Callable[..., Any]:
         timm, name = timm_module(), ref[len(TIMM):]
         if not timm.is_model(name):
             raise FactoryError(f"factory {ref!r}: timm has no model {name!r} (timm.list_models() lists them)")
-        return lambda **kw: timm.create_model(name, pretrained=False, **kw)
+        return lambda **kw: _timm_create(timm, name, kw)
     target, _, attr = ref.rpartition(":")
     if target.endswith(".py"):
         module = _file_module(target, ref)

@@ -299,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if cfg.dry_run:
-            print("\n".join(pipeline.plan_lines() + networks))
+            print("\n".join(pipeline.plan_lines(networks)))
             return 0
         if cfg.status:
             print("\n".join(control.status_lines(pipeline)))

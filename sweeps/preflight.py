@@ -119,7 +119,7 @@ def check_networks(spec: SweepSpec, exp_dir: Path) -> list[str]:
     wrong shape; timm missing says what to install); a training run of `exp_dir` whose config.json
     records another source of its factory is refused (ValueError naming the run and both digests).
     Returns the --dry-run's lines: each network's parameters and forward FLOPs per image."""
-    lines, sources = ["[networks] parameters and forward FLOPs per image (torch.utils.flop_counter):"], {}
+    lines, sources = [], {}
     for name, cfg in spec.models:
         shape = cfg.stimulus.shape
         net = build(cfg.model, cfg.stimulus.crop_size, num_scales=cfg.stimulus.num_scales)
@@ -129,8 +129,8 @@ def check_networks(spec: SweepSpec, exp_dir: Path) -> list[str]:
             family = f"{cfg.model.factory} ({cfg.model.view} view)"
             sources[cfg.model.factory] = provenance(cfg)
         c = factory.cost(net, shape)
-        lines.append(f"    {name}: {family}, input {'x'.join(map(str, shape))}, {c['params']:,} parameters, "
-                     f"{c['flops']:,} FLOPs")
+        lines.append(f"[network] {name}: {family}, input {'x'.join(map(str, shape))}, {c['params']:,} parameters, "
+                     f"{c['flops']:,} forward FLOPs per image")
     for run in spec.train_runs():
         if run.config.model.factory and (exp_dir / run.dir).is_dir():
             check_provenance(exp_dir / run.dir, run.config, sources[run.config.model.factory])

@@ -133,7 +133,8 @@ def test_the_dry_run_lists_parameters_and_flops(tmp_path: Path, capsys: pytest.C
     assert launch.main([str(sweep), "--dry-run", "--executor", "local", "--out", str(tmp_path / "exps")]) == 0
     out = capsys.readouterr().out
     # conv 3x3 4->4 on 16x16 -> 14x14 maps, linear 4 -> 5: 2*(14*14*4*4*9) + 2*4*5 FLOPs
-    assert f"mine: {tmp_path / 'nets.py'}:make (scales view), input 4x16x16, 173 parameters, 56,488 FLOPs" in out
+    assert (f"[network] mine: {tmp_path / 'nets.py'}:make (scales view), input 4x16x16, 173 parameters, "
+            "56,488 forward FLOPs per image") in out.splitlines()
     assert not (tmp_path / "exps").exists()
 
 
@@ -244,8 +245,8 @@ def test_the_readme_network_plans_from_the_text(tmp_path: Path, monkeypatch: pyt
     monkeypatch.chdir(tmp_path)
     assert launch.main([*dry, "--out", "exps"]) == 0
     out = capsys.readouterr().out
-    assert f"tiny_cnn_scales: {tmp_path / 'my_nets.py'}:tiny_cnn (scales view), input 4x16x16" in out
-    assert f"tiny_cnn_field: {tmp_path / 'my_nets.py'}:tiny_cnn (field view), input 4x16x16" in out
+    assert f"[network] tiny_cnn_scales: {tmp_path / 'my_nets.py'}:tiny_cnn (scales view), input 4x16x16" in out
+    assert f"[network] tiny_cnn_field: {tmp_path / 'my_nets.py'}:tiny_cnn (field view), input 4x16x16" in out
 
 
 @pytest.mark.slow
