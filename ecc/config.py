@@ -178,14 +178,16 @@ def check_provenance(run_dir: Path, cfg: TrainConfig, recorded: dict[str, str] |
     return now
 
 
-def write_train_config(run_dir: Path, cfg: TrainConfig, **extra: Any) -> None:
+def write_train_config(run_dir: Path, cfg: TrainConfig, recorded: dict[str, str] | None = None,
+                       **extra: Any) -> None:
     """Write a training run's config.json (with its provenance), or check that the folder's is this run's."""
-    write_config(run_dir, "train", cfg.hash, cfg, **check_provenance(run_dir, cfg), **extra)
+    write_config(run_dir, "train", cfg.hash, cfg, **check_provenance(run_dir, cfg, recorded), **extra)
 
 
 def claim_folder(run_dir: Path, cfg: TrainConfig) -> None:
     """Write config.json, or check that the folder's config.json is this config's."""
+    recorded = provenance(cfg)  # a factory that cannot be found is not a matter of the folder's name
     try:
-        write_train_config(run_dir, cfg)
+        write_train_config(run_dir, cfg, recorded)
     except ValueError as e:
         raise ValueError(f"{e} (with the CLI: another --model_name)") from None

@@ -154,7 +154,11 @@ def source(ref: str) -> dict[str, str]:
     if ref.startswith(TIMM):
         return {"factory_source": "timm", "factory_sha256": f"timm {timm_module().__version__}"}
     target = ref.rpartition(":")[0]
-    path = target if target.endswith(".py") else inspect.getsourcefile(load(ref))
+    fn = load(ref)  # the launch's one-line errors: no such file, cannot import, no attribute
+    try:
+        path = target if target.endswith(".py") else inspect.getsourcefile(fn)
+    except TypeError:  # a callable object rather than a function: its module's file
+        path = inspect.getsourcefile(sys.modules[type(fn).__module__])
     if not path or not os.path.isfile(path):
         raise FactoryError(f"factory {ref!r}: no source file to record ({path!r})")
     return {"factory_source": str(Path(path).resolve()), "factory_sha256": file_digest(path)}

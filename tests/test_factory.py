@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from core.identity import non_default
-from ecc.config import TrainConfig, write_train_config
+from ecc.config import TrainConfig, claim_folder, provenance, write_train_config
 from ecc.factory import cost
 from ecc.model import ModelConfig, build, dcnn
 from sweeps import architectures, demo, launch, smoke
@@ -184,6 +184,19 @@ def test_a_changed_factory_source_under_a_run_is_refused_naming_both_digests(
     assert f"run {exp / run.dir} was trained with factory" in err
     assert f"had sha256 {old['factory_sha256']}; it is {now} now" in err
     assert json.loads((exp / run.dir / "config.json").read_text()) == old  # nothing rewritten
+    with pytest.raises(ValueError, match=f"had sha256 {old['factory_sha256']}; it is {now} now"):
+        claim_folder(exp / run.dir, run.config)  # what a training job does first, if it started now
+
+
+def test_a_module_factory_records_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "nets.py").write_text(GOOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = TrainConfig(stimulus=smoke.TINY, model=ModelConfig(factory="mylab.nets:make"))
+    assert cfg.model.factory == "mylab.nets:make"  # a module reference is stored as written
+    assert provenance(cfg) == {"factory_source": str(tmp_path / "mylab" / "nets.py"),
+                               "factory_sha256": hashlib.sha256(GOOD.encode()).hexdigest()}
 
 
 # ------------------------------------------------------------------ timm
