@@ -11,10 +11,11 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from core.atomic import read_json
+from core.atomic import CorruptFileError, read_json
 from core.cli import arg, check_choices
 from core.identity import config_hash, from_jsonable
 from core.layout import CONFIG
@@ -23,7 +24,7 @@ from core.runs import write_config
 from .conditions import placement_arg
 from .dataset_spec import PLACES, DatasetSpec
 from .geometry import CONTRAST_NORMS, StimulusConfig
-from .model import ModelConfig
+from .model_config import ModelConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -59,10 +60,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # The nested configs checked themselves; these are the checks that need several of them.
-        if self.model.num_scales != self.stimulus.num_scales:
+        if self.model.factory:  # a network of your own sees the crops through its view
+            widest = self.stimulus.scale_size(self.stimulus.num_scales - 1)  # before int truncation
+            if self.model.view == "field" and round(widest) != self.stimulus.field_size:
+                raise ValueError(f"view field takes the widest crop as the whole field, but it is "
+                                 f"{widest:g} px of a {self.stimulus.field_size} px field "
+                                 f"(fovea {self.stimulus.fovea}); use --num_scales 1 or the exponential fovea")
+        elif self.model.num_scales != self.stimulus.num_scales:
             raise ValueError(f"pm {self.model.pm} starts with {self.model.num_scales} scales but --num_scales is "
                              f"{self.stimulus.num_scales}; the first number of pm must equal --num_scales")
-        self.model.layer_shapes(self.stimulus.crop_size)  # crops large enough for every layer
+        else:
+            self.model.layer_shapes(self.stimulus.crop_size)  # crops large enough for every layer
         check_choices(self)  # flanker_type, flanker_dset, contrast_norm, place
         for name in ("target_ecc", "flanker_ecc", "learning_rate"):
             value = getattr(self, name)
@@ -149,9 +157,40 @@ def read_config(run_dir: str | os.PathLike) -> TrainConfig:
     return from_jsonable(TrainConfig, data["config"])
 
 
+def provenance(cfg: TrainConfig) -> dict[str, str]:
+    """What config.json records beside the config: a factory's source file and its sha256 (none for EccNet)."""
+    from . import factory  # torch, and the user's module: only where a factory's source is recorded
+
+    return factory.source(cfg.model.factory) if cfg.model.factory else {}
+
+
+def check_provenance(run_dir: Path, cfg: TrainConfig, recorded: dict[str, str] | None = None) -> dict[str, str]:
+    """The run's provenance, refused (ValueError naming the run and both digests) when its folder's
+    config.json records another source of the same factory: one folder, one network."""
+    now = provenance(cfg) if recorded is None else recorded
+    try:
+        have = read_json(Path(run_dir) / CONFIG) or {}
+    except CorruptFileError:
+        return now  # write_config says what is wrong with it
+    old = have.get("factory_sha256")
+    if old is not None and now and old != now["factory_sha256"]:
+        raise ValueError(f"run {run_dir} was trained with factory {cfg.model.factory!r} whose source "
+                         f"{have.get('factory_source')} had sha256 {old}; it is {now['factory_sha256']} now. "
+                         "Restore the source, or give the changed network another name or factory_kwargs "
+                         "(or remove the run folder) rather than mixing two networks in one folder")
+    return now
+
+
+def write_train_config(run_dir: Path, cfg: TrainConfig, recorded: dict[str, str] | None = None,
+                       **extra: Any) -> None:
+    """Write a training run's config.json (with its provenance), or check that the folder's is this run's."""
+    write_config(run_dir, "train", cfg.hash, cfg, **check_provenance(run_dir, cfg, recorded), **extra)
+
+
 def claim_folder(run_dir: Path, cfg: TrainConfig) -> None:
     """Write config.json, or check that the folder's config.json is this config's."""
+    recorded = provenance(cfg)  # a factory that cannot be found is not a matter of the folder's name
     try:
-        write_config(run_dir, "train", cfg.hash, cfg)
+        write_train_config(run_dir, cfg, recorded)
     except ValueError as e:
         raise ValueError(f"{e} (with the CLI: another --model_name)") from None

@@ -104,7 +104,7 @@ class Evaluator:
         self.data_root = None if data_root is None else Path(data_root)
         self.device = apply_run_options(options)
         self.model = build(self.config.model, self.config.stimulus.crop_size, seed=self.config.seed,
-                           bf16=options.precision == "bf16")
+                           bf16=options.precision == "bf16", num_scales=self.config.stimulus.num_scales)
         self.model.load_state_dict(final_weights(self.run_dir, map_location="cpu"))
         self.model.to(self.device).eval()
 

@@ -37,6 +37,7 @@ from . import datasets
 from .checkpoint import resume, save_checkpoint, sync_metrics
 from .config import RunOptions, TrainConfig, claim_folder
 from .evaluate import evaluate_set
+from .factory import cost
 from .model import build
 from .runtime import DeferredSignals, apply_malloc_env, apply_run_options, resolve_device
 from .sources import SourceConfig
@@ -132,7 +133,8 @@ class _Progress:
 # -------------------------------------------------------------------------------- train
 def _new_model(cfg: TrainConfig, device: torch.device, bf16: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The run's untrained model (initial weights from cfg.seed) on `device`, and its optimizer."""
-    model = build(cfg.model, cfg.stimulus.crop_size, seed=cfg.seed, bf16=bf16).to(device)
+    model = build(cfg.model, cfg.stimulus.crop_size, seed=cfg.seed, bf16=bf16,
+                  num_scales=cfg.stimulus.num_scales).to(device)
     # TensorFlow's Adagrad starts its accumulator at 0.1 (PyTorch's default is 0); no weight decay.
     optimizer = torch.optim.Adagrad(model.parameters(), lr=cfg.learning_rate, initial_accumulator_value=0.1)
     return model, optimizer
@@ -184,7 +186,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, data_root: str | os.P
                     signals.forward()
     finally:
         run.progress.close()
-    result = run.result(n_train_images=images.n, n_validation_images=len(val_set.labels))
+    result = run.result(n_train_images=images.n, n_validation_images=len(val_set.labels),
+                        **cost(run.model, cfg.stimulus.shape))  # params, forward FLOPs per image
     write_result(run_dir, result)  # the one writer of result.json (core.runs): clears an older error.json
     return result
 

@@ -10,7 +10,8 @@ learning rate (`"chosen": null` in selection.json) gets rows with state `no_mode
 Columns of `collect`, in order:
   experiment, model (display name from plan.json), model_hash (the training run), learning_rate;
   the model's settings, flattened from its TrainConfig: pm, num_scales, total_pool, contrast_norm,
-    random_shifts, parity, num_classes (derived), seed (the replicate), then the others alphabetically (batch_size, chevron,
+    random_shifts, parity, num_classes (derived), seed (the replicate), factory, view (ecc/factory.py), params
+    and flops (per image, from the training result), then the others alphabetically (batch_size, chevron,
     conv_kernel, crop_size, digit_height, ..., train_target_ecc, train_flanker_type, ... for the
     training run's own condition);
   flanker_type, label (a/xa/ax/xax), target_ecc, flanker_ecc (NaN for type 0), spacing
@@ -52,7 +53,9 @@ STATES = (*RUN_STATES, NO_MODEL)
 # Columns every results table has, in this order; the model's settings (flattened from its
 # training config) go between MODEL_COLUMNS and CONDITION_COLUMNS.
 MODEL_COLUMNS = ("experiment", "model", "model_hash", "learning_rate")
-KEY_SETTINGS = ("pm", "num_scales", "total_pool", "contrast_norm", "random_shifts", "parity", "num_classes", "seed")
+KEY_SETTINGS = ("pm", "num_scales", "total_pool", "contrast_norm", "random_shifts", "parity", "num_classes", "seed",
+                "factory", "view", "params", "flops")
+COST_COLUMNS = ("params", "flops")  # a network's size, from its training result (ecc.factory.cost)
 CONDITION_COLUMNS = ("flanker_type", "label", "target_ecc", "flanker_ecc", "spacing", "flanker_dset")
 OUTCOME_COLUMNS = ("n_images", "n_correct", "accuracy", "ci_low", "ci_high", "state", "error", "job_id",
                    "hash", "run_dir", "per_image")
@@ -62,7 +65,8 @@ FIXED_COLUMNS = (*MODEL_COLUMNS, *CONDITION_COLUMNS, *OUTCOME_COLUMNS)
 RESERVED = frozenset(FIXED_COLUMNS) - {"learning_rate"}
 
 SELECTION_COLUMNS = ("experiment", "model", "learning_rate", "seed", "chosen", "state", "train/loss", "train/acc",
-                     "val/loss", "val/acc", "best_val/acc", "diverged", "best_epoch", "epochs", "wall_time_s", "error",
+                     "val/loss", "val/acc", "best_val/acc", "diverged", "best_epoch", "epochs", "wall_time_s",
+                     "params", "flops", "error",
                      "hash", "run_dir")
 # A training diverged when its final val/acc fell this far below its best epoch's: evaluation uses the
 # final weights (as the original), so such a run's findings are not the network it once was (issue 21:
@@ -98,10 +102,8 @@ def _isnan(x: Any) -> bool:
 
 def _float(x: Any) -> float:
     """A JSON number (or "inf"/"nan" as core.identity writes them, or null) as a float."""
-    if x is None:
-        return math.nan
     try:
-        return float(x)
+        return math.nan if x is None else float(x)
     except (TypeError, ValueError):
         return math.nan
 
@@ -147,6 +149,12 @@ def flatten_settings(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def network_cost(train_dir: Path | None) -> dict[str, float]:
+    """A training run's parameters and forward FLOPs per image (NaN until it is trained)."""
+    result = read_result(train_dir, "train") if train_dir is not None and train_dir.is_dir() else None
+    return {k: _float((result or {}).get(k)) for k in COST_COLUMNS}
+
+
 # ----------------------------------------------------------------------------- the results table
 def collect(exp_dir: str | Path, scheduler: Mapping[str, JobState] | None = None) -> pd.DataFrame:
     """One row per planned evaluation job (model x condition) of the experiment in `exp_dir`.
@@ -162,7 +170,8 @@ def collect(exp_dir: str | Path, scheduler: Mapping[str, JobState] | None = None
     def settings(model_hash: str) -> dict[str, Any]:
         if model_hash not in settings_cache:
             train = trains.get(model_hash)
-            settings_cache[model_hash] = flatten_settings(train.config if train else {})
+            settings_cache[model_hash] = {**flatten_settings(train.config if train else {}),
+                                          **network_cost(exp_dir / train.dir if train else None)}
         return settings_cache[model_hash]
 
     unselected = (read_selection(exp_dir) or Selection()).unselected()
@@ -339,7 +348,7 @@ def selection_table(exp_dir: str | Path, scheduler: Mapping[str, JobState] | Non
                "error": state.error or (cand.error if cand else ""), "hash": entry.hash, "run_dir": entry.dir}
         for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
             row[key] = _float(final.get(key, known_then.get(key)))
-        for key in ("best_epoch", "epochs", "wall_time_s"):
+        for key in ("best_epoch", "epochs", "wall_time_s", *COST_COLUMNS):
             row[key] = _float((result or {}).get(key, known_then.get(key)))
         row["best_val/acc"] = best_val_acc(exp_dir / entry.dir) if state.state == "done" else math.nan
         row["diverged"] = diverged(row["best_val/acc"], row["val/acc"])

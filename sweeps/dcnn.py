@@ -58,7 +58,7 @@ from collections.abc import Sequence
 
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
-from ecc.model import DCNN_POOLINGS, ModelConfig, dcnn
+from ecc.model_config import DCNN_POOLINGS, ModelConfig, dcnn
 from results.figspec import Comparison
 
 from .claims import crowds_more, measurable, second_claim

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
-from ecc.model import ModelConfig
+from ecc.model_config import ModelConfig
 from results.figspec import Comparison
 from results.findings import Claim, Term
 

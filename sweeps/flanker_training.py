@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
-from ecc.model import ModelConfig, dcnn
+from ecc.model_config import ModelConfig, dcnn
 from results.figspec import Comparison
 
 from .claims import measurable

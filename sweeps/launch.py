@@ -43,7 +43,15 @@ from core.layout import CONFIG, PLAN, SPEC, run_folders
 from ecc import sources
 
 from .driver import DRIVER_MEM_GB
-from .preflight import SweepCodeError, call_sweep, check_here, code_error, fit_here, print_traceback
+from .preflight import (
+    SweepCodeError,
+    call_sweep,
+    check_here,
+    check_networks,
+    code_error,
+    fit_here,
+    print_traceback,
+)
 from .spec import SpecError, StageResources, SweepSpec, override_resources
 
 if TYPE_CHECKING:
@@ -52,7 +60,7 @@ if TYPE_CHECKING:
 ONE_SHOT = {"executor", "out", "status", "dry_run", "report", "detach", "cancel", "logs"}  # not passed to a driver
 # The built-in sweeps, by the name a launch gives (sweeps/NAME.py, "_" written "-"): one explicit list,
 # checked against the modules that define sweep() by tests/test_own_sweeps.py.
-BUILTIN_SWEEPS = ("demo", "dcnn", "pooling", "similarity", "flanker-training", "smoke")
+BUILTIN_SWEEPS = ("demo", "dcnn", "pooling", "similarity", "flanker-training", "architectures", "smoke")
 
 
 @dataclass(frozen=True)
@@ -274,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"nothing to report in {exp_dir} (no plan.json): launch the sweep first, "
                              "or point --out at the folder that holds it")
         spec.check_data()  # a flanker set or background folder to fetch by hand (the Pipeline checks it too)
+        networks = [] if (cfg.status or cfg.cancel or cfg.logs is not None) else check_networks(spec, exp_dir)
         if not (cfg.status or cfg.dry_run or cfg.cancel or cfg.logs is not None):
             # The data source before anything runs: a missing or damaged MNIST file is a usage error,
             # named in one line, and no job is submitted (every dataset key needs its fingerprint).
@@ -291,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if cfg.dry_run:
-            print("\n".join(pipeline.plan_lines()))
+            print("\n".join(pipeline.plan_lines(networks)))
             return 0
         if cfg.status:
             print("\n".join(control.status_lines(pipeline)))

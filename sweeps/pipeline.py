@@ -288,11 +288,12 @@ class Pipeline:
         """Every run folder the plan has now (what is not among them is an orphan)."""
         return {u.run_dir for _, units in self.planned() for u in units}
 
-    def plan_lines(self) -> list[str]:
-        """The plan of a --dry-run: jobs per stage, dropped grid points, resources."""
+    def plan_lines(self, networks: Sequence[str] = ()) -> list[str]:
+        """The plan of a --dry-run: jobs per stage (after the training jobs, `networks`: each
+        network's size, from sweeps.preflight.check_networks), dropped grid points, resources."""
         lines = [f"sweep {self.spec.name}: {self.spec.description}".rstrip(": "),
                  f"experiment folder: {self.exp}", f"executor: {self.kind}"]
-        lines += self.datasets.plan_lines() + self.train.plan_lines()
+        lines += self.datasets.plan_lines() + self.train.plan_lines() + list(networks)
         lines.append(f"[select] per model: {self.spec.rule_text}")
         lines += self.evaluation(()).plan_lines()
         lines += claims.plan_lines(self.spec)

@@ -45,7 +45,7 @@ from dataclasses import replace
 
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
-from ecc.model import ModelConfig
+from ecc.model_config import ModelConfig
 from results.figspec import Comparison
 
 from .claims import crowds_more, measurable, second_claim

@@ -1,5 +1,7 @@
 """What a launch checks before it writes anything, beyond the spec's own validation (sweeps/spec.py):
-that the sweep's own code runs, and that the resources can work where the jobs run.
+that the sweep's own code runs, that every network builds and gives logits of the right shape (a
+factory of the user's: ecc/factory.py) from the source its runs were trained with, and that the
+resources can work where the jobs run.
 
 An error in a user's sweep file is a usage error of one line naming the file and line; --verbose
 shows its traceback. A sweep that declares no resources gets, on this machine, resources that fit
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from cluster.backends import BACKENDS
 from cluster.resources import fit_capacity, local_capacity
+from ecc.config import check_provenance, provenance
 
 from .spec import STAGE_NAMES, SpecError, StageResources, SweepSpec
 
@@ -106,3 +109,30 @@ def check_here(kind: str, cpus: int | None, device: str) -> None:
         if not torch.cuda.is_available():
             raise ValueError("--device cuda, but no GPU is visible here (torch.cuda.is_available() is false); "
                              "use --device auto or cpu")
+
+
+def check_networks(spec: SweepSpec, exp_dir: Path) -> list[str]:
+    """Every model of the sweep built once and run on a sample batch (ecc.factory.FactoryError, one
+    line, for a factory that cannot be imported or called, returns no nn.Module or logits of the
+    wrong shape; timm missing says what to install); a training run of `exp_dir` whose config.json
+    records another source of its factory is refused (ValueError naming the run and both digests).
+    Returns the --dry-run's lines: each network's parameters and forward FLOPs per image."""
+    from ecc import factory  # torch: loaded by a launch that builds networks, not by --status
+    from ecc.model import build
+
+    lines, sources = [], {}
+    for name, cfg in spec.models:
+        shape = cfg.stimulus.shape
+        net = build(cfg.model, cfg.stimulus.crop_size, num_scales=cfg.stimulus.num_scales)
+        family = "EccNet"
+        if cfg.model.factory:
+            factory.check(net, cfg.model.factory, shape, cfg.model.num_classes)
+            family = f"{cfg.model.factory} ({cfg.model.view} view)"
+            sources[cfg.model.factory] = provenance(cfg)
+        c = factory.cost(net, shape)
+        lines.append(f"[network] {name}: {family}, input {'x'.join(map(str, shape))}, {c['params']:,} parameters, "
+                     f"{c['flops']:,} forward FLOPs per image")
+    for run in spec.train_runs():
+        if run.config.model.factory and (exp_dir / run.dir).is_dir():
+            check_provenance(exp_dir / run.dir, run.config, sources[run.config.model.factory])
+    return lines

@@ -59,7 +59,7 @@ from dataclasses import replace
 from core.cli import check_choice
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
-from ecc.model import ModelConfig
+from ecc.model_config import ModelConfig
 from ecc.sources import SourceConfig
 from results.figspec import Comparison
 

@@ -10,7 +10,7 @@ import dataclasses
 from cluster.resources import Resources
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
-from ecc.model import ModelConfig
+from ecc.model_config import ModelConfig
 
 from .spec import EvalGrid, FigureSpec, StageResources, SweepSpec
 

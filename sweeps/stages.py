@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from cluster.jobs import CheckpointableRunJob, ChunkJob, RunJob
 from core.layout import data_root, dataset_job_dir, run_dir_name
 from core.runs import write_config
-from ecc.config import RunOptions
+from ecc.config import RunOptions, write_train_config
 from ecc.dataset_spec import dataset_key
 
 from . import tasks
@@ -108,7 +108,7 @@ class TrainStage(Stage):
 
     def write_config(self, unit: Unit) -> None:
         run: TrainRun = unit.payload
-        write_config(unit.run_dir, self.kind, run.hash, run.config, model=run.model)
+        write_train_config(unit.run_dir, run.config, model=run.model)  # with a factory's source digest
 
     def plan_lines(self) -> list[str]:
         runs, seeds = self.spec.train_runs(), self.spec.seeds

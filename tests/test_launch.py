@@ -78,13 +78,14 @@ def test_an_unknown_sweep_lists_the_available_ones() -> None:
     proc = cli("nope", "--dry-run")
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "python -m sweeps.launch: error: unknown sweep 'nope'; available: dcnn, demo, flanker-training, pooling, "
-        "similarity, smoke, or a file path/to/sweep.py, or a module package.module (see --help)"]
+        "python -m sweeps.launch: error: unknown sweep 'nope'; available: architectures, dcnn, demo, "
+        "flanker-training, pooling, similarity, smoke, or a file path/to/sweep.py, or a module package.module (see --help)"]
     assert proc.stdout == ""
 
 
 def test_no_sweep_lists_the_available_ones(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "no sweep given; available: dcnn, demo, flanker-training, pooling, similarity, smoke" in usage_error(["--dry-run"], capsys)
+    assert ("no sweep given; available: architectures, dcnn, demo, flanker-training, pooling, similarity, smoke"
+            in usage_error(["--dry-run"], capsys))
 
 
 def test_an_invalid_value_exits_2_without_a_traceback(tmp_path: Path) -> None:

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from core.runs import record_submission
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +36,6 @@ def test_the_results_tables_import_no_torch() -> None:
     assert "torch" not in names
 
 
-@pytest.mark.xfail(strict=True, reason="ecc.config imports ModelConfig from ecc.model, which defines the "
-                   "network (torch): the last link; ModelConfig in a torch-free module makes this pass")
 def test_status_imports_no_torch(tmp_path: Path) -> None:
     from sweeps import smoke
     from sweeps.pipeline import Pipeline
