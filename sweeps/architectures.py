@@ -1,5 +1,8 @@
-"""Does your network crowd? The eccentricity model, the paper's DCNN and two networks of your own
-(factories: examples/factories/) on the demo's grid, each tested for the demo's claims.
+"""Does your network crowd, and like people? The eccentricity model, the paper's DCNN and two networks
+of your own (factories: examples/factories/) on the demo's grid refined for Bouma's law
+(settings.Scale.bouma_grid: flanker positions at half the step, targets at half the step near the
+centre; every demo point kept), each tested for the demo's claims and fitted for Bouma's law
+(results/bouma.py: critical spacing against eccentricity, per network).
 
 Models, all trained on isolated even MNIST digits at random positions, contrast None:
 * `ecc_11-1-1-1-1`: the demo's eccentricity model (11 crops);
@@ -82,11 +85,12 @@ def sweep(quick: bool = False) -> SweepSpec:
         name="architectures-quick" if quick else "architectures",
         models=nets,
         learning_rates=(0.1,) if quick else LEARNING_RATES,
-        grid=scale.grid,
+        grid=scale.bouma_grid(),
         figures=figures,
-        claims=measurable(demo.claims(figures), nets, scale.grid),
+        claims=measurable(demo.claims(figures), nets, scale.bouma_grid()),
         resources=scale.resources,
         conditions_per_job=16 if quick else 8,
         description="the eccentricity model, the paper's DCNN and two networks of your own (a small ResNet, a "
-                    "small ViT: examples/factories/) on the demo's grid, with the demo's claims per network"
+                    "small ViT: examples/factories/) on the demo's grid refined for Bouma's law, with the demo's "
+                    "claims and a Bouma fit per network"
                     + (" (quick: the quick demo's geometry, lr 0.1)" if quick else ""))

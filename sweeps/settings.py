@@ -45,6 +45,17 @@ class Scale:
         return FigureSpec(spacings=self.spacings, center_target=0, far_target=self.far_target,
                           comparisons=comparisons)
 
+    def bouma_grid(self) -> EvalGrid:
+        """This size's grid refined for Bouma's law (results/bouma.py): the flanker positions at half
+        the step, and targets at half the step up to half the far target, where a network still reads
+        the isolated target; every point of the grid stays, so its claims and figures are unchanged."""
+        targets, flankers = sorted(self.grid.target_eccs), sorted(self.grid.flanker_eccs)
+        t_step, f_step = targets[1] - targets[0], flankers[1] - flankers[0]
+        near = [t_step / 2 * i for i in range(int(self.far_target / t_step) + 1)]
+        fine = [f_step / 2 * i for i in range(int(2 * max(flankers) / f_step) + 1)]
+        as_px = lambda xs: tuple(int(x) if float(x).is_integer() else x for x in sorted(set(xs)))  # noqa: E731
+        return replace(self.grid, target_eccs=as_px([*targets, *near]), flanker_eccs=as_px([*flankers, *fine]))
+
     def grid_every(self, target_step: int, test_images: int) -> EvalGrid:
         """The grid with targets every `target_step` px (same range) and `test_images` per condition."""
         top = max(self.grid.target_eccs) + 1
