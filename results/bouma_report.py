@@ -5,6 +5,7 @@ line per network, the human band beside them). The fits: results.bouma."""
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,14 +100,15 @@ def figure(found: Sequence[BoumaFit]) -> Figure:
     ax = fig.add_subplot()
     eccs = [p.target_ecc for f in found for p in f.points if p.fitted]
     x = np.linspace(0.0, max(eccs, default=1.0) * 1.05 or 1.0, 50)
-    ax.fill_between(x, HUMAN_BOUMA[0] * x, HUMAN_BOUMA[1] * x, color="0.6", alpha=0.25, lw=0, label=f"slope of {HUMAN_SOURCE}",
+    ax.fill_between(x, HUMAN_BOUMA[0] * x, HUMAN_BOUMA[1] * x, color="0.6", alpha=0.25, lw=0,
+                    label=textwrap.fill(f"slope of {HUMAN_SOURCE}", 64),
                     gid="human")
     for i, f in enumerate(p for p in found if any(q.fitted for q in p.points)):
         pts = [p for p in f.points if p.fitted]
         t = np.array([p.target_ecc for p in pts])
         c = np.array([p.critical for p in pts])
         err = np.vstack([np.maximum(c - [p.low for p in pts], 0), np.maximum(np.array([p.high for p in pts]) - c, 0)])
-        name = f"{f.model} (lr {f.learning_rate:g}): {f.verdict}"
+        name = textwrap.fill(f"{f.model} (lr {f.learning_rate:g}): {f.verdict}", 64)  # inside the axes
         bars = ax.errorbar(t, c, yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2, color=f"C{i}", label=name)
         bars.lines[0].set_gid(f.model)
         if math.isfinite(f.factor):
