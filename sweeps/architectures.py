@@ -25,10 +25,12 @@ them from any folder; config.json records each file's sha256). `--quick`: the qu
 geometry and budget (96,000 samples for the eccentricity model, 48,000 for the field networks at
 a 32 px input, as the dcnn sweep's quick DCNNs), one learning rate (0.1, the quick demo's choice).
 
-Measured (`--quick --executor local` from an empty folder, 2 cores shared with other work, load
-~3.8): 5 min 5 s wall, 348 s CPU. Isolated target at the centre -> xax at spacing 48: ecc 0.8925 ->
-0.870, DCNN 0.9725 -> 0.865, ResNet 0.9725 -> 0.855, ViT 0.900 -> 0.4375; crowding (a - xax, mean
-over the visible targets) supported for all four (+36.9, +10.8, +11.8, +46.2 pp; one seed).
+Measured (`--quick --executor local` from an empty folder, 2 cores): 3 min 34 s wall, 373 s CPU,
+262 conditions. Isolated target at the centre -> xax at spacing 48: ecc 0.8925 -> 0.870, DCNN
+0.9725 -> 0.865, ResNet 0.9725 -> 0.855, ViT 0.900 -> 0.4375; crowding supported for all four
+(+39.7, +10.8, +11.8, +46.2 pp; one seed). Bouma: the eccentricity model's critical spacing grows
+as 2.09 (1.91 to 2.35) x eccentricity (people: 0.3-0.6); the field networks' 3-digit field holds
+too few spacings for a fit (findings.md says so per network).
 """
 
 from __future__ import annotations
