@@ -1,5 +1,5 @@
 """Does your network crowd, and like people? The eccentricity model, the paper's DCNN and two networks
-of your own (factories: examples/factories/) on the demo's grid refined for Bouma's law
+of your own (factories: ecc/networks/) on the demo's grid refined for Bouma's law
 (settings.Scale.bouma_grid: flanker positions at half the step, targets at half the step near the
 centre; every demo point kept), each tested for the demo's claims and fitted for Bouma's law
 (results/bouma.py: critical spacing against eccentricity, per network).
@@ -8,9 +8,9 @@ Models, all trained on isolated even MNIST digits at random positions, contrast 
 * `ecc_11-1-1-1-1`: the demo's eccentricity model (11 crops);
 * `dcnn_progressive`: the paper's DCNN (pooling at every layer, the paper's 60-27-11-1 maps), a
   one-scale EccNet seeing a 3-digit field resized to its input (sweeps/dcnn.py);
-* `resnet_small` (examples/factories/resnet_small.py, view `field`): a small residual network
+* `resnet_small` (ecc/networks/resnet_small.py, view `field`): a small residual network
   seeing the DCNN's field (the same datasets);
-* `vit_small` (examples/factories/vit_small.py, view `field`): a small vision transformer seeing
+* `vit_small` (ecc/networks/vit_small.py, view `field`): a small vision transformer seeing
   the DCNN's field, 4x4 patches.
 Both see the field, not the 11 crops as channels (view `scales`): on the quick sweep's 11 crops at
 lr 0.1 both stayed at chance (measured: val/acc 0.19 and 0.21 after 2 epochs), while on the field
@@ -35,8 +35,6 @@ too few spacings for a fit (findings.md says so per network).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ecc.config import TrainConfig
 from ecc.geometry import StimulusConfig
 from ecc.model_config import ModelConfig, dcnn
@@ -47,9 +45,10 @@ from .dcnn import DCNN_FIELD_DIGITS, dcnn_stimulus
 from .settings import PAPER, QUICK, Scale
 from .spec import SweepSpec
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "factories"
-RESNET = f"{EXAMPLES / 'resnet_small.py'}:make"
-VIT = f"{EXAMPLES / 'vit_small.py'}:make"
+# By module, not by file: a file factory's absolute path is part of its runs' identity, and these
+# ship with the package (a checkout elsewhere keeps the same runs).
+RESNET = "ecc.networks.resnet_small:make"
+VIT = "ecc.networks.vit_small:make"
 LEARNING_RATES = (0.1, 0.01, 0.001)
 
 
@@ -93,6 +92,6 @@ def sweep(quick: bool = False) -> SweepSpec:
         resources=scale.resources,
         conditions_per_job=16 if quick else 8,
         description="the eccentricity model, the paper's DCNN and two networks of your own (a small ResNet, a "
-                    "small ViT: examples/factories/) on the demo's grid refined for Bouma's law, with the demo's "
+                    "small ViT: ecc/networks/) on the demo's grid refined for Bouma's law, with the demo's "
                     "claims and a Bouma fit per network"
                     + (" (quick: the quick demo's geometry, lr 0.1)" if quick else ""))
