@@ -91,8 +91,13 @@ def test_detach_status_logs_a_killed_driver_cancel_and_relaunches(tmp_path: Path
     readme = readme_cluster_commands(tmp_path)
     exp = tmp_path / "smoke"
 
-    # --detach returns at once (python start-up and one sbatch): the sweep runs in the driver job
-    job, seconds = detach(readme["--detach"], tmp_path)
+    # --detach returns at once (python start-up and one sbatch): the sweep runs in the driver job. It is
+    # held before its evaluations (fault injection, never released): on a loaded machine the checks
+    # below can outlast the 4 trainings, and an eval array submitted before the kill would finish
+    # the experiment before the relaunch this test is about
+    first_held = tmp_path / "first-held"
+    first_held.mkdir()
+    job, seconds = detach(readme["--detach"], tmp_path, env={PAUSE_ENV: f"eval:{first_held}"})
     print(f"--detach returned in {seconds:.1f} s")
     assert seconds < 60, seconds
     assert json.loads((exp / "driver.json").read_text())["job_id"] == job
@@ -109,7 +114,9 @@ def test_detach_status_logs_a_killed_driver_cancel_and_relaunches(tmp_path: Path
     assert busy.returncode == 3, busy.stdout + busy.stderr
     assert f"SLURM job {job}" in busy.stderr or f"driver, job {job}" in busy.stderr, busy.stderr
 
-    # the driver killed mid-train (scancel of the driver alone): its training array goes on
+    # the driver killed mid-train or held before its evaluations (scancel of the driver alone): its
+    # training array goes on, and no evaluation was submitted
+    assert submissions(exp, "eval") == {}
     datasets_done = submissions(exp, "datasets")
     train_submitted = submissions(exp, "train")
     subprocess.run(["scancel", job], check=True)
