@@ -200,6 +200,10 @@ def check(model: nn.Module, ref: str, shape: tuple[int, ...], num_classes: int) 
                            f"expected {(2, num_classes)} (batch, num_classes)")
 
 
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def cost(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
     """Parameters and forward FLOPs of one sample of `shape` (torch.utils.flop_counter)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -212,4 +216,4 @@ def cost(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int]:
     with counter:  # with autograd on: fused inference kernels (nn.TransformerEncoder's fast path) go uncounted
         model(x)
     model.train(was_training)
-    return {"params": sum(p.numel() for p in model.parameters()), "flops": int(counter.get_total_flops())}
+    return {"params": count_parameters(model), "flops": int(counter.get_total_flops())}

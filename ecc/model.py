@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import factory as factories
+from .factory import count_parameters  # noqa: F401 (re-exported: the size of any network)
 from .fused import input_channels_last, scale_max, shared_conv_scale_max
 from .model_config import (  # noqa: F401 (re-exported: the config's users may import it from here)
     DCNN_PM,
@@ -182,10 +183,6 @@ def build(cfg: ModelConfig, crop_size: int, *, seed: int | torch.Generator = 0, 
         return factories.make(cfg.factory, cfg.factory_kwargs, cfg.view, cfg.num_classes, crop_size,
                               num_scales or 1, seed=seed, bf16=bf16)
     return EccNet(cfg, crop_size, seed=seed, bf16=bf16)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # ---------------------------------------------------------------------------- the check

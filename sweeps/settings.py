@@ -53,13 +53,17 @@ class Scale:
         t_step, f_step = targets[1] - targets[0], flankers[1] - flankers[0]
         near = [t_step / 2 * i for i in range(int(self.far_target / t_step) + 1)]
         fine = [f_step / 2 * i for i in range(int(2 * max(flankers) / f_step) + 1)]
-        as_px = lambda xs: tuple(int(x) if float(x).is_integer() else x for x in sorted(set(xs)))  # noqa: E731
-        return replace(self.grid, target_eccs=as_px([*targets, *near]), flanker_eccs=as_px([*flankers, *fine]))
+        return replace(self.grid, target_eccs=_pixels([*targets, *near]), flanker_eccs=_pixels([*flankers, *fine]))
 
     def grid_every(self, target_step: int, test_images: int) -> EvalGrid:
         """The grid with targets every `target_step` px (same range) and `test_images` per condition."""
         top = max(self.grid.target_eccs) + 1
         return replace(self.grid, target_eccs=tuple(range(0, int(top), target_step)), test_images=test_images)
+
+
+def _pixels(values: list[float]) -> tuple[float, ...]:
+    """Positions sorted, each once, whole ones as ints (as the grids are written)."""
+    return tuple(int(x) if float(x).is_integer() else x for x in sorted(set(values)))
 
 
 PAPER = Scale(
